@@ -1,0 +1,157 @@
+"""Sending e-mail: render, track, log, deliver over SMTP, exactly once in effect.
+
+The message row is claimed under its idempotency key before SMTP is touched,
+so a retried or replayed activity finds the row and does not send again. Only
+a crash between the SMTP server accepting the message and the row being marked
+`sent` can repeat a send; the Message-ID is derived from the row so receivers
+can still tell the copies apart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from email import policy
+from email.message import EmailMessage
+from email.utils import formatdate
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import asyncpg
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from journeys.contacts import get_contact, profile
+from journeys.models import SendEmailInput, SendEmailResult
+from journeys.settings import Settings
+from journeys.templates import RenderError, html_to_text, render
+from journeys.tracking import add_tracking, unsubscribe_url
+
+log = structlog.get_logger(__name__)
+# Header lines are not folded: List-Unsubscribe must stay one plain URL, not an
+# RFC 2047 encoded word, for mail clients to offer one-click unsubscribe.
+_POLICY = policy.SMTP.clone(max_line_length=998)
+
+
+class SmtpSender:
+    """Delivers a finished message to the relay named by SMTP_URL."""
+
+    def __init__(self, smtp_url: str) -> None:
+        parts = urlsplit(smtp_url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError("SMTP_URL must look like smtp://host:port or smtps://user:pass@host")
+        self.hostname = parts.hostname or "localhost"
+        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self.use_tls = parts.scheme == "smtps"
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    async def send(self, message: EmailMessage) -> None:
+        await aiosmtplib.send(
+            message,
+            hostname=self.hostname,
+            port=self.port,
+            use_tls=self.use_tls,
+            start_tls=False if self.use_tls else None,
+            username=self.username,
+            password=self.password,
+            timeout=30,
+        )
+
+
+class EmailActivities:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, sender: SmtpSender) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.sender = sender
+
+    @activity.defn(name="send_email")
+    async def send_email(self, input: SendEmailInput) -> SendEmailResult:
+        existing = await self.pool.fetchrow(
+            "SELECT id, status, error FROM messages WHERE idempotency_key = $1",
+            input.idempotency_key,
+        )
+        if existing is not None and existing["status"] != "sending":
+            return _result(existing)
+        contact = await get_contact(self.pool, uuid.UUID(input.contact_id))
+        if contact is None:
+            raise ApplicationError(f"contact {input.contact_id} does not exist", non_retryable=True)
+        skip = None
+        if not contact.email:
+            skip = "no e-mail address"
+        elif contact.unsubscribed_at is not None:
+            skip = "unsubscribed"
+        message_id = existing["id"] if existing else uuid.uuid4()
+        row = await self.pool.fetchrow(
+            """
+            INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
+                                  step, contact_id, recipient, status, error)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
+            RETURNING id, status, error
+            """,
+            message_id,
+            input.idempotency_key,
+            input.workflow_id,
+            input.journey_key,
+            input.version,
+            input.step,
+            contact.id,
+            contact.email,
+            "skipped" if skip else "sending",
+            skip,
+        )
+        assert row is not None
+        if row["status"] != "sending":
+            return _result(row)
+        message_id = row["id"]
+        fields = profile(contact)
+        try:
+            subject = render(input.subject, fields)
+            html = render(input.html, fields, html=True)
+            text = render(input.text, fields) if input.text is not None else html_to_text(html)
+        except RenderError as exc:
+            await self.pool.execute(
+                "UPDATE messages SET status = 'failed', error = $2 WHERE id = $1",
+                message_id,
+                str(exc),
+            )
+            raise ApplicationError(
+                f"step '{input.step}': template failed: {exc}", non_retryable=True
+            ) from None
+        base, secret = self.settings.public_url.rstrip("/"), self.settings.secret
+        msg = EmailMessage(policy=_POLICY)
+        msg["From"] = input.sender or self.settings.mail_from
+        msg["To"] = contact.email
+        msg["Subject"] = subject
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-ID"] = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"
+        unsubscribe = unsubscribe_url(base, secret, str(message_id))
+        msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        msg.set_content(text)
+        msg.add_alternative(add_tracking(html, base, secret, str(message_id)), subtype="html")
+        await self.sender.send(msg)
+        await self.pool.execute(
+            """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3, sent_at = now()
+               WHERE id = $1""",
+            message_id,
+            subject,
+            msg["Message-ID"],
+        )
+        log.info(
+            "email.sent", message_id=str(message_id), journey=input.journey_key, step=input.step
+        )
+        return SendEmailResult(message_id=str(message_id), status="sent")
+
+
+def _result(row: asyncpg.Record) -> SendEmailResult:
+    if row["status"] == "failed":
+        raise ApplicationError(
+            f"message {row['id']} failed earlier: {row['error']}", non_retryable=True
+        )
+    return SendEmailResult(
+        message_id=str(row["id"]),
+        status="sent" if row["status"] == "sent" else "skipped",
+        reason=row["error"],
+    )

@@ -1,0 +1,54 @@
+"""Request dependencies: settings, the database pool, the Temporal client, auth."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+
+from journeys.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def _temporal(request: Request) -> Client:
+    client: Client = request.app.state.temporal
+    return client
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+TemporalDep = Annotated[Client, Depends(_temporal)]
+
+_bearer = HTTPBearer(auto_error=False, description="JOURNEYS_API_KEY")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Management endpoints need `Authorization: Bearer <JOURNEYS_API_KEY>`."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <JOURNEYS_API_KEY>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not settings.api_key or not hmac.compare_digest(
+        credentials.credentials.encode(), settings.api_key.encode()
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
+        )

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, status
+from pydantic import BaseModel, Field
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
+from api.errors import not_found, unprocessable
+from journeys.contacts import missing_contacts
+from journeys.definition import JourneyDefinition, definition_problems
+from journeys.enrolment import Enrolment, enrol
+from journeys.models import JourneyProgress, StepVisit
+from journeys.store import get_enrolment, get_journey, list_versions, messages_of, publish
+from journeys.templates import template_problems
+
+router = APIRouter(prefix="/journeys", tags=["journeys"], dependencies=[Depends(require_api_key)])
+
+
+class Published(BaseModel):
+    key: str
+    name: str
+    version: int
+    published_at: datetime
+
+
+class JourneyView(Published):
+    definition: JourneyDefinition
+    versions: list[dict[str, Any]]
+
+
+class EnrolmentRequest(BaseModel):
+    contact_ids: list[uuid.UUID] = Field(min_length=1, max_length=10_000)
+
+
+class EnrolmentResponse(BaseModel):
+    journey_key: str
+    enrolments: list[Enrolment]
+
+
+class ParticipantView(BaseModel):
+    journey_key: str
+    contact_id: uuid.UUID
+    workflow_id: str
+    version: int
+    status: str
+    current_step: str | None
+    history: list[StepVisit]
+    messages: list[dict[str, Any]]
+
+
+@router.get("/schema", summary="JSON Schema of the journey definition format")
+async def definition_schema() -> dict[str, Any]:
+    return JourneyDefinition.model_json_schema(by_alias=True)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Published)
+async def publish_journey(body: JourneyDefinition, pool: PoolDep) -> Published:
+    """Validate the definition and store it as the journey's next version."""
+    problems = definition_problems(body) or template_problems(body)
+    if problems:
+        raise unprocessable(problems)
+    journey = await publish(pool, body)
+    return Published.model_validate(journey.model_dump())
+
+
+@router.get("/{key}", response_model=JourneyView)
+async def read_journey(key: str, pool: PoolDep, version: int | None = None) -> JourneyView:
+    journey = await get_journey(pool, key, version)
+    if journey is None:
+        raise not_found(f"journey '{key}'{f' version {version}' if version else ''} does not exist")
+    return JourneyView(**journey.model_dump(), versions=await list_versions(pool, key))
+
+
+@router.post("/{key}/enrolments", response_model=EnrolmentResponse)
+async def enrol_contacts(
+    key: str, body: EnrolmentRequest, pool: PoolDep, client: TemporalDep, settings: SettingsDep
+) -> EnrolmentResponse:
+    """Enrol contacts in the latest version; a contact already inside keeps its run."""
+    journey = await get_journey(pool, key)
+    if journey is None:
+        raise not_found(f"journey '{key}' does not exist")
+    missing = await missing_contacts(pool, body.contact_ids)
+    if missing:
+        raise unprocessable(
+            [
+                (("contact_ids", body.contact_ids.index(m)), f"contact {m} does not exist")
+                for m in missing
+            ]
+        )
+    enrolments = await enrol(client, pool, settings.task_queue, journey, body.contact_ids)
+    return EnrolmentResponse(journey_key=key, enrolments=enrolments)
+
+
+_STATUS = {
+    WorkflowExecutionStatus.RUNNING: "running",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TERMINATED: "removed",
+    WorkflowExecutionStatus.CANCELED: "removed",
+    WorkflowExecutionStatus.TIMED_OUT: "failed",
+}
+
+
+@router.get("/{key}/participants/{contact_id}", response_model=ParticipantView)
+async def read_participant(
+    key: str, contact_id: uuid.UUID, pool: PoolDep, client: TemporalDep
+) -> ParticipantView:
+    """Where the participant is, the steps it took, and what it was sent."""
+    enrolment = await get_enrolment(pool, key, contact_id)
+    if enrolment is None:
+        raise not_found(f"contact {contact_id} was never enrolled in journey '{key}'")
+    handle = client.get_workflow_handle(enrolment["workflow_id"])
+    description = await handle.describe()
+    current_step, history = None, []
+    try:
+        progress = await handle.query("progress", result_type=JourneyProgress)
+        current_step, history = progress.current_step, progress.history
+    except RPCError:
+        pass  # e.g. a failed run whose history no longer replays: status still tells
+    return ParticipantView(
+        journey_key=key,
+        contact_id=contact_id,
+        workflow_id=enrolment["workflow_id"],
+        version=enrolment["version"],
+        status=_STATUS.get(description.status, "unknown") if description.status else "unknown",
+        current_step=current_step,
+        history=history,
+        messages=await messages_of(pool, enrolment["workflow_id"]),
+    )

@@ -1,0 +1,169 @@
+"""`journeys` command line: dev, api, worker, migrate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import structlog
+
+from journeys.logging import configure_logging
+from journeys.settings import Settings
+
+log = structlog.get_logger("journeys")
+
+
+def _stored_secret(path: Path) -> str:
+    """A random value kept in `path`, so it survives restarts of the dev stack."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(32)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+async def _serve_api(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from api.main import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    await uvicorn.Server(config).serve()
+
+
+async def dev(args: argparse.Namespace) -> None:
+    """PostgreSQL, Temporal + web UI, SMTP sink, worker and API in one process tree."""
+    from journeys.devstack import TemporalDevServer, start_postgres
+    from journeys.mailsink import MailSink
+    from journeys.migrate import migrate
+    from worker import running_worker
+
+    home = Path(args.data_dir).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    print(f"Journeys dev stack, data in {home}", flush=True)
+    postgres = start_postgres(home / "postgres")
+    temporal = TemporalDevServer(
+        home / "temporal.db",
+        port=args.temporal_port,
+        ui_port=args.ui_port,
+        log_file=home / "temporal.log",
+    )
+    settings = Settings(
+        database_url=os.environ.get("DATABASE_URL") or postgres.get_uri(),
+        temporal_address=temporal.address,
+        smtp_url=f"smtp://127.0.0.1:{args.smtp_port}",
+        api_key=os.environ.get("JOURNEYS_API_KEY") or _stored_secret(home / "api-key"),
+        secret=os.environ.get("JOURNEYS_SECRET") or _stored_secret(home / "secret"),
+        public_url=os.environ.get("JOURNEYS_PUBLIC_URL") or f"http://localhost:{args.port}",
+        dev_mail_dir=home / "mail",
+    )
+    await asyncio.to_thread(migrate, settings.database_url)
+    async with AsyncExitStack() as stack:
+        stack.callback(postgres.cleanup)
+        await temporal.start()
+        stack.callback(temporal.stop)
+        await stack.enter_async_context(MailSink(home / "mail", port=args.smtp_port))
+        await stack.enter_async_context(running_worker(settings))
+        print(
+            "\n".join(
+                [
+                    "",
+                    f"  API          http://localhost:{args.port}  (docs: /docs)",
+                    f"  API key      {settings.api_key}",
+                    f"  Temporal UI  http://localhost:{args.ui_port}",
+                    f"  Temporal     {temporal.address}",
+                    f"  Mail sink    smtp://127.0.0.1:{args.smtp_port}, read at http://localhost:{args.port}/dev/mail",
+                    f"  PostgreSQL   {settings.database_url}",
+                    "",
+                    "Ctrl-C stops everything; sleeping journeys wake up after the next start.",
+                ]
+            ),
+            flush=True,
+        )
+        await _serve_api(settings, args.host, args.port)
+        print("stopping...", flush=True)
+
+
+async def _migrated_settings() -> Settings:
+    """Settings from the environment, with the schema brought up to date first."""
+    from journeys.migrate import migrate as apply
+
+    settings = Settings()
+    await asyncio.to_thread(apply, settings.database_url)
+    return settings
+
+
+async def api(args: argparse.Namespace) -> None:
+    await _serve_api(await _migrated_settings(), args.host, args.port)
+
+
+async def worker(args: argparse.Namespace) -> None:
+    from worker import run_worker
+
+    await run_worker(await _migrated_settings())
+
+
+def migrate(args: argparse.Namespace) -> None:
+    from journeys.migrate import migrate as apply
+
+    applied = apply(Settings().database_url)
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dev", help="run the whole embedded stack (no Docker needed)")
+    p.add_argument("--data-dir", default=".journeys", help="where data is kept (default .journeys)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="API port")
+    p.add_argument("--temporal-port", type=int, default=7233)
+    p.add_argument("--ui-port", type=int, default=8233)
+    p.add_argument("--smtp-port", type=int, default=1025)
+    p.set_defaults(run=dev)
+
+    p = sub.add_parser("api", help="serve the HTTP API (configured by environment)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(run=api)
+
+    p = sub.add_parser("worker", help="run a Temporal worker (configured by environment)")
+    p.set_defaults(run=worker)
+
+    p = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
+    p.set_defaults(run=migrate)
+
+    args = parser.parse_args(argv)
+    configure_logging(
+        os.environ.get("JOURNEYS_LOG_LEVEL", "warning" if args.command == "dev" else "info")
+    )
+    try:
+        if asyncio.iscoroutinefunction(args.run):
+            asyncio.run(args.run(args))
+        else:
+            args.run(args)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # a clear message, not a traceback, for the usual failures
+        if os.environ.get("JOURNEYS_DEBUG"):
+            raise
+        print(f"journeys {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

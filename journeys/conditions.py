@@ -1,0 +1,79 @@
+"""Evaluate branch conditions. Pure and deterministic: runs inside workflows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from journeys.definition import (
+    AllOf,
+    AnyOf,
+    Condition,
+    FieldIs,
+    MessageWas,
+    NotOf,
+    condition_parts,
+)
+from journeys.models import JourneyState
+
+
+def evaluate(cond: Condition, fields: Mapping[str, Any], state: JourneyState) -> bool:
+    if isinstance(cond, AllOf):
+        return all(evaluate(c, fields, state) for c in cond.all)
+    if isinstance(cond, AnyOf):
+        return any(evaluate(c, fields, state) for c in cond.any)
+    if isinstance(cond, NotOf):
+        return not evaluate(cond.not_, fields, state)
+    if isinstance(cond, MessageWas):
+        return message_was(cond, state)
+    return field_is(cond, fields)
+
+
+def message_was(cond: MessageWas, state: JourneyState) -> bool:
+    message_id = state.sent.get(cond.message)
+    if message_id is None:
+        return False
+    if cond.event == "sent":
+        return True
+    return any(
+        e.message_id == message_id
+        and e.kind == cond.event
+        and (cond.link is None or e.url == cond.link)
+        for e in state.message_events
+    )
+
+
+def field_is(cond: FieldIs, fields: Mapping[str, Any]) -> bool:
+    value = fields.get(cond.field)
+    op, expected = cond.op, cond.value
+    if op == "exists":
+        return value is not None and value != ""
+    if op == "not_exists":
+        return value is None or value == ""
+    if op == "eq":
+        return bool(value == expected)
+    if op == "ne":
+        return bool(value != expected)
+    if op == "in":
+        return isinstance(expected, list) and value in expected
+    if op == "not_in":
+        return isinstance(expected, list) and value not in expected
+    if op == "contains":
+        return isinstance(value, (list, str)) and expected in value
+    if value is None or expected is None:
+        return False
+    try:
+        if op == "gt":
+            return bool(value > expected)
+        if op == "gte":
+            return bool(value >= expected)
+        if op == "lt":
+            return bool(value < expected)
+        return bool(value <= expected)
+    except TypeError:  # comparing e.g. a string field with a number: not true
+        return False
+
+
+def needs_profile(cond: Condition) -> bool:
+    """Whether the condition reads profile fields (and so needs a fresh load)."""
+    return any(isinstance(leaf, FieldIs) for leaf in condition_parts(cond))

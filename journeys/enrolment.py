@@ -1,0 +1,106 @@
+"""Enrolling contacts into a journey: one Temporal workflow per (journey, contact)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Literal
+
+import asyncpg
+from pydantic import BaseModel
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+
+from journeys.models import (
+    SA_JOURNEY,
+    SA_PARTICIPANT,
+    SA_STATUS,
+    SA_STEP,
+    SA_VERSION,
+    JourneyInput,
+    journey_workflow_id,
+)
+from journeys.store import PublishedJourney, get_enrolment, record_enrolments
+
+# Starts in flight at once for one request; Temporal's frontend is the limit.
+START_CONCURRENCY = 64
+
+
+class Enrolment(BaseModel):
+    contact_id: uuid.UUID
+    workflow_id: str
+    run_id: str
+    version: int
+    status: Literal["enrolled", "already_enrolled"]
+
+
+def _search_attributes(journey: PublishedJourney, contact_id: uuid.UUID) -> TypedSearchAttributes:
+    kw = SearchAttributeKey.for_keyword
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(kw(SA_JOURNEY), journey.key),
+            SearchAttributePair(kw(SA_VERSION), str(journey.version)),
+            SearchAttributePair(kw(SA_PARTICIPANT), str(contact_id)),
+            SearchAttributePair(kw(SA_STEP), journey.definition.start),
+            SearchAttributePair(kw(SA_STATUS), "running"),
+        ]
+    )
+
+
+async def enrol(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    journey: PublishedJourney,
+    contact_ids: list[uuid.UUID],
+) -> list[Enrolment]:
+    """Start a run for each contact; a contact already in an open run keeps that run."""
+    limit = asyncio.Semaphore(START_CONCURRENCY)
+
+    async def start(contact_id: uuid.UUID) -> tuple[uuid.UUID, str, str, bool]:
+        workflow_id = journey_workflow_id(journey.key, str(contact_id))
+        async with limit:
+            handle = await client.start_workflow(
+                "JourneyWorkflow",
+                JourneyInput(
+                    journey_key=journey.key,
+                    version=journey.version,
+                    contact_id=str(contact_id),
+                    definition=journey.definition,
+                ),
+                id=workflow_id,
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=_search_attributes(journey, contact_id),
+                static_summary=f"{journey.name} (v{journey.version}), participant {contact_id}",
+            )
+        # With USE_EXISTING the server says whether it started a run or found one.
+        response = getattr(handle, "_start_workflow_response", None)
+        started = bool(getattr(response, "started", True))
+        return contact_id, workflow_id, handle.result_run_id or "", started
+
+    results = await asyncio.gather(*(start(c) for c in dict.fromkeys(contact_ids)))
+    new = [(journey.key, c, journey.version, w, r) for c, w, r, started in results if started]
+    if new:
+        await record_enrolments(pool, new)
+    enrolments = []
+    for contact_id, workflow_id, run_id, started in results:
+        version = journey.version
+        if not started:
+            row = await get_enrolment(pool, journey.key, contact_id)
+            version = row["version"] if row and row["run_id"] == run_id else version
+        enrolments.append(
+            Enrolment(
+                contact_id=contact_id,
+                workflow_id=workflow_id,
+                run_id=run_id,
+                version=version,
+                status="enrolled" if started else "already_enrolled",
+            )
+        )
+    return enrolments

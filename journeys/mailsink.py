@@ -1,0 +1,81 @@
+"""The development SMTP sink: a real SMTP server (aiosmtpd) that keeps every
+message it receives as an .eml file, for people and tests to read."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+_ID = re.compile(r"^[0-9]{13}-[0-9a-f]{32}$")
+
+
+class _StoreHandler:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        name = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex}"
+        tmp = self.folder / f".{name}.tmp"
+        tmp.write_bytes(content)
+        tmp.rename(self.folder / f"{name}.eml")  # readers never see half a message
+        return "250 Message accepted for delivery"
+
+
+class MailSink:
+    """`async with MailSink(folder, port=1025):` serves SMTP on localhost."""
+
+    def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 1025) -> None:
+        self.folder, self.host, self.port = folder, host, port
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> MailSink:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handler = _StoreHandler(self.folder)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(handler, hostname="journeys-sink", data_size_limit=50 * 1024 * 1024),
+            self.host,
+            self.port,
+        )
+        if self.port == 0:
+            self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def list_mail(folder: Path) -> list[dict[str, Any]]:
+    """Every stored message, oldest first, with its main headers."""
+    items = []
+    for path in sorted(folder.glob("*.eml")):
+        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+        items.append(
+            {
+                "id": path.stem,
+                "to": [str(a) for a in msg.get_all("To", [])],
+                "from": str(msg.get("From", "")),
+                "subject": str(msg.get("Subject", "")),
+                "date": str(msg.get("Date", "")),
+                "message_id": str(msg.get("Message-ID", "")),
+            }
+        )
+    return items
+
+
+def read_mail(folder: Path, mail_id: str) -> bytes | None:
+    """The raw RFC 822 message, or None when there is no such id."""
+    if not _ID.match(mail_id):
+        return None
+    path = folder / f"{mail_id}.eml"
+    return path.read_bytes() if path.exists() else None

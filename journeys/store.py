@@ -1,0 +1,128 @@
+"""Journey versions, enrolments and messages in PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from journeys.definition import JourneyDefinition
+
+
+class PublishedJourney(BaseModel):
+    key: str
+    name: str
+    version: int
+    published_at: datetime
+    definition: JourneyDefinition
+
+
+async def publish(pool: asyncpg.Pool, defn: JourneyDefinition) -> PublishedJourney:
+    """Store `defn` as the next immutable version of its journey."""
+    async with pool.acquire() as conn, conn.transaction():
+        # The upsert locks the journey row, so concurrent publishes get distinct versions.
+        version = await conn.fetchval(
+            """
+            INSERT INTO journeys (key, name, latest_version) VALUES ($1, $2, 1)
+            ON CONFLICT (key) DO UPDATE SET latest_version = journeys.latest_version + 1,
+                                            name = EXCLUDED.name, updated_at = now()
+            RETURNING latest_version
+            """,
+            defn.key,
+            defn.name,
+        )
+        published_at = await conn.fetchval(
+            """INSERT INTO journey_versions (journey_key, version, definition) VALUES ($1, $2, $3)
+               RETURNING published_at""",
+            defn.key,
+            version,
+            defn.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+    return PublishedJourney(
+        key=defn.key, name=defn.name, version=version, published_at=published_at, definition=defn
+    )
+
+
+async def get_journey(
+    pool: asyncpg.Pool, key: str, version: int | None = None
+) -> PublishedJourney | None:
+    """A published version of a journey; the latest when `version` is None."""
+    row = await pool.fetchrow(
+        """
+        SELECT v.journey_key AS key, j.name, v.version, v.published_at, v.definition
+        FROM journey_versions v JOIN journeys j ON j.key = v.journey_key
+        WHERE v.journey_key = $1 AND v.version = COALESCE($2, j.latest_version)
+        """,
+        key,
+        version,
+    )
+    return PublishedJourney.model_validate(dict(row)) if row else None
+
+
+async def list_versions(pool: asyncpg.Pool, key: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        """SELECT version, published_at FROM journey_versions
+           WHERE journey_key = $1 ORDER BY version""",
+        key,
+    )
+    return [dict(r) for r in rows]
+
+
+async def record_enrolments(
+    pool: asyncpg.Pool, rows: list[tuple[str, uuid.UUID, int, str, str]]
+) -> None:
+    """Remember which run each (journey, contact) is in: (key, contact, version, workflow, run)."""
+    await pool.executemany(
+        """
+        INSERT INTO enrolments (journey_key, contact_id, version, workflow_id, run_id)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (journey_key, contact_id) DO UPDATE SET
+            version = EXCLUDED.version, workflow_id = EXCLUDED.workflow_id,
+            run_id = EXCLUDED.run_id, enrolled_at = now()
+        """,
+        rows,
+    )
+
+
+async def get_enrolment(
+    pool: asyncpg.Pool, key: str, contact_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        "SELECT * FROM enrolments WHERE journey_key = $1 AND contact_id = $2", key, contact_id
+    )
+
+
+async def messages_of(pool: asyncpg.Pool, workflow_id: str) -> list[dict[str, Any]]:
+    """The messages a participant's run sent, each with its opens and clicks."""
+    rows = await pool.fetch(
+        """
+        SELECT m.id, m.step, m.status, m.subject, m.error, m.created_at, m.sent_at,
+               COALESCE(json_agg(json_build_object('kind', e.kind, 'url', e.url, 'at', e.at)
+                                 ORDER BY e.at) FILTER (WHERE e.id IS NOT NULL), '[]')::jsonb
+                   AS events
+        FROM messages m LEFT JOIN message_events e ON e.message_id = m.id
+        WHERE m.workflow_id = $1
+        GROUP BY m.id ORDER BY m.created_at
+        """,
+        workflow_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def record_message_event(
+    pool: asyncpg.Pool, message_id: uuid.UUID, kind: str, url: str | None
+) -> asyncpg.Record | None:
+    """Store an open/click/unsubscribe; returns the message's workflow id, step and contact."""
+    return await pool.fetchrow(
+        """
+        WITH m AS (SELECT id, workflow_id, step, contact_id FROM messages WHERE id = $1),
+             e AS (INSERT INTO message_events (message_id, kind, url) SELECT id, $2, $3 FROM m)
+        SELECT workflow_id, step, contact_id FROM m
+        """,
+        message_id,
+        kind,
+        url,
+    )

@@ -1,0 +1,69 @@
+"""Message templates: jinja2 in a sandbox, because marketers write them.
+
+Contact variables are available as `contact.<field>`; a field the contact does
+not have renders as nothing. Values are HTML-escaped in HTML parts.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import TemplateError, Undefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from journeys.definition import JourneyDefinition, Problem, SendEmail
+
+
+def _blank_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
+_PLAIN = SandboxedEnvironment(autoescape=False, undefined=Undefined, finalize=_blank_none)
+_HTML = SandboxedEnvironment(autoescape=True, undefined=Undefined, finalize=_blank_none)
+
+
+class RenderError(ValueError):
+    """A template failed to compile or render; the message says where."""
+
+
+def render(template: str, contact: Mapping[str, Any], *, html: bool = False) -> str:
+    env = _HTML if html else _PLAIN
+    try:
+        return env.from_string(template).render(contact=dict(contact))
+    except TemplateError as exc:  # SecurityError is a TemplateError too
+        raise RenderError(f"{type(exc).__name__}: {exc}") from None
+
+
+def template_problems(defn: JourneyDefinition) -> list[Problem]:
+    """Templates that do not compile, as (location, message)."""
+    problems: list[Problem] = []
+    for sid, step in defn.steps.items():
+        if not isinstance(step, SendEmail):
+            continue
+        for part in ("subject", "html", "text"):
+            source = getattr(step, part)
+            if source is None:
+                continue
+            try:
+                (_HTML if part == "html" else _PLAIN).parse(source)
+            except TemplateError as exc:
+                problems.append((("steps", sid, part), f"step '{sid}': {part} template: {exc}"))
+    return problems
+
+
+_TAG = re.compile(r"<[^>]+>")
+_BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|tr)>|<br\s*/?>", re.IGNORECASE)
+_LINK = re.compile(
+    r"<a\b[^>]*?\bhref\s*=\s*([\"'])(.*?)\1[^>]*>(.*?)</a>", re.IGNORECASE | re.DOTALL
+)
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text part for mail clients that do not show HTML."""
+    text = _LINK.sub(lambda m: f"{m.group(3)} ({m.group(2)})", html)
+    text = _BLOCK_END.sub("\n", text)
+    text = html_lib.unescape(_TAG.sub("", text))
+    return "\n".join(line.strip() for line in text.splitlines()).strip() + "\n"

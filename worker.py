@@ -1,0 +1,55 @@
+"""The Temporal worker: journey workflows and every activity they call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.contacts import ContactActivities
+from activities.email import EmailActivities, SmtpSender
+from journeys.db import create_pool
+from journeys.settings import Settings
+from journeys.temporal import connect
+from workflows.journey import JourneyWorkflow
+
+log = structlog.get_logger(__name__)
+
+WORKFLOWS = [JourneyWorkflow]
+
+
+def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
+    """A worker for the journeys task queue, with activities bound to `pool`."""
+    email = EmailActivities(pool, settings, SmtpSender(settings.smtp_url))
+    contacts = ContactActivities(pool)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[email.send_email, contacts.load_contact, contacts.update_contact],
+        max_concurrent_activities=200,
+    )
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, client: Client | None = None) -> AsyncIterator[Worker]:
+    """Run a worker (and its database pool) for the duration of the block."""
+    client = client or await connect(settings)
+    pool = await create_pool(settings.database_url, max_size=20)
+    worker = build_worker(client, settings, pool)
+    try:
+        async with worker:
+            log.info("worker.started", task_queue=settings.task_queue)
+            yield worker
+    finally:
+        await pool.close()
+
+
+async def run_worker(settings: Settings) -> None:
+    async with running_worker(settings):
+        await asyncio.Event().wait()
