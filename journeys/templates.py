@@ -33,7 +33,9 @@ def render(template: str, contact: Mapping[str, Any], *, html: bool = False) -> 
     env = _HTML if html else _PLAIN
     try:
         return env.from_string(template).render(contact=dict(contact))
-    except TemplateError as exc:  # SecurityError is a TemplateError too
+    except Exception as exc:
+        # Anything a template raises (SecurityError, a sandbox limit, 1/0, a bad
+        # filter argument) is the template's fault: retrying cannot help.
         raise RenderError(f"{type(exc).__name__}: {exc}") from None
 
 

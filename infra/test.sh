@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The test suite on real parts: `bash infra/test.sh` (extra arguments go to pytest).
+set -euo pipefail
+source "$(dirname "$0")/venv.sh"
+cd "$(dirname "$0")/.."
+exec python -m pytest "$@"

@@ -1,0 +1,99 @@
+"""What a test does the way an API client or a mail reader would."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+
+
+async def create_contact(http: httpx.AsyncClient, **fields: Any) -> str:
+    body = {
+        "external_id": f"ext-{uuid.uuid4()}",
+        "email": f"{uuid.uuid4().hex[:8]}@example.com",
+        "first_name": "Ann",
+        **fields,
+    }
+    response = await http.post("/contacts", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def publish(http: httpx.AsyncClient, definition: dict[str, Any]) -> int:
+    response = await http.post("/journeys", json=definition)
+    assert response.status_code == 201, response.text
+    return int(response.json()["version"])
+
+
+async def enrol(http: httpx.AsyncClient, key: str, *contact_ids: str) -> dict[str, Any]:
+    response = await http.post(
+        f"/journeys/{key}/enrolments", json={"contact_ids": list(contact_ids)}
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def participant(http: httpx.AsyncClient, key: str, contact_id: str) -> dict[str, Any]:
+    response = await http.get(f"/journeys/{key}/participants/{contact_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def wait_until_done(
+    http: httpx.AsyncClient, key: str, contact_id: str, timeout: float = 30
+) -> dict[str, Any]:
+    for _ in range(int(timeout * 5)):
+        view = await participant(http, key, contact_id)
+        if view["status"] != "running":
+            return view
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"participant still running after {timeout}s: {view}")
+
+
+async def wait_for_step(
+    http: httpx.AsyncClient, key: str, contact_id: str, step: str, timeout: float = 20
+) -> dict[str, Any]:
+    for _ in range(int(timeout * 5)):
+        view = await participant(http, key, contact_id)
+        if view["current_step"] == step:
+            return view
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"participant never reached {step!r}: {view}")
+
+
+async def read_mail(
+    http: httpx.AsyncClient, to: str, subject: str, timeout: float = 20
+) -> EmailMessage:
+    """The message to `to` with `subject`, fetched from the sink over the dev API."""
+    for _ in range(int(timeout * 10)):
+        listing = (await http.get("/dev/mail")).json()
+        for item in listing:
+            if to in item["to"] and item["subject"] == subject:
+                raw = await http.get(f"/dev/mail/{item['id']}")
+                assert raw.headers["content-type"].startswith("message/rfc822")
+                msg = message_from_bytes(raw.content, policy=policy.default)
+                assert isinstance(msg, EmailMessage)
+                return msg
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no mail to {to} with subject {subject!r}")
+
+
+def html_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def links_in(msg: EmailMessage) -> list[str]:
+    return re.findall(r'<a\b[^>]*href="([^"]+)"', html_of(msg))
+
+
+def pixel_in(msg: EmailMessage) -> str:
+    match = re.search(r'<img src="([^"]+/t/o/[^"]+)"', html_of(msg))
+    assert match, "no open pixel"
+    return match.group(1)

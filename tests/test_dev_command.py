@@ -1,0 +1,111 @@
+"""`journeys dev` as a user runs it: everything starts from one command, stops
+cleanly on Ctrl-C, and a journey asleep across a restart still wakes up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+
+from journeys.devstack import free_port
+from tests.helpers import create_contact, enrol, publish, read_mail, wait_until_done
+
+
+async def start_dev(home: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "JOURNEYS_API_KEY": "dev-key"}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "journeys.cli",
+            "dev",
+            "--data-dir",
+            str(home),
+            "--port",
+            str(ports["api"]),
+            "--temporal-port",
+            str(ports["temporal"]),
+            "--ui-port",
+            str(ports["ui"]),
+            "--smtp-port",
+            str(ports["smtp"]),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+            try:
+                if (await http.get(f"http://127.0.0.1:{ports['api']}/healthz")).status_code == 200:
+                    return process
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    process.kill()
+    raise AssertionError("journeys dev did not become healthy")
+
+
+async def stop_dev(process: subprocess.Popen[bytes]) -> str:
+    process.send_signal(signal.SIGINT)
+    output, _ = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+async def test_dev_stack_survives_a_restart(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("api", "temporal", "ui", "smtp")}
+    home = tmp_path / "dev"
+    process = await start_dev(home, ports)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{ports['api']}", headers={"Authorization": "Bearer dev-key"}
+    ) as http:
+        await publish(
+            http,
+            {
+                "key": "nap",
+                "name": "Nap",
+                "entry": {"type": "api"},
+                "start": "nap",
+                "steps": {
+                    "nap": {"type": "wait", "duration": "PT8S", "next": "hello"},
+                    "hello": {
+                        "type": "send_email",
+                        "subject": "Awake",
+                        "html": "<p>hi</p>",
+                        "next": "end",
+                    },
+                    "end": {"type": "end"},
+                },
+            },
+        )
+        email = f"nap-{uuid.uuid4().hex[:6]}@example.com"
+        contact = await create_contact(http, email=email)
+        await enrol(http, "nap", contact)
+        output = await stop_dev(process)
+        assert f"http://localhost:{ports['api']}" in output and "dev-key" in output
+        async with httpx.AsyncClient() as probe:  # everything is down, the UI too
+            for port in (ports["api"], ports["ui"]):
+                try:
+                    await probe.get(f"http://127.0.0.1:{port}/", timeout=1)
+                    raise AssertionError(f"port {port} still answers")
+                except httpx.TransportError:
+                    pass
+        assert list((home / "mail").glob("*.eml")) == []
+
+        process = await start_dev(home, ports)
+        try:
+            assert (await http.get(f"/contacts/{contact}")).json()["email"] == email
+            await read_mail(http, email, "Awake", timeout=30)
+            view = await wait_until_done(http, "nap", contact)
+            assert [h["step"] for h in view["history"]] == ["nap", "hello", "end"]
+        finally:
+            await stop_dev(process)

@@ -1,0 +1,75 @@
+"""T4: a message is sent at most once per participant run, step and occurrence,
+however often the activity is retried; and every send is logged."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.email import EmailActivities, SmtpSender
+from journeys.contacts import ContactIn, upsert_contact
+from journeys.models import SendEmailInput
+from tests.conftest import Stack
+
+
+def send_input(contact_id: str, key: str, **overrides: str) -> SendEmailInput:
+    fields = {
+        "idempotency_key": key,
+        "workflow_id": f"journey/once/{contact_id}",
+        "journey_key": "once",
+        "version": 1,
+        "contact_id": contact_id,
+        "step": "mail1",
+        "subject": "Once, {{ contact.first_name }}",
+        "html": "<p>only once</p>",
+        **overrides,
+    }
+    return SendEmailInput.model_validate(fields)
+
+
+async def test_retries_and_concurrent_attempts_send_one_message(stack: Stack) -> None:
+    email = f"once-{uuid.uuid4().hex[:6]}@example.com"
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email, first_name="Cy"))
+    activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    env = ActivityEnvironment()
+    key = f"journey/once/{contact.id}/run-1/mail1/1"
+
+    first = await env.run(activities.send_email, send_input(str(contact.id), key))
+    retries = await asyncio.gather(
+        *(env.run(activities.send_email, send_input(str(contact.id), key)) for _ in range(5))
+    )
+    assert first.status == "sent"
+    assert {r.message_id for r in retries} == {first.message_id}
+    await asyncio.sleep(0.5)
+    assert [m["subject"] for m in stack.mail_to(email)] == ["Once, Cy"]
+
+    row = await stack.pool.fetchrow("SELECT * FROM messages WHERE idempotency_key = $1", key)
+    assert row is not None
+    assert row["status"] == "sent" and row["recipient"] == email and row["step"] == "mail1"
+    assert row["sent_at"] is not None and row["provider_id"] == f"<{first.message_id}@127.0.0.1>"
+
+    # A later occurrence of the same step is a new message.
+    again = await env.run(activities.send_email, send_input(str(contact.id), key[:-1] + "2"))
+    assert again.message_id != first.message_id
+    assert len(await stack.wait_for_mail(email, 2)) == 2
+
+
+async def test_no_address_is_skipped_and_bad_template_is_not_retried(stack: Stack) -> None:
+    contact, _ = await upsert_contact(stack.pool, ContactIn(first_name="No Mail"))
+    activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    env = ActivityEnvironment()
+    skipped = await env.run(
+        activities.send_email, send_input(str(contact.id), f"skip-{contact.id}")
+    )
+    assert skipped.status == "skipped" and skipped.reason == "no e-mail address"
+
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email="tpl@example.com"))
+    bad = send_input(str(contact.id), f"bad-{contact.id}", html="{{ 1 / 0 }}")
+    with pytest.raises(ApplicationError) as info:
+        await env.run(activities.send_email, bad)
+    assert info.value.non_retryable and "mail1" in str(info.value)
+    assert "ZeroDivisionError" in str(info.value)

@@ -1,0 +1,71 @@
+"""Rendering in the sandbox, plain-text parts, link tracking and token signing."""
+
+from __future__ import annotations
+
+import pytest
+
+from journeys.templates import RenderError, html_to_text, render
+from journeys.tokens import sign, verify
+from journeys.tracking import add_tracking
+
+CONTACT = {"first_name": "Ann", "last_name": None, "plan": "pro", "email": "ann@example.com"}
+
+
+def test_contact_variables_and_missing_fields() -> None:
+    assert render("Hi {{ contact.first_name }}!", CONTACT) == "Hi Ann!"
+    assert render("[{{ contact.last_name }}][{{ contact.nickname }}]", CONTACT) == "[][]"
+    assert render("{% if contact.plan == 'pro' %}Pro{% else %}Free{% endif %}", CONTACT) == "Pro"
+
+
+def test_html_parts_escape_values_but_not_the_template() -> None:
+    evil = {"first_name": "<script>alert(1)</script>"}
+    out = render("<p>Hi {{ contact.first_name }}</p>", evil, html=True)
+    assert out == "<p>Hi &lt;script&gt;alert(1)&lt;/script&gt;</p>"
+    assert render("Hi {{ contact.first_name }}", evil) == "Hi <script>alert(1)</script>"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ contact.__class__.__init__.__globals__ }}",
+        "{{ range(10**8) | list | length }}",
+        "{{ '{0.__class__.__init__.__globals__}'.format(contact) }}",
+    ],
+)
+def test_sandbox_escapes_are_refused(template: str) -> None:
+    with pytest.raises(RenderError):
+        render(template, CONTACT)
+
+
+def test_text_part_from_html() -> None:
+    html = '<h1>Hello</h1><p>See <a href="https://x.example/a">our prices</a>&amp; more</p>'
+    assert html_to_text(html) == "Hello\nSee our prices (https://x.example/a)& more\n"
+
+
+def test_links_are_tracked_and_pixel_added() -> None:
+    html = (
+        '<html><body><a href="https://x.example/a?b=1&amp;c=2">A</a>'
+        '<a href="mailto:sales@example.com">mail</a><a href="#top">top</a></body></html>'
+    )
+    out = add_tracking(html, "https://t.example", "s3cret", "m-1")
+    assert "https://x.example/a" not in out
+    assert 'href="mailto:sales@example.com"' in out and 'href="#top"' in out
+    token = out.split('href="https://t.example/t/c/')[1].split('"')[0]
+    assert verify(token, "s3cret") == {"m": "m-1", "k": "c", "u": "https://x.example/a?b=1&c=2"}
+    assert out.index('<img src="https://t.example/t/o/') < out.index("</body>")
+
+
+def test_tokens_cannot_be_forged_or_altered() -> None:
+    token = sign({"m": "m-1", "k": "o"}, "s3cret")
+    assert verify(token, "s3cret") == {"m": "m-1", "k": "o"}
+    body, mac = token.split(".")
+    assert verify(token, "other") is None
+    assert verify(sign({"m": "m-2", "k": "o"}, "other"), "s3cret") is None
+    assert verify(body[1:] + "." + mac, "s3cret") is None
+    assert verify(body + "." + mac[::-1], "s3cret") is None
+    assert verify(body, "s3cret") is None
+    assert verify(token, "") is None
+    with pytest.raises(ValueError, match="JOURNEYS_SECRET"):
+        sign({"m": "x"}, "")
