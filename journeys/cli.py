@@ -123,6 +123,14 @@ def migrate(args: argparse.Namespace) -> None:
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+async def bench(args: argparse.Namespace) -> None:
+    from bench.run import run_bench
+
+    ok = await run_bench(quick=args.quick, n=args.n, concurrency=args.concurrency, out=args.out)
+    if not ok:
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +154,13 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p.set_defaults(run=migrate)
+
+    p = sub.add_parser("bench", help="measure the product against raw Temporal and SMTP floors")
+    p.add_argument("--quick", action="store_true", help="small sizes, a smoke check (< 2 min)")
+    p.add_argument("-n", type=int, default=None, help="operations per figure (2000; quick 200)")
+    p.add_argument("--concurrency", type=int, default=None, help="client requests in flight (32)")
+    p.add_argument("--out", default=None, help="JSON file or folder (default bench/results/)")
+    p.set_defaults(run=bench)
 
     args = parser.parse_args(argv)
     configure_logging(

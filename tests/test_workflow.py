@@ -90,6 +90,14 @@ async def harness(time_env: WorkflowEnvironment) -> AsyncIterator[Harness]:
 HISTORIES = Path(__file__).parent / "histories"
 
 
+async def click(handle: WorkflowHandle[Any, Any], url: str) -> None:
+    """What the click endpoint signals when mail1's link to `url` is followed."""
+    event = MessageEvent(
+        message_id="msg-mail1", step="mail1", kind="clicked", url=url, at=datetime.now(UTC)
+    )
+    await handle.signal(JourneyWorkflow.message_event, event)
+
+
 async def result(handle: WorkflowHandle[Any, Any]) -> JourneyProgress:
     """The run's outcome; with JOURNEYS_RECORD_HISTORIES=1 its history is also
     saved under tests/histories/ for the replay test (test_replay.py)."""
@@ -143,16 +151,7 @@ async def test_a_click_takes_the_event_edge(harness: Harness) -> None:
         await asyncio.sleep(0.05)
         progress = await handle.query(JourneyWorkflow.progress)
     assert progress.current_step == "wait_click" and progress.status == "running"
-    await handle.signal(
-        JourneyWorkflow.message_event,
-        MessageEvent(
-            message_id="msg-mail1",
-            step="mail1",
-            kind="clicked",
-            url="https://example.com/pricing",
-            at=datetime.now(UTC),
-        ),
-    )
+    await click(handle, "https://example.com/pricing")
     progress = await result(handle)
     assert [v.step for v in progress.history] == ["mail1", "wait_click", "mail2", "done"]
     assert progress.history[1].outcome == "clicked"
@@ -167,16 +166,7 @@ async def test_a_click_on_another_link_does_not_count(harness: Harness) -> None:
     definition = valid_definition("specific-link")
     definition["steps"]["wait_click"]["link"] = "https://example.com/pricing"
     handle = await harness.start(definition)
-    await handle.signal(
-        JourneyWorkflow.message_event,
-        MessageEvent(
-            message_id="msg-mail1",
-            step="mail1",
-            kind="clicked",
-            url="https://example.com/other",
-            at=datetime.now(UTC),
-        ),
-    )
+    await click(handle, "https://example.com/other")
     progress = await result(handle)
     assert progress.history[1].outcome == "timeout"
 
