@@ -3,10 +3,12 @@ PostgreSQL and SMTP -> the sink -> a tracked link -> a signal -> the next step."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
+from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from journeys.contacts import get_contact
 from tests.conftest import Stack
@@ -290,3 +292,21 @@ async def test_enrolling_many_at_once_and_twice(stack: Stack) -> None:
     assert [e["run_id"] for e in second["enrolments"]] == [e["run_id"] for e in first["enrolments"]]
     view = await participant(http, "e2e-bulk", contacts[0])
     assert view["status"] == "running" and view["current_step"] == "pause"
+
+    # Operators find them in the web UI by search attribute (never by address).
+    query = "JourneyKey = 'e2e-bulk' AND JourneyStep = 'pause' AND JourneyStatus = 'running'"
+    for _ in range(50):
+        found = [w async for w in stack.temporal.list_workflows(query)]
+        if len(found) == 20:
+            break
+        await asyncio.sleep(0.2)
+    assert sorted(w.id for w in found) == sorted(f"journey/e2e-bulk/{c}" for c in contacts)
+    handle = stack.temporal.get_workflow_handle(found[0].id)
+    described = await handle.describe()
+    assert (
+        await described.static_summary()
+        == f"Bulk (v1), participant {found[0].id.rsplit('/', 1)[1]}"
+    )
+    # The web UI's "current details" come from this built-in query.
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert "Waiting at `pause` until" in metadata.current_details
