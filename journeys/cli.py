@@ -97,23 +97,38 @@ async def dev(args: argparse.Namespace) -> None:
         print("stopping...", flush=True)
 
 
-async def _migrated_settings() -> Settings:
-    """Settings from the environment, with the schema brought up to date first."""
+class ConfigError(Exception):
+    pass
+
+
+async def _migrated_settings(*required: str) -> Settings:
+    """Settings from the environment, checked, with the schema brought up to date."""
     from journeys.migrate import migrate as apply
 
     settings = Settings()
+    missing = [
+        env
+        for env, field in _REQUIRED.items()
+        if field in required and not getattr(settings, field)
+    ]
+    if missing:
+        raise ConfigError(f"set {' and '.join(missing)} in the environment")
     await asyncio.to_thread(apply, settings.database_url)
     return settings
 
 
+# Without these a deployment would accept anyone, or sign links it cannot verify later.
+_REQUIRED = {"JOURNEYS_API_KEY": "api_key", "JOURNEYS_SECRET": "secret"}
+
+
 async def api(args: argparse.Namespace) -> None:
-    await _serve_api(await _migrated_settings(), args.host, args.port)
+    await _serve_api(await _migrated_settings("api_key", "secret"), args.host, args.port)
 
 
 async def worker(args: argparse.Namespace) -> None:
     from worker import run_worker
 
-    await run_worker(await _migrated_settings())
+    await run_worker(await _migrated_settings("secret"))
 
 
 def migrate(args: argparse.Namespace) -> None:

@@ -25,10 +25,11 @@ def _yoyo_uri(database_url: str) -> str:
 
 def migrate(database_url: str) -> list[str]:
     """Apply pending migrations; returns the ids of those applied now."""
+    yoyo_uri = _yoyo_uri(database_url)
     with psycopg.connect(database_url, autocommit=True) as lock:
         lock.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         try:
-            backend = get_backend(_yoyo_uri(database_url))
+            backend = get_backend(yoyo_uri)
             try:
                 migrations = read_migrations(str(MIGRATIONS_DIR))
                 with backend.lock():
