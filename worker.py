@@ -12,7 +12,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.contacts import ContactActivities
-from activities.email import EmailActivities, SmtpSender
+from activities.email import EmailActivities
+from activities.smtp import SmtpSender
 from journeys.db import create_pool
 from journeys.settings import Settings
 from journeys.temporal import connect
@@ -23,9 +24,11 @@ log = structlog.get_logger(__name__)
 WORKFLOWS = [JourneyWorkflow]
 
 
-def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool) -> Worker:
-    """A worker for the journeys task queue, with activities bound to `pool`."""
-    email = EmailActivities(pool, settings, SmtpSender(settings.smtp_url))
+def build_worker(
+    client: Client, settings: Settings, pool: asyncpg.Pool, sender: SmtpSender
+) -> Worker:
+    """A worker for the journeys task queue, with activities bound to `pool` and `sender`."""
+    email = EmailActivities(pool, settings, sender)
     contacts = ContactActivities(pool)
     return Worker(
         client,
@@ -38,15 +41,16 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool) -> Work
 
 @asynccontextmanager
 async def running_worker(settings: Settings, client: Client | None = None) -> AsyncIterator[Worker]:
-    """Run a worker (and its database pool) for the duration of the block."""
+    """Run a worker (with its database pool and SMTP connections) for the block."""
     client = client or await connect(settings)
     pool = await create_pool(settings.database_url, max_size=20)
-    worker = build_worker(client, settings, pool)
+    sender = SmtpSender(settings.smtp_url)
     try:
-        async with worker:
+        async with build_worker(client, settings, pool, sender) as worker:
             log.info("worker.started", task_queue=settings.task_queue)
             yield worker
     finally:
+        await sender.close()
         await pool.close()
 
 

@@ -13,14 +13,14 @@ import uuid
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import aiosmtplib
 import asyncpg
 import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.smtp import SmtpRejected, SmtpSender
 from journeys.contacts import get_contact, profile
 from journeys.models import SendEmailInput, SendEmailResult
 from journeys.settings import Settings
@@ -33,32 +33,6 @@ log = structlog.get_logger(__name__)
 _POLICY = policy.SMTP.clone(max_line_length=998)
 
 
-class SmtpSender:
-    """Delivers a finished message to the relay named by SMTP_URL."""
-
-    def __init__(self, smtp_url: str) -> None:
-        parts = urlsplit(smtp_url)
-        if parts.scheme not in ("smtp", "smtps"):
-            raise ValueError("SMTP_URL must look like smtp://host:port or smtps://user:pass@host")
-        self.hostname = parts.hostname or "localhost"
-        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
-        self.use_tls = parts.scheme == "smtps"
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-
-    async def send(self, message: EmailMessage) -> None:
-        await aiosmtplib.send(
-            message,
-            hostname=self.hostname,
-            port=self.port,
-            use_tls=self.use_tls,
-            start_tls=False if self.use_tls else None,
-            username=self.username,
-            password=self.password,
-            timeout=30,
-        )
-
-
 class EmailActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, sender: SmtpSender) -> None:
         self.pool = pool
@@ -67,12 +41,6 @@ class EmailActivities:
 
     @activity.defn(name="send_email")
     async def send_email(self, input: SendEmailInput) -> SendEmailResult:
-        existing = await self.pool.fetchrow(
-            "SELECT id, status, error FROM messages WHERE idempotency_key = $1",
-            input.idempotency_key,
-        )
-        if existing is not None and existing["status"] != "sending":
-            return _result(existing)
         contact = await get_contact(self.pool, uuid.UUID(input.contact_id))
         if contact is None:
             raise ApplicationError(f"contact {input.contact_id} does not exist", non_retryable=True)
@@ -81,7 +49,7 @@ class EmailActivities:
             skip = "no e-mail address"
         elif contact.unsubscribed_at is not None:
             skip = "unsubscribed"
-        message_id = existing["id"] if existing else uuid.uuid4()
+        # Claim the idempotency key; a retry or replay gets the row already there.
         row = await self.pool.fetchrow(
             """
             INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
@@ -90,7 +58,7 @@ class EmailActivities:
             ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
             RETURNING id, status, error
             """,
-            message_id,
+            uuid.uuid4(),
             input.idempotency_key,
             input.workflow_id,
             input.journey_key,
@@ -111,11 +79,7 @@ class EmailActivities:
             html = render(input.html, fields, html=True)
             text = render(input.text, fields) if input.text is not None else html_to_text(html)
         except RenderError as exc:
-            await self.pool.execute(
-                "UPDATE messages SET status = 'failed', error = $2 WHERE id = $1",
-                message_id,
-                str(exc),
-            )
+            await self._finish(message_id, "failed", str(exc))
             raise ApplicationError(
                 f"step '{input.step}': template failed: {exc}", non_retryable=True
             ) from None
@@ -131,7 +95,11 @@ class EmailActivities:
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg.set_content(text)
         msg.add_alternative(add_tracking(html, base, secret, str(message_id)), subtype="html")
-        await self.sender.send(msg)
+        try:
+            await self.sender.send(msg)
+        except SmtpRejected as exc:
+            await self._finish(message_id, "rejected", str(exc))
+            return SendEmailResult(message_id=str(message_id), status="skipped", reason=str(exc))
         await self.pool.execute(
             """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3, sent_at = now()
                WHERE id = $1""",
@@ -143,6 +111,11 @@ class EmailActivities:
             "email.sent", message_id=str(message_id), journey=input.journey_key, step=input.step
         )
         return SendEmailResult(message_id=str(message_id), status="sent")
+
+    async def _finish(self, message_id: uuid.UUID, status: str, error: str) -> None:
+        await self.pool.execute(
+            "UPDATE messages SET status = $2, error = $3 WHERE id = $1", message_id, status, error
+        )
 
 
 def _result(row: asyncpg.Record) -> SendEmailResult:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import html as html_lib
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError, Undefined
+from jinja2 import Template, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from journeys.definition import JourneyDefinition, Problem, SendEmail
@@ -29,10 +30,15 @@ class RenderError(ValueError):
     """A template failed to compile or render; the message says where."""
 
 
+@lru_cache(maxsize=1024)
+def _compiled(source: str, html: bool) -> Template:
+    # A journey's templates are rendered for every participant; compile each once.
+    return (_HTML if html else _PLAIN).from_string(source)
+
+
 def render(template: str, contact: Mapping[str, Any], *, html: bool = False) -> str:
-    env = _HTML if html else _PLAIN
     try:
-        return env.from_string(template).render(contact=dict(contact))
+        return _compiled(template, html).render(contact=dict(contact))
     except Exception as exc:
         # Anything a template raises (SecurityError, a sandbox limit, 1/0, a bad
         # filter argument) is the template's fault: retrying cannot help.

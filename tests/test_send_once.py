@@ -10,7 +10,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.email import EmailActivities, SmtpSender
+from activities.email import EmailActivities
+from activities.smtp import SmtpSender
 from journeys.contacts import ContactIn, upsert_contact
 from journeys.models import SendEmailInput
 from tests.conftest import Stack

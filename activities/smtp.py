@@ -1,0 +1,86 @@
+"""SMTP delivery with a small pool of open connections.
+
+Opening a connection costs a handshake and EHLO (plus TLS and AUTH for a real
+relay) per message; keeping a few open lets a busy worker send over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email.message import EmailMessage
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+
+class SmtpRejected(Exception):
+    """The relay refused the message for good (a 5xx answer)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"rejected by the mail server ({code})")
+        self.code = code
+
+
+class SmtpSender:
+    """Delivers finished messages to the relay named by SMTP_URL."""
+
+    def __init__(self, smtp_url: str, *, connections: int = 8) -> None:
+        parts = urlsplit(smtp_url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError("SMTP_URL must look like smtp://host:port or smtps://user:pass@host")
+        self.hostname = parts.hostname or "localhost"
+        self.port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self.use_tls = parts.scheme == "smtps"
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(connections)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.hostname,
+            port=self.port,
+            use_tls=self.use_tls,
+            start_tls=False if self.use_tls else None,
+            username=self.username,
+            password=self.password,
+            timeout=30,
+        )
+        await smtp.connect()
+        return smtp
+
+    async def send(self, message: EmailMessage) -> None:
+        async with self._slots:
+            smtp = self._idle.pop() if self._idle else None
+            reused = smtp is not None and smtp.is_connected
+            if not reused:
+                smtp = await self._connect()
+            assert smtp is not None
+            try:
+                try:
+                    await smtp.send_message(message)
+                except aiosmtplib.SMTPServerDisconnected:
+                    if not reused:
+                        raise
+                    # The relay closed a connection that sat idle: once more on a new one.
+                    smtp.close()
+                    smtp = await self._connect()
+                    await smtp.send_message(message)
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+                smtp.close()
+                codes = [r.code for r in getattr(exc, "recipients", [exc])]
+                if codes and all(500 <= code < 600 for code in codes):
+                    raise SmtpRejected(codes[0]) from None
+                raise
+            except BaseException:
+                smtp.close()
+                raise
+            self._idle.append(smtp)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            try:
+                await smtp.quit()
+            except aiosmtplib.SMTPException:
+                smtp.close()

@@ -1,0 +1,109 @@
+"""SMTP delivery against a real aiosmtpd server: connections are reused, and a
+permanent refusal is recorded instead of being retried for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from temporalio.testing import ActivityEnvironment
+
+from activities.email import EmailActivities
+from activities.smtp import SmtpRejected, SmtpSender
+from journeys.contacts import ContactIn, upsert_contact
+from journeys.models import SendEmailInput
+from tests.conftest import Stack
+
+
+class PickyRelay:
+    """Refuses recipients at refused.example, counts connections and messages."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.received: list[str] = []
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.endswith("@refused.example"):
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.extend(envelope.rcpt_tos)
+        return "250 queued"
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[tuple[PickyRelay, int]]:
+    handler = PickyRelay()
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    yield handler, server.sockets[0].getsockname()[1]
+    server.close()
+
+
+def message(to: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.com", to, "hi"
+    msg.set_content("hi")
+    return msg
+
+
+async def test_connections_are_reused(relay: tuple[PickyRelay, int]) -> None:
+    handler, port = relay
+    sender = SmtpSender(f"smtp://127.0.0.1:{port}", connections=2)
+    for i in range(6):
+        await sender.send(message(f"r{i}@example.com"))
+    await asyncio.gather(*(sender.send(message(f"p{i}@example.com")) for i in range(6)))
+    await sender.close()
+    assert len(handler.received) == 12
+    assert handler.connections <= 2
+
+
+async def test_a_refused_recipient_is_rejected_not_retried(
+    relay: tuple[PickyRelay, int], stack: Stack
+) -> None:
+    handler, port = relay
+    sender = SmtpSender(f"smtp://127.0.0.1:{port}")
+    with pytest.raises(SmtpRejected, match="550"):
+        await sender.send(message("nobody@refused.example"))
+
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email="nobody@refused.example"))
+    activities = EmailActivities(stack.pool, stack.settings, sender)
+    fields: dict[str, Any] = {
+        "idempotency_key": f"refused-{uuid.uuid4()}",
+        "workflow_id": "journey/r/x",
+        "journey_key": "r",
+        "version": 1,
+        "contact_id": str(contact.id),
+        "step": "mail1",
+        "subject": "s",
+        "html": "<p>h</p>",
+    }
+    result = await ActivityEnvironment().run(activities.send_email, SendEmailInput(**fields))
+    assert result.status == "skipped" and result.reason == "rejected by the mail server (550)"
+    status = await stack.pool.fetchval(
+        "SELECT status FROM messages WHERE id = $1::uuid", result.message_id
+    )
+    assert status == "rejected"
+    assert "nobody@refused.example" not in (result.reason or "")
+    await sender.close()
+    assert handler.received == []
