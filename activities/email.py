@@ -10,9 +10,6 @@ can still tell the copies apart.
 from __future__ import annotations
 
 import uuid
-from email import policy
-from email.message import EmailMessage
-from email.utils import formatdate
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -20,6 +17,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.message import compose
 from activities.smtp import SmtpRejected, SmtpSender
 from journeys.contacts import get_contact, profile
 from journeys.models import SendEmailInput, SendEmailResult
@@ -28,9 +26,6 @@ from journeys.templates import RenderError, html_to_text, render
 from journeys.tracking import add_tracking, unsubscribe_url
 
 log = structlog.get_logger(__name__)
-# Header lines are not folded: List-Unsubscribe must stay one plain URL, not an
-# RFC 2047 encoded word, for mail clients to offer one-click unsubscribe.
-_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 class EmailActivities:
@@ -84,17 +79,20 @@ class EmailActivities:
                 f"step '{input.step}': template failed: {exc}", non_retryable=True
             ) from None
         base, secret = self.settings.public_url.rstrip("/"), self.settings.secret
-        msg = EmailMessage(policy=_POLICY)
-        msg["From"] = input.sender or self.settings.mail_from
-        msg["To"] = contact.email
-        msg["Subject"] = subject
-        msg["Date"] = formatdate(localtime=False)
-        msg["Message-ID"] = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"
-        unsubscribe = unsubscribe_url(base, secret, str(message_id))
-        msg["List-Unsubscribe"] = f"<{unsubscribe}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        msg.set_content(text)
-        msg.add_alternative(add_tracking(html, base, secret, str(message_id)), subtype="html")
+        assert contact.email is not None  # contacts without one were skipped above
+        message_id_header = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"
+        msg = compose(
+            sender=input.sender or self.settings.mail_from,
+            to=contact.email,
+            subject=subject,
+            text=text,
+            html=add_tracking(html, base, secret, str(message_id)),
+            headers={
+                "Message-ID": message_id_header,
+                "List-Unsubscribe": f"<{unsubscribe_url(base, secret, str(message_id))}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+        )
         try:
             await self.sender.send(msg)
         except SmtpRejected as exc:
@@ -105,7 +103,7 @@ class EmailActivities:
                WHERE id = $1""",
             message_id,
             subject,
-            msg["Message-ID"],
+            message_id_header,
         )
         log.info(
             "email.sent", message_id=str(message_id), journey=input.journey_key, step=input.step

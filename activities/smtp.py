@@ -7,7 +7,7 @@ relay) per message; keeping a few open lets a busy worker send over them.
 from __future__ import annotations
 
 import asyncio
-from email.message import EmailMessage
+from email.message import Message
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -49,7 +49,7 @@ class SmtpSender:
         await smtp.connect()
         return smtp
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         async with self._slots:
             smtp = self._idle.pop() if self._idle else None
             reused = smtp is not None and smtp.is_connected
