@@ -1,4 +1,8 @@
-"""Request dependencies: settings, the database pool, the Temporal client, auth."""
+"""Request dependencies: settings, the database pool, the Temporal client, auth.
+
+All are `async def` although none awaits: FastAPI runs plain `def` dependencies
+in a thread pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,17 @@ from temporalio.client import Client
 from journeys.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _pool(request: Request) -> asyncpg.Pool:
+async def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def _temporal(request: Request) -> Client:
+async def _temporal(request: Request) -> Client:
     client: Client = request.app.state.temporal
     return client
 
@@ -35,7 +39,7 @@ TemporalDep = Annotated[Client, Depends(_temporal)]
 _bearer = HTTPBearer(auto_error=False, description="JOURNEYS_API_KEY")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
