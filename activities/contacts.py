@@ -8,8 +8,16 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from journeys.contacts import get_contact, profile, set_fields
+from journeys.contacts import Contact, get_contact, profile, set_fields
 from journeys.models import ContactSnapshot, LoadContactInput, UpdateContactInput
+
+
+async def require_contact(pool: asyncpg.Pool, contact_id: str) -> Contact:
+    """The participant's contact; its absence is not something a retry can fix."""
+    contact = await get_contact(pool, uuid.UUID(contact_id))
+    if contact is None:
+        raise ApplicationError(f"contact {contact_id} does not exist", non_retryable=True)
+    return contact
 
 
 class ContactActivities:
@@ -18,10 +26,7 @@ class ContactActivities:
 
     @activity.defn(name="load_contact")
     async def load_contact(self, input: LoadContactInput) -> ContactSnapshot:
-        contact = await get_contact(self.pool, uuid.UUID(input.contact_id))
-        if contact is None:
-            raise ApplicationError(f"contact {input.contact_id} does not exist", non_retryable=True)
-        return ContactSnapshot(fields=profile(contact))
+        return ContactSnapshot(fields=profile(await require_contact(self.pool, input.contact_id)))
 
     @activity.defn(name="update_contact")
     async def update_contact(self, input: UpdateContactInput) -> None:

@@ -17,9 +17,10 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.contacts import require_contact
 from activities.message import compose
 from activities.smtp import SmtpRejected, SmtpSender
-from journeys.contacts import get_contact, profile
+from journeys.contacts import profile
 from journeys.models import SendEmailInput, SendEmailResult
 from journeys.settings import Settings
 from journeys.templates import RenderError, html_to_text, render
@@ -36,9 +37,7 @@ class EmailActivities:
 
     @activity.defn(name="send_email")
     async def send_email(self, input: SendEmailInput) -> SendEmailResult:
-        contact = await get_contact(self.pool, uuid.UUID(input.contact_id))
-        if contact is None:
-            raise ApplicationError(f"contact {input.contact_id} does not exist", non_retryable=True)
+        contact = await require_contact(self.pool, input.contact_id)
         skip = None
         if not contact.email:
             skip = "no e-mail address"
