@@ -10,6 +10,7 @@ import pytest
 
 from bench.load import closed_loop, open_loop
 from bench.report import (
+    cpu_rows,
     latency_summary,
     markdown_table,
     meets,
@@ -132,6 +133,21 @@ def test_table_has_every_pair_and_the_verdicts() -> None:
     assert idle[3] == "200.0 MB -> 210.0 MB" and idle[6] == "yes"
     text = render(result)
     assert "events per step" in text and "journey: wait" in text
+
+
+def test_cpu_rows_sum_each_process_per_operation() -> None:
+    result = _complete()
+    result["pairs"]["enrol"]["floor_detail"] = {
+        "cpu_ms_per_op": {"temporal": 99.0},
+        "cpu_ms_per_op_with_followup": {"temporal": 15.0, "floor_worker": 6.0, "bench": 1.5},
+    }
+    result["pairs"]["mail"]["product_detail"] = {
+        "cpu_ms_per_op": {"mail_client": 2.5, "postgres": 1.0, "sink": 1.5, "others": 3.0}
+    }
+    rows = cpu_rows(result)
+    assert rows[0] == ["enrol floor", "15.0", "6.0", "-", "-", "-", "1.5", "22.5"]
+    assert rows[1] == ["mail product", "-", "-", "-", "1.0", "1.5", "2.5", "5.0"]
+    assert "client" in render(result)
 
 
 def test_table_of_an_empty_result_still_renders() -> None:
