@@ -7,10 +7,11 @@ relay) per message; keeping a few open lets a busy worker send over them.
 from __future__ import annotations
 
 import asyncio
-from email.message import Message
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+
+from activities.message import OutgoingMail
 
 
 class SmtpRejected(Exception):
@@ -49,7 +50,7 @@ class SmtpSender:
         await smtp.connect()
         return smtp
 
-    async def send(self, message: Message) -> None:
+    async def send(self, mail: OutgoingMail) -> None:
         async with self._slots:
             smtp = self._idle.pop() if self._idle else None
             reused = smtp is not None and smtp.is_connected
@@ -58,14 +59,14 @@ class SmtpSender:
             assert smtp is not None
             try:
                 try:
-                    await smtp.send_message(message)
+                    await smtp.sendmail(mail.envelope_from, mail.recipients, mail.data)
                 except aiosmtplib.SMTPServerDisconnected:
                     if not reused:
                         raise
                     # The relay closed a connection that sat idle: once more on a new one.
                     smtp.close()
                     smtp = await self._connect()
-                    await smtp.send_message(message)
+                    await smtp.sendmail(mail.envelope_from, mail.recipients, mail.data)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
                 smtp.close()
                 codes = [r.code for r in getattr(exc, "recipients", [exc])]

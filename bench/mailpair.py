@@ -124,22 +124,9 @@ async def _floor(args: argparse.Namespace, reuse: bool) -> tuple[Any, float]:
                 s.close()
 
 
-def _product_sender(smtp_url: str) -> Any:
-    """The SMTP sender the worker builds, wherever the product keeps it."""
-    import importlib
-
-    for name in ("activities.smtp", "activities.email"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "SmtpSender"):
-            return module.SmtpSender(smtp_url)
-    raise RuntimeError("the product's SmtpSender was not found")
-
-
 async def _product(args: argparse.Namespace) -> tuple[Any, float]:
     from activities.email import EmailActivities
+    from activities.smtp import SmtpSender
     from bench.pairs import HTML, SUBJECT
     from journeys.db import create_pool
     from journeys.logging import configure_logging
@@ -155,7 +142,7 @@ async def _product(args: argparse.Namespace) -> tuple[Any, float]:
     )
     contacts = [uuid.UUID(c) for c in args.contacts.split(",")]
     pool = await create_pool(settings.database_url, max_size=20)  # as the worker's
-    sender = _product_sender(settings.smtp_url)
+    sender = SmtpSender(settings.smtp_url)
     email = EmailActivities(pool, settings, sender)
 
     async def send(i: int) -> None:
@@ -182,9 +169,7 @@ async def _product(args: argparse.Namespace) -> tuple[Any, float]:
         )
         return result, time.process_time() - start
     finally:
-        close = getattr(sender, "close", None)
-        if close is not None:
-            await close()
+        await sender.close()
         await pool.close()
 
 

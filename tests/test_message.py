@@ -5,17 +5,19 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-from aiosmtplib.email import flatten_message
+import pytest
 
 from activities.message import compose
 
 UNSUBSCRIBE = "<https://t.example/t/u/" + "x" * 120 + ">"
 
 
-def wire(subject: str, sender: str = "Journeys <j@example.com>") -> bytes:
-    msg = compose(
+def wire(
+    subject: str, sender: str = "Journeys <j@example.com>", to: str = "ann@example.com"
+) -> bytes:
+    mail = compose(
         sender=sender,
-        to="ann@example.com",
+        to=to,
         subject=subject,
         text="Hallo Zoë",
         html="<p>Hallo Zoë</p>",
@@ -24,7 +26,8 @@ def wire(subject: str, sender: str = "Journeys <j@example.com>") -> bytes:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
     )
-    return flatten_message(msg)  # exactly what aiosmtplib puts on the wire
+    assert mail.recipients == ["ann@example.com"]
+    return mail.data  # exactly what goes over SMTP after DATA
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -47,5 +50,20 @@ def test_list_unsubscribe_stays_a_plain_url_on_the_wire() -> None:
     raw = wire("Hi")
     header = raw.split(b"List-Unsubscribe:", 1)[1].split(b"List-Unsubscribe-Post")[0]
     assert b"=?" not in header  # no RFC 2047 encoded word
-    assert b"".join(header.split()) == UNSUBSCRIBE.encode()
+    assert header.strip() == UNSUBSCRIBE.encode()
+    assert parse(raw)["List-Unsubscribe"] == UNSUBSCRIBE
     assert parse(raw)["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_lines_end_in_crlf_and_stay_short() -> None:
+    raw = wire("Hi", sender="Zoë <z@example.com>")
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_line_breaks_in_contact_data_cannot_add_headers() -> None:
+    msg = parse(wire("Hi Ann\r\nBcc: victim@example.com\nX-Evil: 1"))
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    assert msg["Subject"] == "Hi Ann Bcc: victim@example.com X-Evil: 1"
+    with pytest.raises(ValueError, match="one plain address"):
+        wire("Hi", to="ann@example.com\r\nBcc: victim@example.com")

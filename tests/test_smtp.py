@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
+from activities.message import OutgoingMail, compose
 from activities.smtp import SmtpRejected, SmtpSender
 from journeys.contacts import ContactIn, upsert_contact
 from journeys.models import SendEmailInput
@@ -60,11 +60,10 @@ async def relay() -> AsyncIterator[tuple[PickyRelay, int]]:
     server.close()
 
 
-def message(to: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "a@example.com", to, "hi"
-    msg.set_content("hi")
-    return msg
+def message(to: str) -> OutgoingMail:
+    return compose(
+        sender="a@example.com", to=to, subject="hi", text="hi", html="<p>hi</p>", headers={}
+    )
 
 
 async def test_connections_are_reused(relay: tuple[PickyRelay, int]) -> None:
