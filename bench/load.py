@@ -117,6 +117,20 @@ class Counter(Protocol):
     def advance(self, count: int = 1) -> None: ...
 
 
+async def _timed(
+    result: LoadResult, op: Operation, i: int, since: float, progress: Counter | None
+) -> None:
+    """Run op(i); record its latency from `since`, or its failure."""
+    try:
+        await op(i)
+    except Exception as exc:
+        result._failed(exc)
+    else:
+        result.latencies.append(time.perf_counter() - since)
+    if progress:
+        progress.advance()
+
+
 async def closed_loop(
     n: int, concurrency: int, op: Operation, progress: Counter | None = None
 ) -> LoadResult:
@@ -126,15 +140,7 @@ async def closed_loop(
 
     async def lane() -> None:
         for i in indices:  # one iterator shared by all lanes: each index runs once
-            start = time.perf_counter()
-            try:
-                await op(i)
-            except Exception as exc:
-                result._failed(exc)
-            else:
-                result.latencies.append(time.perf_counter() - start)
-            if progress:
-                progress.advance()
+            await _timed(result, op, i, time.perf_counter(), progress)
 
     start = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, n)))))
@@ -156,14 +162,7 @@ async def open_loop(
     async def one(i: int) -> None:
         due = t0 + i / per_second
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        try:
-            await op(i)
-        except Exception as exc:
-            result._failed(exc)
-        else:
-            result.latencies.append(time.perf_counter() - due)
-        if progress:
-            progress.advance()
+        await _timed(result, op, i, due, progress)
 
     await asyncio.gather(*(one(i) for i in range(n)))
     result.elapsed = time.perf_counter() - t0

@@ -177,28 +177,24 @@ class Stack:
                 conn.close()
         return {"used": used if used is not None else on_disk, "on_disk": on_disk}
 
-    async def backlog(self, task_queue: str) -> int:
-        """Approximate number of workflow tasks waiting on a task queue."""
+    async def _describe_workflow_queue(self, task_queue: str, *, stats: bool) -> Any:
         assert self.client is not None
-        response = await self.client.workflow_service.describe_task_queue(
+        return await self.client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=self.namespace,
                 task_queue=TaskQueue(name=task_queue),
                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                report_stats=True,
+                report_stats=stats,
             )
         )
+
+    async def backlog(self, task_queue: str) -> int:
+        """Approximate number of workflow tasks waiting on a task queue."""
+        response = await self._describe_workflow_queue(task_queue, stats=True)
         return int(response.stats.approximate_backlog_count)
 
     async def pollers(self, task_queue: str) -> list[str]:
-        assert self.client is not None
-        response = await self.client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=self.namespace,
-                task_queue=TaskQueue(name=task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
+        response = await self._describe_workflow_queue(task_queue, stats=False)
         return [p.identity for p in response.pollers]
 
     # --- the product's processes -----------------------------------------------------------
