@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from journeys.definition import JourneyDefinition
 
@@ -95,7 +95,24 @@ async def get_enrolment(
     )
 
 
-async def messages_of(pool: asyncpg.Pool, workflow_id: str) -> list[dict[str, Any]]:
+class MessageEventView(BaseModel):
+    kind: str = Field(description="opened, clicked or unsubscribed")
+    url: str | None = None
+    at: datetime
+
+
+class MessageView(BaseModel):
+    id: uuid.UUID
+    step: str
+    status: str = Field(description="sending, sent, skipped, rejected or failed")
+    subject: str | None
+    error: str | None = Field(description="why it was skipped, rejected or failed")
+    created_at: datetime
+    sent_at: datetime | None
+    events: list[MessageEventView]
+
+
+async def messages_of(pool: asyncpg.Pool, workflow_id: str) -> list[MessageView]:
     """The messages a participant's run sent, each with its opens and clicks."""
     rows = await pool.fetch(
         """
@@ -109,7 +126,7 @@ async def messages_of(pool: asyncpg.Pool, workflow_id: str) -> list[dict[str, An
         """,
         workflow_id,
     )
-    return [dict(r) for r in rows]
+    return [MessageView.model_validate(dict(r)) for r in rows]
 
 
 async def record_message_event(

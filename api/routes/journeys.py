@@ -15,7 +15,14 @@ from journeys.contacts import missing_contacts
 from journeys.definition import JourneyDefinition, definition_problems
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import JourneyProgress, StepVisit
-from journeys.store import get_enrolment, get_journey, list_versions, messages_of, publish
+from journeys.store import (
+    MessageView,
+    get_enrolment,
+    get_journey,
+    list_versions,
+    messages_of,
+    publish,
+)
 from journeys.templates import template_problems
 
 router = APIRouter(prefix="/journeys", tags=["journeys"], dependencies=[Depends(require_api_key)])
@@ -50,7 +57,7 @@ class ParticipantView(BaseModel):
     status: str
     current_step: str | None
     history: list[StepVisit]
-    messages: list[dict[str, Any]]
+    messages: list[MessageView]
 
 
 @router.get("/schema", summary="JSON Schema of the journey definition format")
