@@ -64,9 +64,14 @@ class EmailActivities:
             skip,
         )
         assert row is not None
+        message_id = row["id"]
+        if row["status"] == "sending" and skip:
+            # An earlier attempt claimed the key and stopped before SMTP; since
+            # then the contact unsubscribed or lost its address.
+            await self._finish(message_id, "skipped", skip)
+            return SendEmailResult(message_id=str(message_id), status="skipped", reason=skip)
         if row["status"] != "sending":
             return _result(row)
-        message_id = row["id"]
         fields = profile(contact)
         try:
             subject = render(input.subject, fields)

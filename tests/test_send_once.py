@@ -74,3 +74,33 @@ async def test_no_address_is_skipped_and_bad_template_is_not_retried(stack: Stac
         await env.run(activities.send_email, bad)
     assert info.value.non_retryable and "mail1" in str(info.value)
     assert "ZeroDivisionError" in str(info.value)
+
+
+async def test_a_retry_after_unsubscribing_does_not_send(stack: Stack) -> None:
+    email = f"late-{uuid.uuid4().hex[:6]}@example.com"
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    key = f"journey/late/{contact.id}/run-1/mail1/1"
+    # A first attempt claimed the key and died before talking to SMTP.
+    await stack.pool.execute(
+        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
+                                 step, contact_id, recipient, status)
+           VALUES ($1, $2, 'journey/late/x', 'late', 1, 'mail1', $3, $4, 'sending')""",
+        uuid.uuid4(),
+        key,
+        contact.id,
+        email,
+    )
+    await stack.pool.execute(
+        "UPDATE contacts SET unsubscribed_at = now() WHERE id = $1", contact.id
+    )
+    activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    result = await ActivityEnvironment().run(
+        activities.send_email, send_input(str(contact.id), key)
+    )
+    assert result.status == "skipped" and result.reason == "unsubscribed"
+    status = await stack.pool.fetchval(
+        "SELECT status FROM messages WHERE idempotency_key = $1", key
+    )
+    assert status == "skipped"
+    await asyncio.sleep(0.5)
+    assert stack.mail_to(email) == []
