@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("bench", help="measure the product against raw Temporal and SMTP floors")
     p.add_argument("--quick", action="store_true", help="small sizes, a smoke check (< 2 min)")
-    p.add_argument("-n", type=int, default=None, help="operations per figure (2000; quick 200)")
+    p.add_argument("-n", type=int, default=None, help="operations per figure (500; quick 100)")
     p.add_argument("--concurrency", type=int, default=None, help="client requests in flight (32)")
     p.add_argument("--out", default=None, help="JSON file or folder (default bench/results/)")
     p.set_defaults(run=bench)
