@@ -1,15 +1,29 @@
 """Sending e-mail: render, track, log, deliver over SMTP, exactly once in effect.
 
 The message row is claimed under its idempotency key before SMTP is touched,
-so a retried or replayed activity finds the row and does not send again. Only
-a crash between the SMTP server accepting the message and the row being marked
-`sent` can repeat a send; the Message-ID is derived from the row so receivers
-can still tell the copies apart.
+so a retried or replayed activity finds the row and does not send again.
+
+While an attempt may be talking to the mail server it holds the row's lease
+(`lease_until`, renewed every few seconds while the attempt lives). Another
+attempt that finds the row still `sending` does not open an SMTP transaction
+until that lease has run out: a slow attempt that Temporal already gave up on
+cannot send in parallel with its retry. Once the server has accepted the
+message, marking the row `sent` is retried in place (for minutes, heartbeating)
+rather than failing the attempt, so a PostgreSQL restart does not cause a
+second send either.
+
+The residual window (README, "Reliability"): the worker process dies, or
+PostgreSQL stays away longer than the in-place retries, after the server
+received the end of DATA and before the row says `sent`. The retry then sends
+again. At most one copy per SMTP transaction in flight at that moment, so at
+most `SmtpSender.connections` per worker crash; the Message-ID is derived from
+the row, so the copies can be recognised.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -19,6 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.contacts import require_contact
 from activities.message import compose
+from activities.retries import keep_alive, persist, quiet_outages, retry_later
 from activities.smtp import SmtpRejected, SmtpSender
 from journeys.contacts import profile
 from journeys.models import SendEmailInput, SendEmailResult
@@ -28,6 +43,11 @@ from journeys.tracking import add_tracking, unsubscribe_url
 
 log = structlog.get_logger(__name__)
 
+# An attempt renews its lease every RENEW_EVERY seconds; a lease that has not
+# been renewed for LEASE seconds belongs to an attempt that is gone.
+LEASE = timedelta(seconds=10)
+RENEW_EVERY = 2.0
+
 
 class EmailActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, sender: SmtpSender) -> None:
@@ -36,6 +56,7 @@ class EmailActivities:
         self.sender = sender
 
     @activity.defn(name="send_email")
+    @quiet_outages
     async def send_email(self, input: SendEmailInput) -> SendEmailResult:
         contact = await require_contact(self.pool, input.contact_id)
         skip = None
@@ -47,10 +68,12 @@ class EmailActivities:
         row = await self.pool.fetchrow(
             """
             INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
-                                  step, contact_id, recipient, status, error)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                  step, contact_id, recipient, status, error, lease_until)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                    CASE WHEN $10::text IS NULL THEN now() + $11::interval END)
             ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
-            RETURNING id, status, error
+            RETURNING id, status, error, lease_until, (xmax = 0) AS claimed,
+                      lease_until - now() AS lease_left
             """,
             uuid.uuid4(),
             input.idempotency_key,
@@ -62,16 +85,19 @@ class EmailActivities:
             contact.email,
             "skipped" if skip else "sending",
             skip,
+            LEASE,
         )
         assert row is not None
         message_id = row["id"]
-        if row["status"] == "sending" and skip:
+        if row["status"] != "sending":
+            return _result(row)
+        if skip:
             # An earlier attempt claimed the key and stopped before SMTP; since
             # then the contact unsubscribed or lost its address.
             await self._finish(message_id, "skipped", skip)
             return SendEmailResult(message_id=str(message_id), status="skipped", reason=skip)
-        if row["status"] != "sending":
-            return _result(row)
+        if not row["claimed"]:
+            await self._take_over(message_id, row["lease_until"], row["lease_left"])
         fields = profile(contact)
         try:
             subject = render(input.subject, fields)
@@ -90,34 +116,90 @@ class EmailActivities:
             to=contact.email,
             subject=subject,
             text=text,
-            html=add_tracking(html, base, secret, str(message_id)),
+            html=add_tracking(html, base, secret.get_secret_value(), str(message_id)),
             headers={
                 "Message-ID": message_id_header,
-                "List-Unsubscribe": f"<{unsubscribe_url(base, secret, str(message_id))}>",
+                "List-Unsubscribe": (
+                    f"<{unsubscribe_url(base, secret.get_secret_value(), str(message_id))}>"
+                ),
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },
         )
-        try:
-            await self.sender.send(msg)
-        except SmtpRejected as exc:
-            await self._finish(message_id, "rejected", str(exc))
-            return SendEmailResult(message_id=str(message_id), status="skipped", reason=str(exc))
-        await self.pool.execute(
-            """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3, sent_at = now()
-               WHERE id = $1""",
-            message_id,
-            subject,
-            message_id_header,
-        )
+
+        async def renew_lease() -> None:
+            await self.pool.execute(
+                "UPDATE messages SET lease_until = now() + $2 WHERE id = $1 AND status = 'sending'",
+                message_id,
+                LEASE,
+            )
+
+        async with keep_alive(RENEW_EVERY, renew_lease):
+            try:
+                await self.sender.send(msg)
+            except SmtpRejected as exc:
+                refusal = str(exc)
+                await persist(
+                    lambda: self._finish(message_id, "rejected", refusal), what="mark rejected"
+                )
+                return SendEmailResult(message_id=str(message_id), status="skipped", reason=refusal)
+            except BaseException:
+                # This attempt is over and did not get the message accepted (or cannot
+                # know): the next one need not wait for the lease.
+                await _release(self.pool, message_id)
+                raise
+            await persist(
+                lambda: self.pool.execute(
+                    """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3,
+                                           sent_at = now(), lease_until = NULL
+                       WHERE id = $1""",
+                    message_id,
+                    subject,
+                    message_id_header,
+                ),
+                what="mark sent",
+            )
         log.info(
             "email.sent", message_id=str(message_id), journey=input.journey_key, step=input.step
         )
         return SendEmailResult(message_id=str(message_id), status="sent")
 
+    async def _take_over(
+        self, message_id: uuid.UUID, lease_until: object, lease_left: timedelta | None
+    ) -> None:
+        """Take the row over from an earlier attempt, once that attempt's lease is over."""
+        if lease_left is not None and lease_left > timedelta(0):
+            raise retry_later(
+                "an earlier attempt of this send may still be talking to the mail server",
+                delay=lease_left,
+            )
+        taken = await self.pool.fetchval(
+            """UPDATE messages SET lease_until = now() + $3
+               WHERE id = $1 AND status = 'sending' AND lease_until IS NOT DISTINCT FROM $2
+               RETURNING true""",
+            message_id,
+            lease_until,
+            LEASE,
+        )
+        if not taken:  # a concurrent retry took it first
+            raise retry_later("another attempt of this send holds it", delay=LEASE)
+
     async def _finish(self, message_id: uuid.UUID, status: str, error: str) -> None:
         await self.pool.execute(
-            "UPDATE messages SET status = $2, error = $3 WHERE id = $1", message_id, status, error
+            "UPDATE messages SET status = $2, error = $3, lease_until = NULL WHERE id = $1",
+            message_id,
+            status,
+            error,
         )
+
+
+async def _release(pool: asyncpg.Pool, message_id: uuid.UUID) -> None:
+    try:
+        await pool.execute(
+            "UPDATE messages SET lease_until = NULL WHERE id = $1 AND status = 'sending'",
+            message_id,
+        )
+    except Exception:  # PostgreSQL is away: the lease runs out by itself
+        pass
 
 
 def _result(row: asyncpg.Record) -> SendEmailResult:

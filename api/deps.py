@@ -14,11 +14,11 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from journeys.settings import Settings
+from journeys.settings import ApiSettings
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+async def _settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
     return settings
 
 
@@ -32,7 +32,7 @@ async def _temporal(request: Request) -> Client:
     return client
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 
@@ -50,9 +50,8 @@ async def require_api_key(
             "missing API key: send 'Authorization: Bearer <JOURNEYS_API_KEY>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not settings.api_key or not hmac.compare_digest(
-        credentials.credentials.encode(), settings.api_key.encode()
-    ):
+    given = credentials.credentials.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given, settings.api_key.get_secret_value().encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
         )

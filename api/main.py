@@ -2,36 +2,86 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import outages
 from api.routes import contacts, dev_mail, events, health, journeys, tracking
 from journeys.db import create_pool
-from journeys.settings import Settings, get_settings
+from journeys.settings import ApiSettings
 from journeys.temporal import connect
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+class SafeJSONResponse(JSONResponse):
+    """JSON escaped to ASCII: an error that echoes a lone surrogate from the input
+    must still encode (the default UTF-8 rendering raised, and answered 500)."""
 
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return SafeJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+
+def _template_matches(template: str, path: str) -> bool:
+    """Whether `path` is an instance of an OpenAPI path template such as /t/u/{token}."""
+    literal = re.split(r"\{[^}]+\}", template)
+    return re.fullmatch("[^/]+".join(map(re.escape, literal)), path) is not None
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the methods of the first route with this path; the
+        # caller needs all of them (GET and POST on /t/u/{token}). The OpenAPI
+        # document lists every operation by path template.
+        path = request.url.path
+        allowed = {
+            method.upper()
+            for template, operations in request.app.openapi()["paths"].items()
+            if _template_matches(template, path)
+            for method in operations
+        }
+        headers["Allow"] = ", ".join(sorted(allowed))
+    return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.pool = await create_pool(settings.database_url, max_size=20)
-        app.state.temporal = await connect(settings)
+        # Neither backend needs to be up for the API to start: until they are,
+        # requests that need them answer 503 and /healthz says which is down.
+        app.state.pool = await create_pool(
+            settings.database_url, min_size=0, max_size=20, command_timeout=5
+        )
+        app.state.temporal = await connect(settings, lazy=True)
         try:
             yield
         finally:
             await app.state.pool.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Journeys",
         version="0.1.0",
         summary="Marketing-automation journeys on Temporal",
         lifespan=lifespan,
+        redoc_url=None,  # one docs page, served from the package's own assets
     )
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    outages.install(app)
     for module in (contacts, journeys, events, tracking, health):
         app.include_router(module.router)
     if settings.dev_mail_dir is not None:

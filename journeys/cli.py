@@ -9,11 +9,14 @@ import secrets
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
+from pydantic import ValidationError
 
 from journeys.logging import configure_logging
-from journeys.settings import Settings
+from journeys.settings import ApiSettings, DatabaseSettings, Settings, missing_variables
 
 log = structlog.get_logger("journeys")
 
@@ -28,7 +31,7 @@ def _stored_secret(path: Path) -> str:
     return value
 
 
-async def _serve_api(settings: Settings, host: str, port: int) -> None:
+async def _serve_api(settings: ApiSettings, host: str, port: int) -> None:
     import uvicorn
 
     from api.main import create_app
@@ -61,32 +64,41 @@ async def dev(args: argparse.Namespace) -> None:
         ui_port=args.ui_port,
         log_file=home / "temporal.log",
     )
-    settings = Settings(
+    # A relay named by SMTP_URL gets the mail; without one, the local sink keeps it.
+    relay = os.environ.get("SMTP_URL")
+    settings = ApiSettings(
         database_url=os.environ.get("DATABASE_URL") or postgres.get_uri(),
         temporal_address=temporal.address,
-        smtp_url=f"smtp://127.0.0.1:{args.smtp_port}",
+        smtp_url=relay or f"smtp://127.0.0.1:{args.smtp_port}",
         api_key=os.environ.get("JOURNEYS_API_KEY") or _stored_secret(home / "api-key"),
         secret=os.environ.get("JOURNEYS_SECRET") or _stored_secret(home / "secret"),
         public_url=os.environ.get("JOURNEYS_PUBLIC_URL") or f"http://localhost:{args.port}",
-        dev_mail_dir=home / "mail",
+        dev_mail_dir=None if relay else home / "mail",
     )
     await asyncio.to_thread(migrate, settings.database_url)
     async with AsyncExitStack() as stack:
         stack.callback(postgres.cleanup)
         await temporal.start()
         stack.callback(temporal.stop)
-        await stack.enter_async_context(MailSink(home / "mail", port=args.smtp_port))
+        if relay:
+            mail = f"Mail         sent to {_without_password(relay)} (SMTP_URL)"
+        else:
+            await stack.enter_async_context(MailSink(home / "mail", port=args.smtp_port))
+            mail = (
+                f"Mail sink    smtp://127.0.0.1:{args.smtp_port}, "
+                f"read at http://localhost:{args.port}/dev/mail"
+            )
         await stack.enter_async_context(running_worker(settings))
         print(
             "\n".join(
                 [
                     "",
                     f"  API          http://localhost:{args.port}  (docs: /docs)",
-                    f"  API key      {settings.api_key}",
+                    f"  API key      {settings.api_key.get_secret_value()}",
                     f"  Temporal UI  http://localhost:{args.ui_port}",
                     f"  Temporal     {temporal.address}",
-                    f"  Mail sink    smtp://127.0.0.1:{args.smtp_port}, read at http://localhost:{args.port}/dev/mail",
-                    f"  PostgreSQL   {settings.database_url}",
+                    f"  {mail}",
+                    f"  PostgreSQL   {_without_password(settings.database_url)}",
                     "",
                     "Ctrl-C stops everything; sleeping journeys wake up after the next start.",
                 ]
@@ -97,44 +109,64 @@ async def dev(args: argparse.Namespace) -> None:
         print("stopping...", flush=True)
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class ConfigError(Exception):
     pass
 
 
-async def _migrated_settings(*required: str) -> Settings:
+SettingsT = TypeVar("SettingsT", bound=Settings)
+
+
+async def _migrated_settings(cls: type[SettingsT]) -> SettingsT:
     """Settings from the environment, checked, with the schema brought up to date."""
     from journeys.migrate import migrate as apply
 
-    settings = Settings()
-    missing = [
-        env
-        for env, field in _REQUIRED.items()
-        if field in required and not getattr(settings, field)
-    ]
-    if missing:
-        raise ConfigError(f"set {' and '.join(missing)} in the environment")
+    try:
+        settings = cls()
+    except ValidationError as exc:
+        # Without these a deployment would accept anyone, or sign links it cannot verify.
+        missing = missing_variables(exc)
+        if not missing:
+            raise
+        raise ConfigError(f"set {' and '.join(sorted(missing))} in the environment") from None
     await asyncio.to_thread(apply, settings.database_url)
     return settings
 
 
-# Without these a deployment would accept anyone, or sign links it cannot verify later.
-_REQUIRED = {"JOURNEYS_API_KEY": "api_key", "JOURNEYS_SECRET": "secret"}
+def _warn_plain_http(settings: Settings) -> None:
+    # RFC 8058 one-click unsubscribe requires an https List-Unsubscribe URL; mailbox
+    # providers ignore an http one, and tracking links over http leak to networks.
+    if not settings.public_url.lower().startswith("https://"):
+        log.warning(
+            "public_url.not_https",
+            public_url=settings.public_url,
+            why="List-Unsubscribe (RFC 8058) needs https; set JOURNEYS_PUBLIC_URL",
+        )
 
 
 async def api(args: argparse.Namespace) -> None:
-    await _serve_api(await _migrated_settings("api_key", "secret"), args.host, args.port)
+    settings = await _migrated_settings(ApiSettings)
+    _warn_plain_http(settings)
+    await _serve_api(settings, args.host, args.port)
 
 
 async def worker(args: argparse.Namespace) -> None:
     from worker import run_worker
 
-    await run_worker(await _migrated_settings("secret"))
+    await run_worker(await _migrated_settings(Settings))
 
 
 def migrate(args: argparse.Namespace) -> None:
     from journeys.migrate import migrate as apply
 
-    applied = apply(Settings().database_url)
+    applied = apply(DatabaseSettings().database_url)
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from journeys.definition import CONTACT_COLUMNS, FIELD_NAME_PATTERN, READ_ONLY_FIELDS
+from journeys.text import StorableModel
 
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
@@ -36,7 +37,7 @@ def _check_time_zone(value: str | None) -> str | None:
 FreeFieldName = Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]
 
 
-class ContactIn(BaseModel):
+class ContactIn(StorableModel):
     """A contact as a client sends it; `external_id` makes the call an upsert."""
 
     model_config = ConfigDict(extra="forbid")

@@ -6,12 +6,28 @@ import json
 
 import asyncpg
 
+# A server that accepts the connection but never answers must not hang a caller.
+CONNECT_TIMEOUT_SECONDS = 5
+
 
 async def _init(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size, init=_init)
+async def create_pool(
+    database_url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    command_timeout: float | None = 30,
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        command_timeout=command_timeout,
+    )
     assert pool is not None
     return pool

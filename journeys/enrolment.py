@@ -15,6 +15,7 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from journeys.models import (
     SA_JOURNEY,
@@ -23,10 +24,11 @@ from journeys.models import (
     SA_STEP,
     SA_VERSION,
     JourneyInput,
-    JourneyProgress,
     journey_workflow_id,
 )
 from journeys.store import PublishedJourney, get_enrolment, record_enrolments
+from journeys.temporal import API_RPC_TIMEOUT
+from workflows.journey import JourneyWorkflow
 
 # Starts in flight at once for one request; Temporal's frontend is the limit.
 START_CONCURRENCY = 64
@@ -56,9 +58,13 @@ def _search_attributes(journey: PublishedJourney, contact_id: uuid.UUID) -> Type
 async def start_participant(
     client: Client, task_queue: str, journey: PublishedJourney, contact_id: uuid.UUID
 ) -> WorkflowHandle[Any, Any]:
-    """Start the contact's run of `journey`, or get the one already open."""
+    """Start the contact's run of `journey`.
+
+    Raises `WorkflowAlreadyStartedError` (with the open run's id) when the
+    contact is inside already; a run that has ended does not count.
+    """
     return await client.start_workflow(
-        "JourneyWorkflow",
+        JourneyWorkflow.run,
         JourneyInput(
             journey_key=journey.key,
             version=journey.version,
@@ -67,8 +73,8 @@ async def start_participant(
         ),
         id=journey_workflow_id(journey.key, str(contact_id)),
         task_queue=task_queue,
-        result_type=JourneyProgress,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        rpc_timeout=API_RPC_TIMEOUT,
         search_attributes=_search_attributes(journey, contact_id),
         static_summary=f"{journey.name} (v{journey.version}), participant {contact_id}",
     )
@@ -86,11 +92,11 @@ async def enrol(
 
     async def start(contact_id: uuid.UUID) -> tuple[uuid.UUID, str, str, bool]:
         async with limit:
-            handle = await start_participant(client, task_queue, journey, contact_id)
-        # With USE_EXISTING the server says whether it started a run or found one.
-        response = getattr(handle, "_start_workflow_response", None)
-        started = bool(getattr(response, "started", True))
-        return contact_id, handle.id, handle.result_run_id or "", started
+            try:
+                handle = await start_participant(client, task_queue, journey, contact_id)
+            except WorkflowAlreadyStartedError as exc:
+                return contact_id, exc.workflow_id, exc.run_id or "", False
+        return contact_id, handle.id, handle.result_run_id or "", True
 
     results = await asyncio.gather(*(start(c) for c in dict.fromkeys(contact_ids)))
     new = [(journey.key, c, journey.version, w, r) for c, w, r, started in results if started]

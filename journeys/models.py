@@ -46,6 +46,7 @@ class MessageEvent(BaseModel):
 class ContactEvent(BaseModel):
     """Signal: a named event was posted for the contact (`POST /events`)."""
 
+    id: int | None = Field(default=None, description="the stored event; a re-delivery is ignored")
     name: str
     data: dict[str, Any] = Field(default_factory=dict)
     at: datetime

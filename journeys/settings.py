@@ -1,11 +1,17 @@
-"""All configuration in one place, read from the environment."""
+"""All configuration in one place, read from the environment.
+
+Three layers, so that each process needs only what it uses: `DatabaseSettings`
+(`journeys migrate`), `Settings` (the worker: Temporal, SMTP, the token secret)
+and `ApiSettings` (the API: also the API key). A missing or empty secret is
+refused by the class itself, naming the variable.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,19 +19,24 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-class Settings(BaseSettings):
+Secret = Annotated[SecretStr, Field(min_length=1)]
+
+
+class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS"))
-    temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
-    task_queue: str = Field("journeys", validation_alias=_env("JOURNEYS_TASK_QUEUE"))
     database_url: str = Field(
         "postgresql://postgres@localhost/postgres", validation_alias=_env("DATABASE_URL")
     )
+
+
+class Settings(DatabaseSettings):
+    temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS"))
+    temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    task_queue: str = Field("journeys", validation_alias=_env("JOURNEYS_TASK_QUEUE"))
     smtp_url: str = Field("smtp://localhost:1025", validation_alias=_env("SMTP_URL"))
-    api_key: str = Field("", validation_alias=_env("JOURNEYS_API_KEY"))
-    secret: str = Field(
-        "", validation_alias=_env("JOURNEYS_SECRET"), description="HMAC key for tracking tokens"
+    secret: Secret = Field(
+        validation_alias=_env("JOURNEYS_SECRET"), description="HMAC key for tracking tokens"
     )
     public_url: str = Field(
         "http://localhost:8000",
@@ -43,6 +54,17 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=_env("JOURNEYS_LOG_LEVEL"))
 
 
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
+class ApiSettings(Settings):
+    api_key: Secret = Field(
+        validation_alias=_env("JOURNEYS_API_KEY"),
+        description="bearer key for the management endpoints",
+    )
+
+
+def missing_variables(error: ValidationError) -> list[str]:
+    """The environment variables a settings class refused as missing or empty."""
+    return [
+        str(e["loc"][0])
+        for e in error.errors()
+        if e["type"] in ("missing", "too_short") and e["loc"]
+    ]

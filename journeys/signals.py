@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import structlog
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-log = structlog.get_logger(__name__)
+from journeys.temporal import API_RPC_TIMEOUT
 
 
-async def deliver(client: Client, workflow_id: str, signal: str, event: BaseModel) -> bool:
+async def deliver(
+    client: Client, workflow_id: str, signal: Callable[[Any, Any], None], event: BaseModel
+) -> bool:
     """Signal the participant's current run; False when it has already left."""
     try:
-        await client.get_workflow_handle(workflow_id).signal(signal, event)
+        await client.get_workflow_handle(workflow_id).signal(
+            signal, event, rpc_timeout=API_RPC_TIMEOUT
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False

@@ -34,6 +34,10 @@ def sign(payload: dict[str, Any], secret: str) -> str:
 
 def verify(token: str, secret: str) -> dict[str, Any] | None:
     """The payload of a genuine token, or None for a forged or altered one."""
+    # A genuine token is ASCII; anything else (`a.%C3%A9` in a URL) is not one, and
+    # compare_digest refuses non-ASCII str with a TypeError.
+    if not token.isascii():
+        return None
     body, sep, mac = token.partition(".")
     if not sep or not secret or not hmac.compare_digest(mac, _mac(secret, body)):
         return None

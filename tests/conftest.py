@@ -27,7 +27,7 @@ from journeys.devstack import TemporalDevServer, find_binary, free_port, start_p
 from journeys.mailsink import MailSink, list_mail
 from journeys.migrate import migrate
 from journeys.models import SEARCH_ATTRIBUTES
-from journeys.settings import Settings
+from journeys.settings import ApiSettings
 from journeys.temporal import connect
 from worker import running_worker
 
@@ -37,7 +37,7 @@ SECRET = "test-secret"
 
 @dataclass
 class Stack:
-    settings: Settings
+    settings: ApiSettings
     http: httpx.AsyncClient
     pool: asyncpg.Pool
     temporal: Client
@@ -78,7 +78,7 @@ async def stack(
     await temporal.start()
     api_port = free_port()
     async with MailSink(home / "mail", port=0) as sink:
-        settings = Settings(
+        settings = ApiSettings(
             database_url=postgres_url,
             temporal_address=temporal.address,
             smtp_url=f"smtp://127.0.0.1:{sink.port}",

@@ -130,14 +130,19 @@ async def test_forged_or_altered_tokens_record_nothing(stack: Stack) -> None:
         "SELECT id::text FROM messages WHERE contact_id = $1", uuid.UUID(contact)
     )
     before = await stack.pool.fetchval("SELECT count(*) FROM message_events")
-    genuine = sign({"m": message_id, "k": "c", "u": "https://example.com/"}, stack.settings.secret)
+    genuine = sign(
+        {"m": message_id, "k": "c", "u": "https://example.com/"},
+        stack.settings.secret.get_secret_value(),
+    )
     body, mac = genuine.split(".")
     forged = [
         sign({"m": message_id, "k": "c", "u": "https://evil.example/"}, "another-secret"),
         body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac,
         body + "." + mac[:-1] + ("A" if mac[-1] != "A" else "B"),
         "garbage",
-        sign({"m": message_id, "k": "o"}, stack.settings.secret),  # an open token as a click
+        sign(
+            {"m": message_id, "k": "o"}, stack.settings.secret.get_secret_value()
+        ),  # an open token as a click
     ]
     async with httpx.AsyncClient(base_url=stack.base_url) as browser:
         for token in forged:

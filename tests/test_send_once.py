@@ -4,10 +4,14 @@ however often the activity is retried; and every send is logged."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
+from datetime import timedelta
+from typing import Any
 
+import asyncpg
 import pytest
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
@@ -104,3 +108,101 @@ async def test_a_retry_after_unsubscribing_does_not_send(stack: Stack) -> None:
     assert status == "skipped"
     await asyncio.sleep(0.5)
     assert stack.mail_to(email) == []
+
+
+class _BlipOnMarkSent:
+    """The pool, except that marking a message sent fails `times` times as if
+    PostgreSQL restarted between the SMTP server's 250 and that write."""
+
+    def __init__(self, pool: Any, times: int) -> None:
+        self._pool, self.times = pool, times
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        if "status = 'sent'" in query and self.times > 0:
+            self.times -= 1
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        return str(await self._pool.execute(query, *args))
+
+
+async def test_a_database_blip_after_smtp_accepted_does_not_send_twice(stack: Stack) -> None:
+    email = f"blip-{uuid.uuid4().hex[:6]}@example.com"
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    key = f"journey/blip/{contact.id}/run-1/mail1/1"
+    activities = EmailActivities(
+        _BlipOnMarkSent(stack.pool, times=3),  # type: ignore[arg-type]
+        stack.settings,
+        SmtpSender(stack.settings.smtp_url),
+    )
+    env = ActivityEnvironment()
+    first = await env.run(activities.send_email, send_input(str(contact.id), key))
+    # Had the attempt failed, Temporal would retry it: that retry must not send either.
+    retry = await env.run(activities.send_email, send_input(str(contact.id), key))
+    assert first.status == retry.status == "sent"
+    await asyncio.sleep(0.5)
+    assert len(stack.mail_to(email)) == 1
+    assert (
+        await stack.pool.fetchval("SELECT status FROM messages WHERE idempotency_key = $1", key)
+        == "sent"
+    )
+
+
+async def test_a_retry_waits_for_an_earlier_attempt_that_may_still_be_sending(
+    stack: Stack,
+) -> None:
+    email = f"lease-{uuid.uuid4().hex[:6]}@example.com"
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    key = f"journey/lease/{contact.id}/run-1/mail1/1"
+    # An earlier attempt claimed the key and is (as far as anyone knows) in DATA.
+    await stack.pool.execute(
+        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
+                                 step, contact_id, recipient, status, lease_until)
+           VALUES ($1, $2, 'journey/lease/x', 'lease', 1, 'mail1', $3, $4, 'sending',
+                   now() + interval '10 seconds')""",
+        uuid.uuid4(),
+        key,
+        contact.id,
+        email,
+    )
+    activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    env = ActivityEnvironment()
+    with pytest.raises(ApplicationError) as info:
+        await env.run(activities.send_email, send_input(str(contact.id), key))
+    assert not info.value.non_retryable and info.value.category == ApplicationErrorCategory.BENIGN
+    assert "may still be talking to the mail server" in str(info.value)
+    assert info.value.next_retry_delay is not None
+    assert info.value.next_retry_delay <= timedelta(seconds=10)
+    await asyncio.sleep(0.5)
+    assert stack.mail_to(email) == []
+
+    # Once that attempt's lease has run out (it is gone), the retry sends.
+    await stack.pool.execute(
+        "UPDATE messages SET lease_until = now() - interval '1 second' WHERE idempotency_key = $1",
+        key,
+    )
+    result = await env.run(activities.send_email, send_input(str(contact.id), key))
+    assert result.status == "sent"
+    assert len(await stack.wait_for_mail(email, 1)) == 1
+
+
+async def test_an_smtp_outage_is_a_quiet_retry_that_names_the_reason(stack: Stack) -> None:
+    email = f"down-{uuid.uuid4().hex[:6]}@example.com"
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    key = f"journey/down/{contact.id}/run-1/mail1/1"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = EmailActivities(stack.pool, stack.settings, SmtpSender(f"smtp://127.0.0.1:{closed}"))
+    env = ActivityEnvironment()
+    with pytest.raises(ApplicationError) as info:
+        await env.run(down.send_email, send_input(str(contact.id), key))
+    # Benign: the SDK logs it at debug level, without the traceback per attempt.
+    assert info.value.category == ApplicationErrorCategory.BENIGN
+    assert not info.value.non_retryable
+    assert info.value.message.startswith("the mail server is unavailable: SMTPConnectError")
+    # The failed attempt let go of its lease: the next one sends at once.
+    up = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    assert (await env.run(up.send_email, send_input(str(contact.id), key))).status == "sent"
+    assert len(await stack.wait_for_mail(email, 1)) == 1

@@ -84,6 +84,9 @@ class JourneyWorkflow:
 
     @workflow.signal
     def contact_event(self, event: ContactEvent) -> None:
+        # A caller's retry (same Idempotency-Key) delivers the stored event again.
+        if event.id is not None and any(e.id == event.id for e in self.state.contact_events):
+            return
         self.state.contact_events.append(event)
 
     @workflow.query

@@ -42,6 +42,14 @@ ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=60),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
 }
+# A send heartbeats while it lasts longer than a couple of seconds (a slow relay,
+# marking it sent through a PostgreSQL restart), so a crashed worker's send is
+# retried after the heartbeat timeout rather than a long start-to-close timeout.
+SEND_OPTIONS: dict[str, Any] = {
+    **ACTIVITY_OPTIONS,
+    "start_to_close_timeout": timedelta(minutes=10),
+    "heartbeat_timeout": timedelta(seconds=10),
+}
 
 
 class Participant(Protocol):
@@ -73,7 +81,7 @@ async def send_email(p: Participant, step_id: str, step: SendEmail) -> str:
             sender=step.sender,
         ),
         summary=f"send {step_id}",
-        **ACTIVITY_OPTIONS,
+        **SEND_OPTIONS,
     )
     if result.status == "sent":
         p.state.sent[step_id] = result.message_id

@@ -5,10 +5,16 @@ import uuid
 from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import PoolDep, require_api_key
-from api.errors import not_found
+from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found
+from api.outages import OUTAGE_RESPONSE
 from journeys.contacts import Contact, ContactIn, get_contact, upsert_contact
 
-router = APIRouter(prefix="/contacts", tags=["contacts"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/contacts",
+    tags=["contacts"],
+    dependencies=[Depends(require_api_key)],
+    responses={**AUTH_RESPONSES, **NOT_FOUND_RESPONSE, **OUTAGE_RESPONSE},
+)
 
 
 @router.post(

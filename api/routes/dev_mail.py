@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from api.deps import SettingsDep
-from api.errors import not_found
+from api.errors import NOT_FOUND_RESPONSE, not_found
 from journeys.mailsink import list_mail, read_mail
 
-router = APIRouter(prefix="/dev/mail", tags=["development"])
+router = APIRouter(prefix="/dev/mail", tags=["development"], responses=NOT_FOUND_RESPONSE)
 
 
 @router.get("", summary="messages the local SMTP sink received")

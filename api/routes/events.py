@@ -1,25 +1,34 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, model_validator
+from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
+from pydantic import Field, model_validator
 
 from api.deps import PoolDep, TemporalDep, require_api_key
-from api.errors import not_found
+from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, ErrorDetail, not_found
+from api.outages import OUTAGE_RESPONSE
 from journeys.models import ContactEvent
 from journeys.signals import deliver
+from journeys.store import finish_event_delivery, store_contact_event
+from journeys.text import StorableModel
+from workflows.journey import JourneyWorkflow
 
-router = APIRouter(prefix="/events", tags=["events"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/events",
+    tags=["events"],
+    dependencies=[Depends(require_api_key)],
+    responses={**AUTH_RESPONSES, **NOT_FOUND_RESPONSE, **OUTAGE_RESPONSE},
+)
 
 
-class EventIn(BaseModel):
+class EventIn(StorableModel):
     """A named event for one contact, by id or by external id."""
 
     contact_id: uuid.UUID | None = None
-    external_id: str | None = None
+    external_id: str | None = Field(default=None, min_length=1, max_length=200)
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -30,36 +39,74 @@ class EventIn(BaseModel):
         return self
 
 
-class EventOut(BaseModel):
+class EventOut(StorableModel):
+    id: int = Field(description="the stored event")
     contact_id: uuid.UUID
     name: str
     at: datetime
     delivered_to: list[str] = Field(description="workflow ids of the journeys that received it")
 
 
-@router.post("", status_code=202, response_model=EventOut)
-async def post_event(body: EventIn, pool: PoolDep, client: TemporalDep) -> EventOut:
-    """Store the event and deliver it to every journey the contact is in."""
-    row = await pool.fetchrow(
-        """
-        WITH c AS (SELECT id FROM contacts WHERE id = $1 OR ($1 IS NULL AND external_id = $2))
-        INSERT INTO contact_events (contact_id, name, data) SELECT id, $3, $4 FROM c
-        RETURNING contact_id, at
-        """,
-        body.contact_id,
-        body.external_id,
-        body.name,
-        body.data,
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        pattern=r"^[\x21-\x7e]{1,200}$",
+        description="the same key on a retry stores and delivers the event only once",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=EventOut,
+    responses={
+        200: {"description": "a retry with a known Idempotency-Key: the event stored earlier"},
+        409: {
+            "description": "the Idempotency-Key was used for a different event",
+            "model": ErrorDetail,
+        },
+    },
+)
+async def post_event(
+    body: EventIn,
+    pool: PoolDep,
+    client: TemporalDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> EventOut:
+    """Store the event and deliver it to every journey the contact is in.
+
+    Send an `Idempotency-Key` header to make retries safe: a retry (after a 503,
+    say) stores nothing new and finishes a delivery the first call could not.
+    """
+    stored = await store_contact_event(
+        pool, body.contact_id, body.external_id, body.name, body.data, idempotency_key
     )
-    if row is None:
+    if stored is None:
         raise not_found(f"contact {body.contact_id or body.external_id!r} does not exist")
-    event = ContactEvent(name=body.name, data=body.data, at=datetime.now(UTC))
-    delivered = []
-    for enrolment in await pool.fetch(
-        "SELECT workflow_id FROM enrolments WHERE contact_id = $1", row["contact_id"]
-    ):
-        if await deliver(client, enrolment["workflow_id"], "contact_event", event):
-            delivered.append(enrolment["workflow_id"])
+    if not stored.created:
+        if (stored.name, stored.data) != (body.name, body.data) or (
+            body.contact_id is not None and stored.contact_id != body.contact_id
+        ):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "this Idempotency-Key was used for a different event",
+            )
+        response.status_code = status.HTTP_200_OK
+    delivered = stored.delivered_to
+    if delivered is None:
+        event = ContactEvent(id=stored.id, name=body.name, data=body.data, at=stored.at)
+        delivered = [
+            workflow_id
+            for workflow_id in stored.workflow_ids
+            if await deliver(client, workflow_id, JourneyWorkflow.contact_event, event)
+        ]
+        await finish_event_delivery(pool, stored.id, delivered)
     return EventOut(
-        contact_id=row["contact_id"], name=body.name, at=row["at"], delivered_to=delivered
+        id=stored.id,
+        contact_id=stored.contact_id,
+        name=body.name,
+        at=stored.at,
+        delivered_to=delivered,
     )

@@ -10,7 +10,11 @@ from api.deps import PoolDep, TemporalDep
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="PostgreSQL and Temporal reachable")
+@router.get(
+    "/healthz",
+    summary="PostgreSQL and Temporal reachable",
+    responses={503: {"description": "PostgreSQL or Temporal does not answer (which is named)"}},
+)
 async def healthz(pool: PoolDep, client: TemporalDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -2,19 +2,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Path, Query, status
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
-from api.errors import not_found, unprocessable
+from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
+from api.outages import OUTAGE_RESPONSE
 from journeys.contacts import missing_contacts
-from journeys.definition import JourneyDefinition, definition_problems
+from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
 from journeys.enrolment import Enrolment, enrol
-from journeys.models import JourneyProgress, StepVisit
+from journeys.models import StepVisit
 from journeys.store import (
     MessageView,
     get_enrolment,
@@ -24,8 +25,19 @@ from journeys.store import (
     publish,
 )
 from journeys.templates import template_problems
+from journeys.temporal import API_RPC_TIMEOUT
+from workflows.journey import JourneyWorkflow
 
-router = APIRouter(prefix="/journeys", tags=["journeys"], dependencies=[Depends(require_api_key)])
+JourneyKey = Annotated[str, Path(pattern=KEY_PATTERN, description="the journey's key")]
+# PostgreSQL's integer: a larger version cannot exist, and would not fit the query.
+Version = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+
+router = APIRouter(
+    prefix="/journeys",
+    tags=["journeys"],
+    dependencies=[Depends(require_api_key)],
+    responses={**AUTH_RESPONSES, **NOT_FOUND_RESPONSE, **OUTAGE_RESPONSE},
+)
 
 
 class Published(BaseModel):
@@ -76,7 +88,7 @@ async def publish_journey(body: JourneyDefinition, pool: PoolDep) -> Published:
 
 
 @router.get("/{key}", response_model=JourneyView)
-async def read_journey(key: str, pool: PoolDep, version: int | None = None) -> JourneyView:
+async def read_journey(key: JourneyKey, pool: PoolDep, version: Version = None) -> JourneyView:
     journey = await get_journey(pool, key, version)
     if journey is None:
         raise not_found(f"journey '{key}'{f' version {version}' if version else ''} does not exist")
@@ -85,7 +97,11 @@ async def read_journey(key: str, pool: PoolDep, version: int | None = None) -> J
 
 @router.post("/{key}/enrolments", response_model=EnrolmentResponse)
 async def enrol_contacts(
-    key: str, body: EnrolmentRequest, pool: PoolDep, client: TemporalDep, settings: SettingsDep
+    key: JourneyKey,
+    body: EnrolmentRequest,
+    pool: PoolDep,
+    client: TemporalDep,
+    settings: SettingsDep,
 ) -> EnrolmentResponse:
     """Enrol contacts in the latest version; a contact already inside keeps its run."""
     journey = await get_journey(pool, key)
@@ -115,20 +131,27 @@ _STATUS = {
 
 @router.get("/{key}/participants/{contact_id}", response_model=ParticipantView)
 async def read_participant(
-    key: str, contact_id: uuid.UUID, pool: PoolDep, client: TemporalDep
+    key: JourneyKey, contact_id: uuid.UUID, pool: PoolDep, client: TemporalDep
 ) -> ParticipantView:
     """Where the participant is, the steps it took, and what it was sent."""
     enrolment = await get_enrolment(pool, key, contact_id)
     if enrolment is None:
         raise not_found(f"contact {contact_id} was never enrolled in journey '{key}'")
     handle = client.get_workflow_handle(enrolment["workflow_id"])
-    description = await handle.describe()
+    try:
+        description = await handle.describe(rpc_timeout=API_RPC_TIMEOUT)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise not_found(f"the run of contact {contact_id} in journey '{key}' is gone") from None
     current_step, history = None, []
     try:
-        progress = await handle.query("progress", result_type=JourneyProgress)
+        progress = await handle.query(JourneyWorkflow.progress, rpc_timeout=API_RPC_TIMEOUT)
         current_step, history = progress.current_step, progress.history
     except RPCError:
-        pass  # e.g. a failed run whose history no longer replays: status still tells
+        # No worker to answer, or a failed run whose history no longer replays:
+        # describe() reached Temporal, and the status it gave still tells.
+        pass
     return ParticipantView(
         journey_key=key,
         contact_id=contact_id,

@@ -1,0 +1,114 @@
+"""Outages inside activities: one log line per attempt, then Temporal retries.
+
+An activity that meets an unavailable backend fails its attempt and Temporal
+retries it (for as long as the outage lasts, see `workflows.steps`). The SDK
+logs every failed attempt with its traceback: with 300 mails waiting for an
+SMTP server that is down, that was about 86,000 lines a minute. An outage is
+expected, not a bug, so it leaves as a *benign* ApplicationError (logged by
+the SDK at debug level) after one line of our own that names the backend and
+the reason. Anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from journeys.outages import outage_of
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_later(reason: str, delay: timedelta | None = None) -> ApplicationError:
+    """A retryable failure that is expected (an outage, a lease held by another attempt)."""
+    return ApplicationError(
+        reason, type="Unavailable", category=ApplicationErrorCategory.BENIGN, next_retry_delay=delay
+    )
+
+
+def quiet_outages(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn an outage met by the activity into one log line and a benign retry."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            backend = outage_of(exc)
+            if backend is None:
+                raise
+            info = activity.info()
+            reason = f"{backend} is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")
+            log.warning(
+                "activity.retry",
+                activity=info.activity_type,
+                attempt=info.attempt,
+                workflow_id=info.workflow_id,
+                reason=reason,
+            )
+            raise retry_later(reason) from None
+
+    return wrapper
+
+
+@asynccontextmanager
+async def keep_alive(
+    every: float, renew: Callable[[], Awaitable[Any]] | None = None
+) -> AsyncIterator[None]:
+    """Heartbeat (and `renew`) every `every` seconds while the block runs.
+
+    Nothing happens for a block shorter than `every`: a typical send finishes
+    well within it, so it costs no heartbeat call and no write.
+    """
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            activity.heartbeat()
+            if renew is not None:
+                try:
+                    await renew()
+                except Exception as exc:  # a lost renewal only lets the lease run out
+                    log.warning("activity.renew_failed", error=repr(exc))
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
+async def persist(write: Callable[[], Awaitable[Any]], *, what: str, budget: float = 300.0) -> None:
+    """Run `write` until it succeeds, retrying outages in place for up to `budget` s.
+
+    For the write that records what already happened outside (the mail server
+    accepted the message): failing the activity instead would make its retry do
+    it again.
+    """
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            await write()
+            return
+        except Exception as exc:
+            if outage_of(exc) is None or waited >= budget:
+                raise
+            log.warning("activity.persist_retry", what=what, error=repr(exc), waited=waited)
+        await asyncio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 5.0)

@@ -1,0 +1,61 @@
+"""Text that PostgreSQL can store: no NUL characters, no lone surrogates.
+
+JSON can carry both (`"a\\u0000b"`, `"\\ud800"`), pydantic accepts both as `str`,
+and PostgreSQL refuses both (NUL in text and jsonb, a lone surrogate when the
+driver encodes UTF-8): without this check they came back as a 500 from the
+database instead of a 422 naming the field. Models that take input inherit
+`StorableModel`, which checks every field, nested lists and mappings included.
+Side-effect free: the workflow sandbox imports it through `journeys.definition`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, field_validator
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored, or None."""
+    if "\x00" in text:
+        return "must not contain NUL characters (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"contains a lone surrogate (\\u{ord(text[exc.start]):04x}); send valid Unicode"
+    return None
+
+
+def storable_problem(value: Any, where: str = "") -> str | None:
+    """The first string in `value` (keys included) that cannot be stored, with its path."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{where}: {problem}" if problem and where else problem
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and (problem := text_problem(key)):
+                return f"key {path!r} {problem}"
+            if problem := storable_problem(item, path):
+                return problem
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if problem := storable_problem(item, f"{where}[{i}]"):
+                return problem
+    return None
+
+
+def check_storable(value: Any) -> Any:
+    if problem := storable_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+class StorableModel(BaseModel):
+    """Input whose strings, wherever they are, can all be stored."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # Nested models check their own fields; plain values are walked here.
+        return value if isinstance(value, BaseModel) else check_storable(value)

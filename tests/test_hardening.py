@@ -1,0 +1,368 @@
+"""Issue 6, the edges: every bad input a 4xx naming it, every outage a 503, and
+nothing stored twice or half-written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from pydantic import ValidationError
+
+from api.main import create_app
+from journeys.devstack import free_port
+from journeys.settings import ApiSettings, Settings
+from journeys.tokens import sign
+from tests.conftest import API_KEY, Stack
+from tests.helpers import create_contact, enrol, publish, read_mail
+from tests.test_definition import valid_definition
+
+NUL, SURROGATE = "a\u0000b", "\ud800"
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+async def test_non_ascii_tokens_are_unknown_links(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url) as browser:
+        for method, path in [
+            ("GET", "/t/c/a.%C3%A9"),
+            ("GET", "/t/o/a.%C3%A9"),
+            ("GET", "/t/u/a.%C3%A9"),
+            ("POST", "/t/u/a.%C3%A9"),
+            ("GET", "/t/c/%C3%A9"),
+        ]:
+            response = await browser.request(method, path)
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json() == {"detail": "unknown link"}
+
+
+# --- NUL characters and lone surrogates ----------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [NUL, SURROGATE], ids=["nul", "surrogate"])
+async def test_unstorable_text_is_a_422_naming_the_field(stack: Stack, bad: str) -> None:
+    http = stack.http
+    ext = f"bad-text-{uuid.uuid4().hex[:8]}"
+    cases: list[tuple[str, dict[str, Any], list[Any]]] = [
+        ("/contacts", {"external_id": ext, "first_name": bad}, ["body", "first_name"]),
+        ("/contacts", {"external_id": ext, "last_name": bad}, ["body", "last_name"]),
+        ("/contacts", {"external_id": bad}, ["body", "external_id"]),
+        ("/contacts", {"external_id": ext, "phone": bad}, ["body", "phone"]),
+        ("/contacts", {"external_id": ext, "email": f"x{bad}@example.com"}, ["body", "email"]),
+        ("/contacts", {"external_id": ext, "fields": {"nick": bad}}, ["body", "fields"]),
+        ("/contacts", {"external_id": ext, "fields": {"tags": ["ok", bad]}}, ["body", "fields"]),
+        ("/events", {"external_id": bad, "name": "x"}, ["body", "external_id"]),
+        ("/events", {"external_id": ext, "name": "x", "data": {"k": bad}}, ["body", "data"]),
+        ("/events", {"external_id": ext, "name": "x", "data": {bad: 1}}, ["body", "data"]),
+    ]
+    journey = valid_definition(f"bad-{uuid.uuid4().hex[:6]}")
+    cases.append(("/journeys", {**journey, "name": bad}, ["body", "name"]))
+    html_journey = valid_definition(journey["key"])
+    html_journey["steps"]["mail1"]["html"] = f"<p>{bad}</p>"
+    cases.append(("/journeys", html_journey, ["body", "steps", "mail1", "send_email", "html"]))
+    for path, body, loc in cases:
+        # JSON escapes a lone surrogate (httpx's own encoder refuses to send one).
+        response = await http.post(
+            path, content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, (path, body, response.text)
+        errors = response.json()["detail"]
+        assert [e["loc"] for e in errors] == [loc], errors
+        # pydantic refuses some lone surrogates itself ("unable to parse raw data as a
+        # unicode string"); either way the message says what is wrong.
+        expected = ("NUL",) if bad == NUL else ("surrogate", "unicode string")
+        assert any(word in errors[0]["msg"] for word in expected), errors
+    assert (
+        await stack.pool.fetchval("SELECT count(*) FROM contacts WHERE external_id = $1", ext) == 0
+    )
+    assert (await http.get(f"/journeys/{journey['key']}")).status_code == 404
+
+
+async def test_unstorable_path_parameters_are_422(stack: Stack) -> None:
+    for path in ("/journeys/a%00b", "/journeys/%ED%A0%80", "/journeys/a%00b/participants/x"):
+        response = await stack.http.get(path)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"][0]["loc"][:2] == ["path", "key"]
+    huge = await stack.http.get("/journeys/welcome?version=99999999999")
+    assert huge.status_code == 422 and huge.json()["detail"][0]["loc"] == ["query", "version"]
+
+
+# --- unsubscribe --------------------------------------------------------------------------
+
+
+async def test_a_second_unsubscribe_records_nothing_and_the_first_touches_updated_at(
+    stack: Stack,
+) -> None:
+    email = f"unsub2-{uuid.uuid4().hex[:6]}@example.com"
+    key = f"unsub2-{uuid.uuid4().hex[:6]}"
+    await publish(stack.http, valid_definition(key))
+    contact = await create_contact(stack.http, email=email)
+    before = (await stack.http.get(f"/contacts/{contact}")).json()["updated_at"]
+    await enrol(stack.http, key, contact)
+    msg = await read_mail(stack.http, email, "Hi Ann")
+    url = str(msg["List-Unsubscribe"]).strip("<>")
+    async with httpx.AsyncClient() as mail_client:
+        for _ in range(2):
+            response = await mail_client.post(url, data={"List-Unsubscribe": "One-Click"})
+            assert response.status_code == 200
+    events = await stack.pool.fetchval(
+        """SELECT count(*) FROM message_events e JOIN messages m ON m.id = e.message_id
+           WHERE m.contact_id = $1 AND e.kind = 'unsubscribed'""",
+        uuid.UUID(contact),
+    )
+    assert events == 1
+    after = (await stack.http.get(f"/contacts/{contact}")).json()
+    assert after["unsubscribed_at"] is not None and after["updated_at"] > before
+
+
+# --- the OpenAPI document and /docs ---------------------------------------------------------
+
+
+async def test_405_names_every_method_of_the_path(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url) as browser:
+        response = await browser.put("/t/u/whatever")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+
+
+async def test_openapi_documents_auth_not_found_bad_body_and_outages(stack: Stack) -> None:
+    schema = (await stack.http.get("/openapi.json")).json()
+    for path, method in [
+        ("/contacts", "post"),
+        ("/contacts/{contact_id}", "get"),
+        ("/journeys/{key}", "get"),
+        ("/journeys/{key}/enrolments", "post"),
+        ("/events", "post"),
+    ]:
+        responses = schema["paths"][path][method]["responses"]
+        assert {"400", "401", "404", "422", "503"} <= responses.keys(), (path, responses)
+    assert {"404", "503"} <= schema["paths"]["/t/c/{token}"]["get"]["responses"].keys()
+    assert "409" in schema["paths"]["/events"]["post"]["responses"]
+
+
+async def test_docs_page_needs_no_cdn(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url) as browser:
+        page = await browser.get("/docs")
+        assert page.status_code == 200
+        assert "cdn" not in page.text.lower() and "https://" not in page.text
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            served = await browser.get(f"/static-offline-docs/{asset}")
+            assert served.status_code == 200 and len(served.content) > 10_000
+
+
+# --- POST /events is safe to retry -----------------------------------------------------------
+
+
+async def test_an_event_retried_with_its_idempotency_key_is_stored_once(stack: Stack) -> None:
+    contact = await create_contact(stack.http)
+    body = {"contact_id": contact, "name": "order_placed", "data": {"total": 12.5}}
+    headers = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = await stack.http.post("/events", json=body, headers=headers)
+    again = await stack.http.post("/events", json=body, headers=headers)
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json() == first.json()
+    stored = await stack.pool.fetchval(
+        "SELECT count(*) FROM contact_events WHERE contact_id = $1", uuid.UUID(contact)
+    )
+    assert stored == 1
+    other = await stack.http.post("/events", json={**body, "name": "refund"}, headers=headers)
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    bad = await stack.http.post("/events", json=body, headers={"Idempotency-Key": "a b"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == [
+        "header",
+        "idempotency-key",
+    ]
+
+
+# --- outages --------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def black_hole() -> AsyncIterator[int]:
+    """A server that accepts connections and never says a word."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+@asynccontextmanager
+async def api_on(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """`create_app(settings)` served by uvicorn over real HTTP."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not serving.done(), "the API did not start"
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=30,
+        ) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def _settings(stack: Stack, **overrides: Any) -> ApiSettings:
+    return stack.settings.model_copy(update=overrides)
+
+
+async def _every_endpoint(
+    http: httpx.AsyncClient, contact: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    token = sign({"m": str(uuid.uuid4()), "k": "u"}, "test-secret")
+    return [
+        ("POST", "/contacts", {"json": {"external_id": "down-1", "email": "d@example.com"}}),
+        ("GET", f"/contacts/{contact}", {}),
+        ("POST", "/journeys", {"json": valid_definition("down")}),
+        ("GET", "/journeys/welcome", {}),
+        ("POST", "/journeys/welcome/enrolments", {"json": {"contact_ids": [contact]}}),
+        ("GET", f"/journeys/welcome/participants/{contact}", {}),
+        ("POST", "/events", {"json": {"contact_id": contact, "name": "x"}}),
+        ("POST", f"/t/u/{token}", {}),
+    ]
+
+
+async def _assert_503_quickly(
+    http: httpx.AsyncClient, requests: list[tuple[str, str, dict[str, Any]]], backend: str
+) -> None:
+    """Every request answers 503 JSON with Retry-After within 10 s (sent all at once)."""
+
+    async def one(method: str, path: str, kwargs: dict[str, Any]) -> None:
+        started = time.monotonic()
+        response = await http.request(method, path, **kwargs)
+        took = time.monotonic() - started
+        assert response.status_code == 503, (method, path, response.status_code, response.text)
+        assert response.headers["content-type"] == "application/json"
+        assert int(response.headers["retry-after"]) > 0
+        detail = response.json()["detail"]
+        assert backend in detail or "did not answer" in detail, (method, path, detail)
+        assert took < 10, (method, path, took)
+
+    await asyncio.gather(*(one(*request) for request in requests))
+
+
+async def test_with_postgresql_down_every_endpoint_answers_503(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = _settings(stack, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/x")
+    contact = str(uuid.uuid4())
+    with caplog.at_level(logging.ERROR):
+        async with api_on(down) as http:
+            await _assert_503_quickly(http, await _every_endpoint(http, contact), "PostgreSQL")
+            health = await http.get("/healthz")
+            assert health.status_code == 503 and health.json()["postgres"] != "ok"
+    assert not [r for r in caplog.records if r.exc_info], "an outage logged a traceback"
+
+
+async def test_with_postgresql_silent_every_endpoint_answers_503_in_time(stack: Stack) -> None:
+    async with black_hole() as port:
+        silent = _settings(stack, database_url=f"postgresql://postgres@127.0.0.1:{port}/x")
+        async with api_on(silent) as http:
+            await _assert_503_quickly(
+                http, await _every_endpoint(http, str(uuid.uuid4())), "PostgreSQL"
+            )
+
+
+async def test_with_temporal_down_or_silent_temporal_endpoints_answer_503(stack: Stack) -> None:
+    contact = await create_contact(stack.http)
+    key = f"down-{uuid.uuid4().hex[:6]}"
+    await publish(stack.http, valid_definition(key))
+    await enrol(stack.http, key, contact)
+    async with black_hole() as silent_port:
+        for address in (f"127.0.0.1:{_closed_port()}", f"127.0.0.1:{silent_port}"):
+            async with api_on(_settings(stack, temporal_address=address)) as http:
+                await _assert_503_quickly(
+                    http,
+                    [
+                        (
+                            "POST",
+                            f"/journeys/{key}/enrolments",
+                            {"json": {"contact_ids": [contact]}},
+                        ),
+                        ("GET", f"/journeys/{key}/participants/{contact}", {}),
+                        ("POST", "/events", {"json": {"contact_id": contact, "name": "x"}}),
+                    ],
+                    "Temporal",
+                )
+                # What needs only PostgreSQL still works.
+                assert (await http.get(f"/contacts/{contact}")).status_code == 200
+
+
+async def test_an_event_that_met_a_temporal_outage_is_delivered_once_on_retry(stack: Stack) -> None:
+    contact = await create_contact(stack.http)
+    key = f"evt-{uuid.uuid4().hex[:6]}"
+    journey = valid_definition(key)
+    journey["steps"]["wait_click"] = {
+        "type": "wait_for_event",
+        "event": "custom",
+        "name": "paid",
+        "timeout": "P1D",
+        "on_event": "mail2",
+        "on_timeout": "mark_cold",
+    }
+    await publish(stack.http, journey)
+    await enrol(stack.http, key, contact)
+    body = {"contact_id": contact, "name": "paid"}
+    headers = {"Idempotency-Key": f"paid-{uuid.uuid4()}"}
+    async with api_on(_settings(stack, temporal_address=f"127.0.0.1:{_closed_port()}")) as down:
+        assert (await down.post("/events", json=body, headers=headers)).status_code == 503
+    retried = await stack.http.post("/events", json=body, headers=headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["delivered_to"] == [f"journey/{key}/{contact}"]
+    again = await stack.http.post("/events", json=body, headers=headers)
+    assert again.json() == retried.json()
+    stored = await stack.pool.fetchval(
+        "SELECT count(*) FROM contact_events WHERE contact_id = $1", uuid.UUID(contact)
+    )
+    assert stored == 1
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_settings_refuse_a_missing_or_empty_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNEYS_SECRET", raising=False)
+    monkeypatch.delenv("JOURNEYS_API_KEY", raising=False)
+    with pytest.raises(ValidationError, match="JOURNEYS_SECRET"):
+        Settings()
+    monkeypatch.setenv("JOURNEYS_SECRET", "")
+    with pytest.raises(ValidationError, match="JOURNEYS_SECRET"):
+        Settings()
+    monkeypatch.setenv("JOURNEYS_SECRET", "s3cret-value")
+    assert Settings().secret.get_secret_value() == "s3cret-value"
+    with pytest.raises(ValidationError, match="JOURNEYS_API_KEY"):
+        ApiSettings()
+    monkeypatch.setenv("JOURNEYS_API_KEY", "k3y-value")
+    shown = repr(ApiSettings()) + str(ApiSettings().model_dump())
+    assert "s3cret-value" not in shown and "k3y-value" not in shown
