@@ -171,9 +171,14 @@ def migrate(args: argparse.Namespace) -> None:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    from bench.run import run_bench
+    if args.faults:
+        from bench.faults import N_BENCH, run_faults
 
-    ok = await run_bench(quick=args.quick, n=args.n, concurrency=args.concurrency, out=args.out)
+        ok = await run_faults(n=args.n or N_BENCH, out=args.out)
+    else:
+        from bench.run import run_bench
+
+        ok = await run_bench(quick=args.quick, n=args.n, concurrency=args.concurrency, out=args.out)
     if not ok:
         sys.exit(2)
 
@@ -207,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-n", type=int, default=None, help="operations per figure (500; quick 100)")
     p.add_argument("--concurrency", type=int, default=None, help="client requests in flight (32)")
     p.add_argument("--out", default=None, help="JSON file or folder (default bench/results/)")
+    p.add_argument(
+        "--faults",
+        action="store_true",
+        help="instead: kill and restart each part around N participants' mail (N=1000) and "
+        "count what was lost or sent twice",
+    )
     p.set_defaults(run=bench)
 
     args = parser.parse_args(argv)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
+
+from journeys.devstack import free_port
 
 
 def journeys(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -43,3 +48,37 @@ def test_migrate_applies_and_then_has_nothing_to_do(postgres_url: str) -> None:
     done = journeys("migrate", DATABASE_URL=postgres_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "schema is up to date"  # the session fixture migrated already
+
+
+@pytest.mark.parametrize("public_url", ["http://links.example.com", "https://links.example.com"])
+def test_api_warns_when_links_are_not_https(postgres_url: str, public_url: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JOURNEYS_", "DATABASE_"))}
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "journeys.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        env={
+            **clean,
+            "DATABASE_URL": postgres_url,
+            "JOURNEYS_API_KEY": "k",
+            "JOURNEYS_SECRET": "s",
+            "JOURNEYS_PUBLIC_URL": public_url,
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code in (200, 503):
+                    break
+            time.sleep(0.2)
+    finally:
+        api.terminate()
+        _, stderr = api.communicate(timeout=30)
+    warnings = [line for line in stderr.splitlines() if "public_url.not_https" in line]
+    if public_url.startswith("http://"):
+        assert len(warnings) == 1 and "RFC 8058" in warnings[0]
+    else:
+        assert warnings == []

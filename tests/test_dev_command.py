@@ -14,12 +14,15 @@ from pathlib import Path
 import httpx
 
 from journeys.devstack import free_port
+from journeys.mailsink import MailSink, list_mail
 from tests.helpers import create_contact, enrol, publish, read_mail, wait_until_done
 
 
-async def start_dev(home: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
+async def start_dev(home: Path, ports: dict[str, int], **extra_env: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "JOURNEYS_API_KEY": "dev-key"}
-    env.pop("DATABASE_URL", None)
+    for name in ("DATABASE_URL", "SMTP_URL"):
+        env.pop(name, None)
+    env.update(extra_env)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -109,3 +112,45 @@ async def test_dev_stack_survives_a_restart(tmp_path: Path) -> None:
             assert [h["step"] for h in view["history"]] == ["nap", "hello", "end"]
         finally:
             await stop_dev(process)
+
+
+async def test_dev_sends_to_the_relay_named_by_smtp_url(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("api", "temporal", "ui", "smtp", "relay")}
+    home = tmp_path / "dev"
+    async with MailSink(tmp_path / "relay", port=ports["relay"]):
+        process = await start_dev(home, ports, SMTP_URL=f"smtp://127.0.0.1:{ports['relay']}")
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{ports['api']}",
+                headers={"Authorization": "Bearer dev-key"},
+            ) as http:
+                await publish(
+                    http,
+                    {
+                        "key": "relay",
+                        "name": "Relay",
+                        "entry": {"type": "api"},
+                        "start": "hello",
+                        "steps": {
+                            "hello": {
+                                "type": "send_email",
+                                "subject": "Via the relay",
+                                "html": "<p>hi</p>",
+                                "next": "end",
+                            },
+                            "end": {"type": "end"},
+                        },
+                    },
+                )
+                email = f"relay-{uuid.uuid4().hex[:6]}@example.com"
+                contact = await create_contact(http, email=email)
+                await enrol(http, "relay", contact)
+                await wait_until_done(http, "relay", contact)
+                assert (await http.get("/dev/mail")).status_code == 404  # no sink of its own
+        finally:
+            output = await stop_dev(process)
+    received = list_mail(tmp_path / "relay")
+    assert [m["subject"] for m in received if email in m["to"]] == ["Via the relay"]
+    assert not list((home / "mail").glob("*.eml"))
+    assert f"sent to smtp://127.0.0.1:{ports['relay']} (SMTP_URL)" in output
+    assert "Mail sink" not in output
