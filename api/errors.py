@@ -28,6 +28,7 @@ class ErrorDetail(BaseModel):
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid API key", "model": ErrorDetail},
     400: {"description": "the body is not UTF-8 JSON", "model": ErrorDetail},
+    413: {"description": "the body is larger than 8 MB", "model": ErrorDetail},
 }
 NOT_FOUND_RESPONSE: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such resource", "model": ErrorDetail}

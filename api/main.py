@@ -21,6 +21,9 @@ from journeys.db import create_pool
 from journeys.settings import ApiSettings
 from journeys.temporal import connect
 
+# 10,000 enrolment ids take about 400 kB; a journey with large templates a few MB.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
 
 class SafeJSONResponse(JSONResponse):
     """JSON escaped to ASCII: an error that echoes a lone surrogate from the input
@@ -78,6 +81,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         summary="Marketing-automation journeys on Temporal",
         lifespan=lifespan,
         redoc_url=None,  # one docs page, served from the package's own assets
+        max_body_size=MAX_BODY_BYTES,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

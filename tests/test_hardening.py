@@ -97,6 +97,17 @@ async def test_unstorable_path_parameters_are_422(stack: Stack) -> None:
     assert huge.status_code == 422 and huge.json()["detail"][0]["loc"] == ["query", "version"]
 
 
+async def test_a_huge_body_is_refused_with_413(stack: Stack) -> None:
+    huge = json.dumps({"external_id": "huge", "fields": {"blob": "x" * (9 * 1024 * 1024)}})
+    response = await stack.http.post(
+        "/contacts", content=huge, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert (
+        await stack.pool.fetchval("SELECT count(*) FROM contacts WHERE external_id = 'huge'") == 0
+    )
+
+
 # --- unsubscribe --------------------------------------------------------------------------
 
 
@@ -145,7 +156,7 @@ async def test_openapi_documents_auth_not_found_bad_body_and_outages(stack: Stac
         ("/events", "post"),
     ]:
         responses = schema["paths"][path][method]["responses"]
-        assert {"400", "401", "404", "422", "503"} <= responses.keys(), (path, responses)
+        assert {"400", "401", "404", "413", "422", "503"} <= responses.keys(), (path, responses)
     assert {"404", "503"} <= schema["paths"]["/t/c/{token}"]["get"]["responses"].keys()
     assert "409" in schema["paths"]["/events"]["post"]["responses"]
 
