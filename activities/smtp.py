@@ -22,10 +22,22 @@ class SmtpRejected(Exception):
         self.code = code
 
 
+# SMTP transactions one worker has in flight at most: also the most copies a
+# worker crash can duplicate (README, "Reliability").
+DEFAULT_CONNECTIONS = 8
+
+
+async def _envelope(smtp: aiosmtplib.SMTP, mail: OutgoingMail) -> None:
+    """MAIL FROM and RCPT TO: before DATA, so nothing can have been delivered yet."""
+    await smtp.mail(mail.envelope_from)
+    for recipient in mail.recipients:
+        await smtp.rcpt(recipient)
+
+
 class SmtpSender:
     """Delivers finished messages to the relay named by SMTP_URL."""
 
-    def __init__(self, smtp_url: str, *, connections: int = 8) -> None:
+    def __init__(self, smtp_url: str, *, connections: int = DEFAULT_CONNECTIONS) -> None:
         parts = urlsplit(smtp_url)
         if parts.scheme not in ("smtp", "smtps"):
             raise ValueError("SMTP_URL must look like smtp://host:port or smtps://user:pass@host")
@@ -59,14 +71,17 @@ class SmtpSender:
             assert smtp is not None
             try:
                 try:
-                    await smtp.sendmail(mail.envelope_from, mail.recipients, mail.data)
+                    await _envelope(smtp, mail)
                 except aiosmtplib.SMTPServerDisconnected:
                     if not reused:
                         raise
                     # The relay closed a connection that sat idle: once more on a new one.
+                    # Only before DATA: a connection lost during DATA may have delivered,
+                    # and must not be followed by a second transaction here.
                     smtp.close()
                     smtp = await self._connect()
-                    await smtp.sendmail(mail.envelope_from, mail.recipients, mail.data)
+                    await _envelope(smtp, mail)
+                await smtp.data(mail.data)
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
                 smtp.close()
                 codes = [r.code for r in getattr(exc, "recipients", [exc])]

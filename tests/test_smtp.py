@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from temporalio.testing import ActivityEnvironment
@@ -49,6 +50,18 @@ class PickyRelay:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.received.extend(envelope.rcpt_tos)
+        return "250 queued"
+
+
+class HangUpAfterData(PickyRelay):
+    """From the second message on, takes the message and then drops the connection
+    instead of answering 250: the client cannot know whether it was delivered."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.extend(envelope.rcpt_tos)
+        if len(self.received) > 1:
+            assert server.transport is not None
+            server.transport.close()
         return "250 queued"
 
 
@@ -106,3 +119,35 @@ async def test_a_refused_recipient_is_rejected_not_retried(
     assert "nobody@refused.example" not in (result.reason or "")
     await sender.close()
     assert handler.received == []
+
+
+async def test_a_connection_lost_during_data_is_not_followed_by_a_second_transaction() -> None:
+    handler = HangUpAfterData()
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        sender = SmtpSender(f"smtp://127.0.0.1:{port}", connections=1)
+        await sender.send(message("first@example.com"))
+        # On the reused connection the relay hangs up after DATA: the send fails
+        # (its retry waits for the activity's next attempt) and is not repeated here.
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await sender.send(message("once@example.com"))
+        await asyncio.sleep(0.2)
+        assert handler.received == ["first@example.com", "once@example.com"]
+    finally:
+        server.close()
+
+
+async def test_an_idle_connection_closed_by_the_relay_is_replaced(
+    relay: tuple[PickyRelay, int],
+) -> None:
+    handler, port = relay
+    sender = SmtpSender(f"smtp://127.0.0.1:{port}", connections=1)
+    await sender.send(message("first@example.com"))
+    (idle,) = sender._idle
+    assert idle.transport is not None
+    idle.transport.close()  # as a relay does after its idle timeout
+    await asyncio.sleep(0.1)
+    await sender.send(message("second@example.com"))
+    await sender.close()
+    assert handler.received == ["first@example.com", "second@example.com"]
