@@ -38,8 +38,8 @@ from activities.smtp import SmtpRejected, SmtpSender
 from journeys.contacts import profile
 from journeys.models import SendEmailInput, SendEmailResult
 from journeys.settings import Settings
-from journeys.templates import RenderError, html_to_text, render
-from journeys.tracking import add_tracking, unsubscribe_url
+from journeys.templates import RenderError, render
+from journeys.tracking import tracked_parts, unsubscribe_url
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +102,7 @@ class EmailActivities:
         try:
             subject = render(input.subject, fields)
             html = render(input.html, fields, html=True)
-            text = render(input.text, fields) if input.text is not None else html_to_text(html)
+            text = render(input.text, fields) if input.text is not None else None
         except RenderError as exc:
             await self._finish(message_id, "failed", str(exc))
             raise ApplicationError(
@@ -111,12 +111,15 @@ class EmailActivities:
         base, secret = self.settings.public_url.rstrip("/"), self.settings.secret
         assert contact.email is not None  # contacts without one were skipped above
         message_id_header = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"
+        # Links in both parts are tracked; without an author's text part it is derived
+        # from the HTML in the same parse.
+        html, text = tracked_parts(html, text, base, secret.get_secret_value(), str(message_id))
         msg = compose(
             sender=input.sender or self.settings.mail_from,
             to=contact.email,
             subject=subject,
             text=text,
-            html=add_tracking(html, base, secret.get_secret_value(), str(message_id)),
+            html=html,
             headers={
                 "Message-ID": message_id_header,
                 "List-Unsubscribe": (

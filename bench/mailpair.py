@@ -45,7 +45,8 @@ def smtp_options(smtp_url: str) -> dict[str, Any]:
 
 def prerendered(count: int, sender: str, subject: str, html: str) -> list[tuple[str, bytes]]:
     """Finished messages as bytes, rendered from the bench's template like the product's."""
-    from journeys.templates import html_to_text, render
+    from journeys.htmltext import html_to_text
+    from journeys.templates import render
 
     out = []
     for i in range(count):

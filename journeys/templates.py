@@ -6,8 +6,6 @@ not have renders as nothing. Values are HTML-escaped in HTML parts.
 
 from __future__ import annotations
 
-import html as html_lib
-import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -60,18 +58,3 @@ def template_problems(defn: JourneyDefinition) -> list[Problem]:
             except TemplateError as exc:
                 problems.append((("steps", sid, part), f"step '{sid}': {part} template: {exc}"))
     return problems
-
-
-_TAG = re.compile(r"<[^>]+>")
-_BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|tr)>|<br\s*/?>", re.IGNORECASE)
-_LINK = re.compile(
-    r"<a\b[^>]*?\bhref\s*=\s*([\"'])(.*?)\1[^>]*>(.*?)</a>", re.IGNORECASE | re.DOTALL
-)
-
-
-def html_to_text(html: str) -> str:
-    """A readable plain-text part for mail clients that do not show HTML."""
-    text = _LINK.sub(lambda m: f"{m.group(3)} ({m.group(2)})", html)
-    text = _BLOCK_END.sub("\n", text)
-    text = html_lib.unescape(_TAG.sub("", text))
-    return "\n".join(line.strip() for line in text.splitlines()).strip() + "\n"

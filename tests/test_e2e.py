@@ -4,6 +4,7 @@ PostgreSQL and SMTP -> the sink -> a tracked link -> a signal -> the next step."
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
@@ -105,6 +106,30 @@ async def test_click_takes_the_follow_up_path(stack: Stack) -> None:
     ]
     contact_now = await get_contact(stack.pool, uuid.UUID(contact))
     assert contact_now is not None and "cold" not in contact_now.fields
+
+
+async def test_a_click_in_the_plain_text_part_counts(stack: Stack) -> None:
+    http = stack.http
+    journey = follow_up_journey("e2e-text-click")
+    journey["steps"]["mail1"]["text"] = (
+        "Hi {{ contact.first_name }}, prices: https://example.com/pricing."
+    )
+    await publish(http, journey)
+    email = f"text-click-{uuid.uuid4().hex[:6]}@example.com"
+    contact = await create_contact(http, email=email, first_name="Ann")
+    await enrol(http, "e2e-text-click", contact)
+    msg = await read_mail(http, email, "Hi Ann")
+    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "https://example.com/pricing" not in plain
+    (link,) = re.findall(rf"{re.escape(stack.base_url)}/t/c/[^\s.]+\.[^\s.]+", plain)
+    await wait_for_step(http, "e2e-text-click", contact, "wait_click")
+    async with httpx.AsyncClient() as reader:
+        clicked = await reader.get(link)
+    assert clicked.status_code == 302
+    assert clicked.headers["location"] == "https://example.com/pricing"
+    await read_mail(http, email, "Thanks for looking, Ann")
+    view = await wait_until_done(http, "e2e-text-click", contact)
+    assert [h["outcome"] for h in view["history"][:3]] == ["sent", "clicked", "then"]
 
 
 async def test_no_click_takes_the_timeout_path(stack: Stack) -> None:

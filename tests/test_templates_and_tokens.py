@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from journeys.templates import RenderError, html_to_text, render
+from journeys.htmltext import html_to_text
+from journeys.templates import RenderError, render
 from journeys.tokens import sign, verify
 from journeys.tracking import add_tracking
 
@@ -42,6 +43,33 @@ def test_sandbox_escapes_are_refused(template: str) -> None:
 def test_text_part_from_html() -> None:
     html = '<h1>Hello</h1><p>See <a href="https://x.example/a">our prices</a>&amp; more</p>'
     assert html_to_text(html) == "Hello\nSee our prices (https://x.example/a)& more\n"
+
+
+def test_text_part_leaves_out_what_a_reader_never_sees() -> None:
+    html = (
+        "<!doctype html><html><head><meta charset=utf-8><title>Spring offer</title>"
+        "<style>p { color: red }</style></head><body><p>Hi Ann</p>"
+        "<script>var x = '<p>no</p>';</script><!-- a comment --></body></html>"
+    )
+    assert html_to_text(html) == "Hi Ann\n"
+
+
+def test_text_part_lines_spaces_entities_and_links() -> None:
+    html = (
+        "<div><h2>Spring   offer</h2>\n  <p>Line one<br>line two &amp; more&nbsp;here</p>"
+        "<ul>\n<li>First</li>\n<li>Second</li>\n</ul>"
+        "<table><tr><td>A</td><td>B</td></tr><tr><td>C</td></tr></table>"
+        '<p><a href="https://x.example/a">https://x.example/a</a> or <a href=https://x.example/b>'
+        "prices</a>, <a href='mailto:ann@example.com'>ann@example.com</a></p>"
+        '<p><a href="https://x.example/c"><img src="https://x.example/l.png" alt="Logo"></a>'
+        '<img src="https://t.example/t/o/x" width="1" height="1" alt="pixel"></p>'
+        "<p>a<br><br>b</p></div>"
+    )
+    assert html_to_text(html) == (
+        "Spring offer\nLine one\nline two & more\xa0here\n- First\n- Second\nA B\nC\n"
+        "https://x.example/a or prices (https://x.example/b), ann@example.com\n"
+        "Logo (https://x.example/c)\na\n\nb\n"
+    )
 
 
 def test_links_are_tracked_and_pixel_added() -> None:
