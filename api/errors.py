@@ -24,15 +24,22 @@ class ErrorDetail(BaseModel):
     detail: str
 
 
+def error_response(description: str) -> dict[str, Any]:
+    # Spelled out as JSON: with "model", FastAPI would document it in the route's own
+    # media type (text/html for the unsubscribe page), but errors are always JSON.
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": ErrorDetail.model_json_schema()}},
+    }
+
+
 # Statuses every route of a kind can answer, for the OpenAPI document.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or invalid API key", "model": ErrorDetail},
-    400: {"description": "the body is not UTF-8 JSON", "model": ErrorDetail},
-    413: {"description": "the body is larger than 8 MB", "model": ErrorDetail},
+    401: error_response("missing or invalid API key"),
+    400: error_response("the body is not UTF-8 JSON"),
+    413: error_response("the body is larger than 8 MB"),
 }
-NOT_FOUND_RESPONSE: dict[int | str, dict[str, Any]] = {
-    404: {"description": "no such resource", "model": ErrorDetail}
-}
+NOT_FOUND_RESPONSE: dict[int | str, dict[str, Any]] = {404: error_response("no such resource")}
 
 
 def not_found(what: str) -> HTTPException:

@@ -11,6 +11,7 @@ the whole request.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError
 
-from journeys.outages import outage_of
+from journeys.outages import Unavailable, outage_of
 
 log = structlog.get_logger(__name__)
 
@@ -51,23 +52,34 @@ async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
     return unavailable(f"{backend} is unavailable; try again in a few seconds")
 
 
+# The exception types `outage_of` may recognise; what it does not is re-raised.
 OUTAGE_TYPES: tuple[type[Exception], ...] = (
+    Unavailable,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     RPCError,
     RuntimeError,
     OSError,
 )
 
 
+# Bulk enrolment starts up to 10,000 runs in one request, which takes longer than
+# any deadline; each start is bounded on its own (`journeys.enrolment`).
+NO_DEADLINE = (re.compile(r"^/journeys/[^/]+/enrolments$"),)
+
+
 class RequestDeadline:
-    """Pure ASGI: a request that outlives the deadline gets a 503 instead of a hang."""
+    """Pure ASGI: a request that outlives the deadline gets a 503 instead of a hang.
+
+    The last resort: every call to PostgreSQL and Temporal is bounded already.
+    """
 
     def __init__(self, app: ASGIApp, seconds: float = REQUEST_DEADLINE_SECONDS) -> None:
         self.app, self.seconds = app, seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or any(p.match(scope["path"]) for p in NO_DEADLINE):
             await self.app(scope, receive, send)
             return
         started = False

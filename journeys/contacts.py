@@ -47,7 +47,9 @@ class ContactIn(StorableModel):
     phone: str | None = None
     first_name: str | None = None
     last_name: str | None = None
-    time_zone: Annotated[str | None, AfterValidator(_check_time_zone)] = None
+    time_zone: Annotated[
+        str | None, Field(min_length=1, max_length=64), AfterValidator(_check_time_zone)
+    ] = None
     fields: dict[FreeFieldName, Any] = Field(default_factory=dict)
 
 

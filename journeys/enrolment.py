@@ -26,8 +26,9 @@ from journeys.models import (
     JourneyInput,
     journey_workflow_id,
 )
+from journeys.outages import bounded
 from journeys.store import PublishedJourney, get_enrolment, record_enrolments
-from journeys.temporal import API_RPC_TIMEOUT
+from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
 
 # Starts in flight at once for one request; Temporal's frontend is the limit.
@@ -63,7 +64,7 @@ async def start_participant(
     Raises `WorkflowAlreadyStartedError` (with the open run's id) when the
     contact is inside already; a run that has ended does not count.
     """
-    return await client.start_workflow(
+    start = client.start_workflow(
         JourneyWorkflow.run,
         JourneyInput(
             journey_key=journey.key,
@@ -78,6 +79,7 @@ async def start_participant(
         search_attributes=_search_attributes(journey, contact_id),
         static_summary=f"{journey.name} (v{journey.version}), participant {contact_id}",
     )
+    return await bounded("Temporal", start, API_CALL_SECONDS)
 
 
 async def enrol(

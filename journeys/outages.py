@@ -6,9 +6,37 @@ log line (`activities.retries`); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import aiosmtplib
 import asyncpg
 from temporalio.service import RPCError, RPCStatusCode
+
+T = TypeVar("T")
+
+
+class Unavailable(Exception):
+    """A backend did not answer in time: raised by `bounded`."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(reason)
+        self.backend = backend
+
+
+async def bounded(backend: str, call: Awaitable[T], seconds: float) -> T:
+    """`await call`, or `Unavailable` when `backend` has not answered within `seconds`.
+
+    For a server that accepts connections and never answers: the Temporal client's
+    lazy connect waits 30 s whatever the call's own rpc_timeout says.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await call
+    except TimeoutError:
+        raise Unavailable(backend, f"no answer within {seconds:g} s") from None
+
 
 # Temporal answers that mean "not now" rather than "not like that".
 _TEMPORAL_OUTAGE = {
@@ -35,12 +63,18 @@ def _backend_in_traceback(exc: BaseException) -> str | None:
 
 def outage_of(exc: BaseException) -> str | None:
     """Which backend `exc` says is unavailable, or None when it is not an outage."""
+    if isinstance(exc, Unavailable):
+        return exc.backend
     if isinstance(
         exc,
         asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
         | asyncpg.exceptions.OperatorInterventionError  # shutting down, starting up
-        | asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+        | asyncpg.exceptions.InsufficientResourcesError  # too many connections
+        # A connection that PostgreSQL dropped mid-operation can fail the next use with
+        # "cannot switch to state ...; another operation is in progress" (seen during
+        # restarts); the pool replaces it, so a retry gets a fresh one.
+        | asyncpg.InternalClientError,
     ):
         return "PostgreSQL"
     if isinstance(exc, RPCError):

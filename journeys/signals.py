@@ -9,7 +9,8 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from journeys.temporal import API_RPC_TIMEOUT
+from journeys.outages import bounded
+from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 
 
 async def deliver(
@@ -17,8 +18,12 @@ async def deliver(
 ) -> bool:
     """Signal the participant's current run; False when it has already left."""
     try:
-        await client.get_workflow_handle(workflow_id).signal(
-            signal, event, rpc_timeout=API_RPC_TIMEOUT
+        await bounded(
+            "Temporal",
+            client.get_workflow_handle(workflow_id).signal(
+                signal, event, rpc_timeout=API_RPC_TIMEOUT
+            ),
+            API_CALL_SECONDS,
         )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:

@@ -14,6 +14,8 @@ from journeys.settings import Settings
 # (The SDK's default keeps retrying an unavailable server for 10 s.)
 API_RETRY = RetryConfig(max_elapsed_time_millis=2_000, max_retries=4)
 API_RPC_TIMEOUT = timedelta(seconds=5)
+# The whole call, connecting included (see `journeys.outages.bounded`).
+API_CALL_SECONDS = 6.0
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:

@@ -377,3 +377,23 @@ def test_settings_refuse_a_missing_or_empty_secret(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("JOURNEYS_API_KEY", "k3y-value")
     shown = repr(ApiSettings()) + str(ApiSettings().model_dump())
     assert "s3cret-value" not in shown and "k3y-value" not in shown
+
+
+def test_what_counts_as_an_outage() -> None:
+    import aiosmtplib
+    import asyncpg
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from journeys.outages import Unavailable, outage_of
+
+    seen_in_a_restart = asyncpg.InternalClientError("cannot switch to state 12")
+    assert outage_of(seen_in_a_restart) == "PostgreSQL"
+    assert outage_of(asyncpg.exceptions.AdminShutdownError()) == "PostgreSQL"
+    assert outage_of(Unavailable("Temporal", "no answer within 6 s")) == "Temporal"
+    assert outage_of(RPCError("x", RPCStatusCode.UNAVAILABLE, b"")) == "Temporal"
+    assert outage_of(aiosmtplib.SMTPConnectError("refused")) == "the mail server"
+    # Bugs and bad requests are not outages: they keep their status and traceback.
+    assert outage_of(RPCError("x", RPCStatusCode.INVALID_ARGUMENT, b"")) is None
+    assert outage_of(asyncpg.exceptions.UniqueViolationError()) is None
+    assert outage_of(ValueError("x")) is None
+    assert outage_of(OSError("no backend in this traceback")) is None

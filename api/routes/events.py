@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
 from pydantic import Field, model_validator
 
 from api.deps import PoolDep, TemporalDep, require_api_key
-from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, ErrorDetail, not_found
+from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found
 from api.outages import OUTAGE_RESPONSE
 from journeys.models import ContactEvent
 from journeys.signals import deliver
@@ -62,10 +62,7 @@ IdempotencyKey = Annotated[
     response_model=EventOut,
     responses={
         200: {"description": "a retry with a known Idempotency-Key: the event stored earlier"},
-        409: {
-            "description": "the Idempotency-Key was used for a different event",
-            "model": ErrorDetail,
-        },
+        409: error_response("the Idempotency-Key was used for a different event"),
     },
 )
 async def post_event(

@@ -16,6 +16,7 @@ from journeys.contacts import missing_contacts
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import StepVisit
+from journeys.outages import bounded
 from journeys.store import (
     MessageView,
     get_enrolment,
@@ -25,7 +26,7 @@ from journeys.store import (
     publish,
 )
 from journeys.templates import template_problems
-from journeys.temporal import API_RPC_TIMEOUT
+from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
 
 JourneyKey = Annotated[str, Path(pattern=KEY_PATTERN, description="the journey's key")]
@@ -139,7 +140,9 @@ async def read_participant(
         raise not_found(f"contact {contact_id} was never enrolled in journey '{key}'")
     handle = client.get_workflow_handle(enrolment["workflow_id"])
     try:
-        description = await handle.describe(rpc_timeout=API_RPC_TIMEOUT)
+        description = await bounded(
+            "Temporal", handle.describe(rpc_timeout=API_RPC_TIMEOUT), API_CALL_SECONDS
+        )
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise

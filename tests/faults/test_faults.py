@@ -1,0 +1,156 @@
+"""Faults around real traffic, counted where a user would count: at the SMTP server and in
+the `messages` table. N participants each get two mails (JOURNEYS_FAULT_N, 200 by
+default); the stack and the scenarios are in bench/faults.py, which the fault bench
+runs with N=1000.
+
+Then schemathesis over the OpenAPI document the running API serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from bench.faults import (
+    ANSWER_WITHIN,
+    DUPLICATES_PER_KILL,
+    FaultStack,
+    Outcome,
+    postgres_restart,
+    smtp_down,
+    temporal_restart,
+    worker_sigkill,
+)
+from journeys.devstack import find_binary
+
+# A send takes well under a second; the 60 s start-to-close timeout made every send in
+# flight at a worker crash wait a minute. Half a minute includes the new worker's start.
+INTERRUPTED_SENDS_RESUME_WITHIN = 30.0
+SCHEMATHESIS_EXAMPLES_ENV = "JOURNEYS_SCHEMATHESIS_EXAMPLES"
+
+
+def figures(o: Outcome) -> str:
+    return (
+        f"{o.scenario}: expected {o.expected}, received {o.received}, lost {o.lost}, "
+        f"duplicates {o.duplicates}, completed {o.completed}/{o.n}, rows {o.statuses}, "
+        f"{o.received_at_fault} received at the fault, outage {o.outage_seconds} s, "
+        f"recovery {o.recovery_seconds} s, interrupted sends resumed {o.resumed_seconds} s"
+    )
+
+
+def assert_all_delivered(o: Outcome) -> None:
+    """Every participant completed, and every expected mail reached the server and is
+    recorded as sent."""
+    print(figures(o))
+    assert o.lost == 0, figures(o)
+    assert o.completed == o.n, figures(o)
+    assert o.statuses == {"sent": o.expected}, figures(o)
+
+
+def assert_answers_503(o: Outcome) -> None:
+    """During the outage the API answered every call, in time, and never with a server
+    error other than 503; a 503 says in JSON that the service is unavailable, and when to
+    retry."""
+    answers = [(p.request, p.status, round(p.seconds, 1), p.retry_after) for p in o.probes]
+    print(f"{o.scenario} API answers during the outage: {answers}")
+    statuses = [p.status for p in o.probes]
+    assert None not in statuses, answers
+    assert [s for s in statuses if s is not None and s >= 500 and s != 503] == [], answers
+    assert 503 in statuses, answers
+    unavailable = [p for p in o.probes if p.status == 503]
+    assert all(p.retry_after and p.json_body for p in unavailable), answers
+    assert all(p.seconds <= ANSWER_WITHIN for p in o.probes), answers
+
+
+async def test_worker_sigkill_mid_send(faults: FaultStack) -> None:
+    o = await worker_sigkill(faults)
+    assert 0 < o.received_at_fault < faults.n, "the kill came before or after the first mails"
+    assert_all_delivered(o)
+    # Only SMTP transactions in flight at the kill can be repeated: one per connection.
+    assert o.duplicates <= DUPLICATES_PER_KILL, figures(o)
+    assert o.resumed_seconds is not None, figures(o)
+    assert o.resumed_seconds < INTERRUPTED_SENDS_RESUME_WITHIN, figures(o)
+
+
+async def test_smtp_down_30s(faults: FaultStack) -> None:
+    o = await smtp_down(faults)
+    assert 0 < o.received_at_fault < o.expected, "the outage came before or after the sends"
+    assert_all_delivered(o)
+    assert o.duplicates == 0, figures(o)
+
+
+async def test_postgres_restart_mid_send(faults: FaultStack) -> None:
+    o = await postgres_restart(faults)
+    assert 0 < o.received_at_fault < o.expected, "the restart came before or after the sends"
+    assert_all_delivered(o)
+    # A send whose row could not be marked sent is repeated; at most one per connection.
+    assert o.duplicates <= DUPLICATES_PER_KILL, figures(o)
+    assert_answers_503(o)
+
+
+async def test_temporal_restart_while_participants_sleep(faults: FaultStack) -> None:
+    o = await temporal_restart(faults)
+    assert o.received_at_fault == faults.n, "not every participant was asleep at the restart"
+    assert_all_delivered(o)
+    assert o.duplicates == 0, figures(o)
+    assert_answers_503(o)
+
+
+async def test_api_matches_its_openapi_document(faults: FaultStack, tmp_path: Path) -> None:
+    """schemathesis: no server error (a 503 would be an outage, and there is none here),
+    and every status the API answers is documented for its operation."""
+    report = tmp_path / "schemathesis.xml"
+    examples = os.environ.get(SCHEMATHESIS_EXAMPLES_ENV, "25")
+    run = await asyncio.create_subprocess_exec(
+        find_binary("schemathesis"),
+        "run",
+        f"{faults.stack.api_url}/openapi.json",
+        "--checks",
+        "not_a_server_error,status_code_conformance",
+        "--header",
+        f"Authorization: Bearer {faults.stack.api_key}",
+        "--max-examples",
+        examples,
+        "--request-timeout",
+        "20",
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(report),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,  # where it keeps its own files (.schemathesis, .hypothesis)
+    )
+    output = (await run.communicate())[0].decode(errors="replace")
+    assert report.exists(), output[-3000:]
+    failures = schemathesis_failures(report)
+    seed = re.search(r"Seed: (\d+)", output)
+    print("\n".join(failures) or "schemathesis: no failures")
+    assert failures == [], (
+        f"{len(failures)} failures (rerun with --seed {seed.group(1) if seed else '?'}):\n"
+        + "\n".join(failures)
+    )
+
+
+def schemathesis_failures(junit: Path) -> list[str]:
+    """One line per failure: operation, check, status, the request as curl."""
+    lines = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for failure in case.iter("failure"):
+            text = failure.text or ""
+            found = re.search(r"^\[(\d{3})\]", text, re.MULTILINE)
+            status = found.group(1) if found else "?"
+            checks = re.findall(r"^- (ST\d+)", text, re.MULTILINE) or [failure.get("message")]
+            if status == "503":  # "unavailable" is the API's documented answer to an outage
+                checks = [c for c in checks if c != "ST101"]
+            if not checks:
+                continue
+            curl = re.search(r"^\s*(curl .*)$", text, re.MULTILINE)
+            lines.append(
+                f"{case.get('name')}: {', '.join(map(str, checks))} status {status}: "
+                + (curl.group(1) if curl else text.strip())[:500]
+            )
+    return lines
