@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,9 @@ WORKER_OPTIONS: dict[str, Any] = {
     # queue; the SDK default (0.2) leaves one poller there, and a large
     # enrolment then settles at half the rate it does with the pollers split.
     "nonsticky_to_sticky_poll_ratio": 1.0,
+    # On a clean stop (deploy, Ctrl-C) running sends finish and record what they did,
+    # instead of being cancelled between the server's 250 and the row saying `sent`.
+    "graceful_shutdown_timeout": timedelta(seconds=30),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -28,6 +29,15 @@ log = structlog.get_logger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+# A mail server's refusal often quotes the recipient ("450 <ann@example.com>: greylisted").
+_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
+
+
+def redacted(text: str) -> str:
+    """`text` without e-mail addresses: reasons go to logs and Temporal's history."""
+    return _ADDRESS.sub("<address>", text).rstrip(": ")
 
 
 def retry_later(reason: str, delay: timedelta | None = None) -> ApplicationError:
@@ -49,7 +59,7 @@ def quiet_outages(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             if backend is None:
                 raise
             info = activity.info()
-            reason = f"{backend} is unavailable: {type(exc).__name__}: {exc}".rstrip(": ")
+            reason = f"{backend} is unavailable: {type(exc).__name__}: {redacted(str(exc))}"
             log.warning(
                 "activity.retry",
                 activity=info.activity_type,
@@ -69,7 +79,8 @@ async def keep_alive(
     """Heartbeat (and `renew`) every `every` seconds while the block runs.
 
     Nothing happens for a block shorter than `every`: a typical send finishes
-    well within it, so it costs no heartbeat call and no write.
+    well within it, so it costs no heartbeat call and no write. A renewal gets at
+    most `every` seconds, so a hung database cannot hold back the next heartbeat.
     """
 
     async def beat() -> None:
@@ -78,37 +89,46 @@ async def keep_alive(
             activity.heartbeat()
             if renew is not None:
                 try:
-                    await renew()
+                    await asyncio.wait_for(renew(), every)
                 except Exception as exc:  # a lost renewal only lets the lease run out
-                    log.warning("activity.renew_failed", error=repr(exc))
+                    log.warning("activity.renew_failed", error=type(exc).__name__)
 
     task = asyncio.create_task(beat())
     try:
         yield
     finally:
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        # Wait for the beat to stop without swallowing a cancellation of our own.
+        await asyncio.wait([task])
 
 
-async def persist(write: Callable[[], Awaitable[Any]], *, what: str, budget: float = 300.0) -> None:
+async def persist(write: Callable[[], Awaitable[Any]], *, what: str, budget: float = 120.0) -> None:
     """Run `write` until it succeeds, retrying outages in place for up to `budget` s.
 
     For the write that records what already happened outside (the mail server
     accepted the message): failing the activity instead would make its retry do
-    it again.
+    it again. For the same reason a cancellation (the worker shutting down, the
+    attempt timed out) waits for the write to finish before it takes effect.
     """
-    delay, waited = 0.2, 0.0
-    while True:
-        try:
-            await write()
-            return
-        except Exception as exc:
-            if outage_of(exc) is None or waited >= budget:
-                raise
-            log.warning("activity.persist_retry", what=what, error=repr(exc), waited=waited)
-        await asyncio.sleep(delay)
-        waited += delay
-        delay = min(delay * 2, 5.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+
+    async def until_written() -> None:
+        delay = 0.2
+        while True:
+            try:
+                await write()
+                return
+            except Exception as exc:
+                if outage_of(exc) is None or loop.time() >= deadline:
+                    raise
+                log.warning("activity.persist_retry", what=what, error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    writing = asyncio.ensure_future(until_written())
+    try:
+        await asyncio.shield(writing)
+    except asyncio.CancelledError:
+        await asyncio.wait([writing])
+        raise

@@ -7,11 +7,21 @@ relay) per message; keeping a few open lets a busy worker send over them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
 from activities.message import OutgoingMail
+
+
+class SmtpOutcomeUnknown(Exception):
+    """The connection failed after DATA began: the relay may or may not have taken the
+    message (RFC 1047). Sending it again may deliver it twice."""
+
+
+class LeaseLost(Exception):
+    """The caller no longer holds the message's lease: another attempt may send it."""
 
 
 class SmtpRejected(Exception):
@@ -62,7 +72,9 @@ class SmtpSender:
         await smtp.connect()
         return smtp
 
-    async def send(self, mail: OutgoingMail) -> None:
+    async def send(self, mail: OutgoingMail, may_send: Callable[[], bool] | None = None) -> None:
+        """Deliver `mail`. `may_send` is asked once more just before DATA: when it
+        says no, the transaction is abandoned (`LeaseLost`) with nothing delivered."""
         async with self._slots:
             smtp = self._idle.pop() if self._idle else None
             reused = smtp is not None and smtp.is_connected
@@ -81,7 +93,12 @@ class SmtpSender:
                     smtp.close()
                     smtp = await self._connect()
                     await _envelope(smtp, mail)
-                await smtp.data(mail.data)
+                if may_send is not None and not may_send():
+                    raise LeaseLost("the message's lease ran out before DATA")
+                try:
+                    await smtp.data(mail.data)
+                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+                    raise SmtpOutcomeUnknown(f"{type(exc).__name__}: {exc}") from exc
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
                 smtp.close()
                 codes = [r.code for r in getattr(exc, "recipients", [exc])]

@@ -90,10 +90,10 @@ class RequestDeadline:
             await send(message)
 
         try:
-            async with asyncio.timeout(self.seconds):
+            async with asyncio.timeout(self.seconds) as deadline:
                 await self.app(scope, receive, tracked_send)
         except TimeoutError:
-            if started:
+            if started or not deadline.expired():
                 raise
             log.warning("request.deadline", method=scope["method"], path=scope["path"])
             response = unavailable(

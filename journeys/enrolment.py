@@ -100,15 +100,27 @@ async def enrol(
                 return contact_id, exc.workflow_id, exc.run_id or "", False
         return contact_id, handle.id, handle.result_run_id or "", True
 
-    results = await asyncio.gather(*(start(c) for c in dict.fromkeys(contact_ids)))
+    outcomes = await asyncio.gather(
+        *(start(c) for c in dict.fromkeys(contact_ids)), return_exceptions=True
+    )
+    results = [o for o in outcomes if not isinstance(o, BaseException)]
+    # Record the runs that did start even when others failed (Temporal went away
+    # mid-call): the caller's retry finds them running and must find them here too.
     new = [(journey.key, c, journey.version, w, r) for c, w, r, started in results if started]
     if new:
         await record_enrolments(pool, new)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        raise failed[0]
     enrolments = []
     for contact_id, workflow_id, run_id, started in results:
         version = journey.version
         if not started:
             row = await get_enrolment(pool, journey.key, contact_id)
+            if row is None:  # started by a call that failed before it could record it
+                await record_enrolments(
+                    pool, [(journey.key, contact_id, journey.version, workflow_id, run_id)]
+                )
             version = row["version"] if row and row["run_id"] == run_id else version
         enrolments.append(
             Enrolment(

@@ -25,7 +25,7 @@ _BLOCKS = frozenset(
 )
 _SPACES = re.compile(r"[ \t\n\r\f]+")  # what HTML collapses; not U+00A0, which it keeps
 _BLANK_LINES = re.compile(r"\n{3,}")
-_HTML_SPACE = " \t\n\r\f"
+HTML_SPACE = " \t\n\r\f"  # what HTML counts as white space
 # One attribute of a start tag whose extent the tokenizer found: name, then an optional
 # value in double, single or no quotes (the attribute grammar of the HTML spec).
 _ATTRIBUTE = re.compile(
@@ -127,7 +127,7 @@ class TextParser(TolerantHTMLParser):
         """(href as written, url to show) of the `<a>` start tag being handled."""
         for name, value in start_tag_attributes(self.get_starttag_text() or ""):
             if name == "href":
-                href = (value or "").strip(_HTML_SPACE)
+                href = (value or "").strip(HTML_SPACE)
                 return href, href
         return None
 
@@ -204,7 +204,7 @@ class TextParser(TolerantHTMLParser):
                 self._line.append(line)
             self._space = False
             return
-        if not data.strip(_HTML_SPACE):  # the line breaks and indents between tags
+        if not data.strip(HTML_SPACE):  # the line breaks and indents between tags
             if not self._space:
                 self._line.append(" ")
                 self._space = True

@@ -81,6 +81,8 @@ def outage_of(exc: BaseException) -> str | None:
         return "Temporal" if exc.status in _TEMPORAL_OUTAGE else None
     if isinstance(exc, RuntimeError) and str(exc).startswith("Failed client connect"):
         return "Temporal"  # the lazy client could not reach the server
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPNotSupported):
+        return None  # the configuration is wrong: waiting will not fix it
     if isinstance(exc, aiosmtplib.SMTPException):
         return "the mail server"
     if isinstance(exc, OSError):  # refused, reset, timed out: ask the stack who was talking

@@ -1,4 +1,4 @@
-"""Text that PostgreSQL can store: no NUL characters, no lone surrogates.
+"""Values that PostgreSQL can store: no NUL characters, no lone surrogates, no NaN.
 
 JSON can carry both (`"a\\u0000b"`, `"\\ud800"`), pydantic accepts both as `str`,
 and PostgreSQL refuses both (NUL in text and jsonb, a lone surrogate when the
@@ -10,6 +10,7 @@ Side-effect free: the workflow sandbox imports it through `journeys.definition`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, field_validator
@@ -31,6 +32,9 @@ def storable_problem(value: Any, where: str = "") -> str | None:
     if isinstance(value, str):
         problem = text_problem(value)
         return f"{where}: {problem}" if problem and where else problem
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON parsers accept NaN and Infinity; jsonb does not.
+        return f"{where or 'value'}: {value} is not a JSON number"
     if isinstance(value, dict):
         for key, item in value.items():
             path = f"{where}.{key}" if where else str(key)

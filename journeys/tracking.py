@@ -18,11 +18,10 @@ import re
 from collections.abc import Callable
 from html.parser import HTMLParser
 
-from journeys.htmltext import TextParser, TolerantHTMLParser, start_tag_attributes
+from journeys.htmltext import HTML_SPACE, TextParser, TolerantHTMLParser, start_tag_attributes
 from journeys.tokens import sign
 
 _NEWLINE = re.compile("\n")  # the only line break HTMLParser.getpos() counts
-_HTML_SPACE = " \t\n\r\f"  # what a browser strips around a URL in an attribute
 # An http(s) URL in plain text runs to the next space, quote or angle bracket
 # (`<https://…>` is the RFC 3986 way to delimit one); trailing punctuation is
 # trimmed off afterwards.
@@ -90,7 +89,7 @@ class _Splicer:
         href = next((value for name, value in attrs if name == "href"), None)
         if href is None:
             return None
-        href = href.strip(_HTML_SPACE)
+        href = href.strip(HTML_SPACE)
         if not _is_web(href):
             return href, href  # mailto:, tel:, #anchor and the like stay as written
         url = self.tracked(href)
@@ -175,11 +174,6 @@ def _track_links(html: str, tracked: Callable[[str], str]) -> _Splicer:
     parser.feed(html)
     parser.close()
     return splicer
-
-
-def rewrite_links(html: str, tracked: Callable[[str], str]) -> str:
-    """Point every http(s) link at `tracked(url)`; other links and all else stay as they are."""
-    return _splice(html, _track_links(html, tracked).edits)
 
 
 def rewrite_text_links(text: str, tracked: Callable[[str], str]) -> str:

@@ -120,11 +120,11 @@ class _BlipOnMarkSent:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
-    async def execute(self, query: str, *args: Any) -> str:
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
         if "status = 'sent'" in query and self.times > 0:
             self.times -= 1
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
-        return str(await self._pool.execute(query, *args))
+        return str(await self._pool.execute(query, *args, **kwargs))
 
 
 async def test_a_database_blip_after_smtp_accepted_does_not_send_twice(stack: Stack) -> None:
@@ -206,3 +206,53 @@ async def test_an_smtp_outage_is_a_quiet_retry_that_names_the_reason(stack: Stac
     up = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
     assert (await env.run(up.send_email, send_input(str(contact.id), key))).status == "sent"
     assert len(await stack.wait_for_mail(email, 1)) == 1
+
+
+async def test_recording_a_send_is_not_interrupted_by_a_cancellation() -> None:
+    from activities.retries import persist
+
+    written = asyncio.Event()
+
+    async def slow_write() -> None:
+        await asyncio.sleep(0.3)
+        written.set()
+
+    task = asyncio.create_task(persist(slow_write, what="mark sent"))
+    await asyncio.sleep(0.05)
+    task.cancel()  # the worker shutting down, or the attempt timed out
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert written.is_set(), "the cancellation took effect before the write was done"
+
+
+async def test_a_stale_attempt_cannot_touch_the_lease_of_the_attempt_that_took_over(
+    stack: Stack,
+) -> None:
+    from activities.email import _Lease
+
+    contact, _ = await upsert_contact(stack.pool, ContactIn(email="stale@example.com"))
+    stale, current = uuid.uuid4(), uuid.uuid4()
+    message_id = uuid.uuid4()
+    await stack.pool.execute(
+        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
+                                 step, contact_id, recipient, status, lease_owner, lease_until)
+           VALUES ($1, $2, 'journey/stale/x', 'stale', 1, 'mail1', $3, 'stale@example.com',
+                   'sending', $4, now() - interval '1 second')""",
+        message_id,
+        f"stale-{message_id}",
+        contact.id,
+        stale,
+    )
+    taker = _Lease(stack.pool, current)
+    taker.message_id = message_id
+    await taker.take_over(stale, timedelta(seconds=-1))
+    assert taker.held()
+    old = _Lease(stack.pool, stale)
+    old.message_id = message_id
+    await old.renew()
+    await old.release()
+    assert not old.held()
+    row = await stack.pool.fetchrow(
+        "SELECT lease_owner, lease_until > now() AS live FROM messages WHERE id = $1", message_id
+    )
+    assert row is not None and row["lease_owner"] == current and row["live"]

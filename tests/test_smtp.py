@@ -8,14 +8,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
 from activities.message import OutgoingMail, compose
-from activities.smtp import SmtpRejected, SmtpSender
+from activities.smtp import LeaseLost, SmtpOutcomeUnknown, SmtpRejected, SmtpSender
 from journeys.contacts import ContactIn, upsert_contact
 from journeys.models import SendEmailInput
 from tests.conftest import Stack
@@ -130,7 +129,7 @@ async def test_a_connection_lost_during_data_is_not_followed_by_a_second_transac
         await sender.send(message("first@example.com"))
         # On the reused connection the relay hangs up after DATA: the send fails
         # (its retry waits for the activity's next attempt) and is not repeated here.
-        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        with pytest.raises(SmtpOutcomeUnknown):
             await sender.send(message("once@example.com"))
         await asyncio.sleep(0.2)
         assert handler.received == ["first@example.com", "once@example.com"]
@@ -151,3 +150,15 @@ async def test_an_idle_connection_closed_by_the_relay_is_replaced(
     await sender.send(message("second@example.com"))
     await sender.close()
     assert handler.received == ["first@example.com", "second@example.com"]
+
+
+async def test_a_send_whose_lease_ran_out_stops_before_data(
+    relay: tuple[PickyRelay, int],
+) -> None:
+    handler, port = relay
+    sender = SmtpSender(f"smtp://127.0.0.1:{port}")
+    with pytest.raises(LeaseLost):
+        await sender.send(message("late@example.com"), may_send=lambda: False)
+    await sender.send(message("held@example.com"), may_send=lambda: True)
+    await sender.close()
+    assert handler.received == ["held@example.com"]

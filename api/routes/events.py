@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from api.deps import PoolDep, TemporalDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found
@@ -39,7 +39,7 @@ class EventIn(StorableModel):
         return self
 
 
-class EventOut(StorableModel):
+class EventOut(BaseModel):
     id: int = Field(description="the stored event")
     contact_id: uuid.UUID
     name: str
@@ -61,7 +61,10 @@ IdempotencyKey = Annotated[
     status_code=202,
     response_model=EventOut,
     responses={
-        200: {"description": "a retry with a known Idempotency-Key: the event stored earlier"},
+        200: {
+            "description": "a retry with a known Idempotency-Key: the event stored earlier",
+            "model": EventOut,
+        },
         409: error_response("the Idempotency-Key was used for a different event"),
     },
 )

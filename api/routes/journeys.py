@@ -6,7 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, status
 from pydantic import BaseModel, Field
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
@@ -16,7 +20,7 @@ from journeys.contacts import missing_contacts
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import StepVisit
-from journeys.outages import bounded
+from journeys.outages import Unavailable, bounded
 from journeys.store import (
     MessageView,
     get_enrolment,
@@ -149,9 +153,13 @@ async def read_participant(
         raise not_found(f"the run of contact {contact_id} in journey '{key}' is gone") from None
     current_step, history = None, []
     try:
-        progress = await handle.query(JourneyWorkflow.progress, rpc_timeout=API_RPC_TIMEOUT)
+        progress = await bounded(
+            "Temporal",
+            handle.query(JourneyWorkflow.progress, rpc_timeout=API_RPC_TIMEOUT),
+            API_CALL_SECONDS,
+        )
         current_step, history = progress.current_step, progress.history
-    except RPCError:
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, Unavailable):
         # No worker to answer, or a failed run whose history no longer replays:
         # describe() reached Temporal, and the status it gave still tells.
         pass

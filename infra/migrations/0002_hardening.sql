@@ -19,4 +19,6 @@ CREATE UNIQUE INDEX message_events_one_unsubscribe ON message_events (message_id
 -- While an attempt may be talking to the mail server it holds the message's lease
 -- (renewed while it runs); another attempt does not start a transaction before
 -- the lease has run out.
-ALTER TABLE messages ADD COLUMN lease_until timestamptz;
+ALTER TABLE messages
+    ADD COLUMN lease_owner uuid,          -- the attempt holding it
+    ADD COLUMN lease_until timestamptz;
