@@ -156,6 +156,7 @@ class StoredEvent:
     created: bool
     delivered_to: list[str] | None
     workflow_ids: list[str] = field(default_factory=list)
+    external_id: str | None = None  # the contact's, for an earlier event
 
 
 async def store_contact_event(
@@ -187,8 +188,10 @@ async def store_contact_event(
     if row is None and idempotency_key is not None:
         # A separate statement: it sees a concurrent call's row once that has committed.
         row = await pool.fetchrow(
-            """SELECT id, contact_id, name, data, at, delivered_to, false AS created
-               FROM contact_events WHERE idempotency_key = $1""",
+            """SELECT e.id, e.contact_id, e.name, e.data, e.at, e.delivered_to,
+                      false AS created, c.external_id
+               FROM contact_events e JOIN contacts c ON c.id = e.contact_id
+               WHERE e.idempotency_key = $1""",
             idempotency_key,
         )
     if row is None:

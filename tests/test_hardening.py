@@ -200,6 +200,10 @@ async def test_an_event_retried_with_its_idempotency_key_is_stored_once(stack: S
     assert stored == 1
     other = await stack.http.post("/events", json={**body, "name": "refund"}, headers=headers)
     assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    someone_else = await create_contact(stack.http)
+    ext = (await stack.http.get(f"/contacts/{someone_else}")).json()["external_id"]
+    by_ext = {"external_id": ext, "name": "order_placed", "data": {"total": 12.5}}
+    assert (await stack.http.post("/events", json=by_ext, headers=headers)).status_code == 409
     bad = await stack.http.post("/events", json=body, headers={"Idempotency-Key": "a b"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == [
         "header",

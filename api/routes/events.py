@@ -86,9 +86,12 @@ async def post_event(
     if stored is None:
         raise not_found(f"contact {body.contact_id or body.external_id!r} does not exist")
     if not stored.created:
-        if (stored.name, stored.data) != (body.name, body.data) or (
-            body.contact_id is not None and stored.contact_id != body.contact_id
-        ):
+        same_contact = (
+            stored.contact_id == body.contact_id
+            if body.contact_id is not None
+            else stored.external_id == body.external_id
+        )
+        if (stored.name, stored.data) != (body.name, body.data) or not same_contact:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
                 "this Idempotency-Key was used for a different event",
