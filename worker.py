@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -38,17 +38,24 @@ WORKER_OPTIONS: dict[str, Any] = {
 }
 
 
+def bound_activities(
+    settings: Settings, pool: asyncpg.Pool, sender: SmtpSender
+) -> list[Callable[..., Any]]:
+    """Every activity the workflows call, bound to `pool` and `sender`."""
+    email = EmailActivities(pool, settings, sender)
+    contacts = ContactActivities(pool)
+    return [email.send_email, contacts.load_contact, contacts.update_contact]
+
+
 def build_worker(
     client: Client, settings: Settings, pool: asyncpg.Pool, sender: SmtpSender
 ) -> Worker:
     """A worker for the journeys task queue, with activities bound to `pool` and `sender`."""
-    email = EmailActivities(pool, settings, sender)
-    contacts = ContactActivities(pool)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[email.send_email, contacts.load_contact, contacts.update_contact],
+        activities=bound_activities(settings, pool, sender),
         **WORKER_OPTIONS,
     )
 
