@@ -13,7 +13,8 @@ with the recorder's file:
 - lost: expected messages never received; duplicates: receptions beyond the first;
 - recovery: from the moment the part was healed to the last expected message received;
 - interrupted sends resumed: the same, for the messages whose sends had begun before
-  the fault and had not arrived by then (the rest of the traffic does not count here).
+  the fault and reached the server (again) after it (the rest of the traffic does not
+  count here).
 
 During the PostgreSQL and Temporal outages the scenario also calls the API and keeps
 each answer (status, Retry-After, JSON or not, time to answer).
@@ -459,19 +460,24 @@ class Run:
         rows = await fs.message_rows(self.key)
         ids = {str(r["id"]) for r in rows}
         first_seen: dict[str, float] = {}
+        seen_at: dict[str, list[float]] = {}
         receptions: Counter[str] = Counter()
         for at, message_id in fs.recorder.since(self.offset):
             uid = _message_uuid(message_id)
             if uid in ids:
                 receptions[uid] += 1
                 first_seen.setdefault(uid, at)
+                seen_at.setdefault(uid, []).append(at)
         expected = 2 * n
         last = max(first_seen.values(), default=None)
+        # Sends begun before the fault that reached the server after it: the first copy
+        # of one that had not arrived, or the second copy of one whose 250 was lost.
         interrupted = [
-            first_seen[uid]
+            at
             for r in rows
-            if (uid := str(r["id"])) in first_seen
-            and r["created_at"].timestamp() < self.fault_at <= first_seen[uid]
+            if r["created_at"].timestamp() < self.fault_at
+            for at in seen_at.get(str(r["id"]), [])
+            if at >= self.fault_at
         ]
         return Outcome(
             scenario=self.scenario,
