@@ -14,14 +14,12 @@ import asyncio
 import re
 from typing import Any
 
-import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from temporalio.service import RPCError
 
-from journeys.outages import Unavailable, outage_of
+from journeys.outages import OUTAGE_CANDIDATES, outage_of
 
 log = structlog.get_logger(__name__)
 
@@ -50,18 +48,6 @@ async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
         path=request.url.path,
     )
     return unavailable(f"{backend} is unavailable; try again in a few seconds")
-
-
-# The exception types `outage_of` may recognise; what it does not is re-raised.
-OUTAGE_TYPES: tuple[type[Exception], ...] = (
-    Unavailable,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    RPCError,
-    RuntimeError,
-    OSError,
-)
 
 
 # Bulk enrolment starts up to 10,000 runs in one request, which takes longer than
@@ -103,7 +89,8 @@ class RequestDeadline:
 
 
 def install(app: FastAPI) -> None:
-    for exc_type in OUTAGE_TYPES:
+    # What `outage_of` does not recognise as an outage is re-raised by the handler.
+    for exc_type in OUTAGE_CANDIDATES:
         app.add_exception_handler(exc_type, _outage_handler)
     app.add_middleware(RequestDeadline)
 

@@ -61,6 +61,19 @@ def _backend_in_traceback(exc: BaseException) -> str | None:
     return None
 
 
+# Every exception type `outage_of` can recognise (for handlers registered by type).
+OUTAGE_CANDIDATES: tuple[type[Exception], ...] = (
+    Unavailable,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    RPCError,
+    RuntimeError,
+    aiosmtplib.SMTPException,
+    OSError,
+)
+
+
 def outage_of(exc: BaseException) -> str | None:
     """Which backend `exc` says is unavailable, or None when it is not an outage."""
     if isinstance(exc, Unavailable):

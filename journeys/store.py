@@ -155,7 +155,7 @@ class StoredEvent:
     at: datetime
     created: bool
     delivered_to: list[str] | None
-    workflow_ids: list[str] = field(default_factory=list)
+    workflow_ids: list[str] = field(default_factory=list)  # to deliver to, when undelivered
     external_id: str | None = None  # the contact's, for an earlier event
 
 
@@ -196,6 +196,8 @@ async def store_contact_event(
         )
     if row is None:
         return None
+    if row["delivered_to"] is not None:  # a retry of an event delivered already
+        return StoredEvent(**dict(row))
     runs = await pool.fetch(
         "SELECT workflow_id FROM enrolments WHERE contact_id = $1", row["contact_id"]
     )

@@ -15,6 +15,7 @@ import httpx
 
 from journeys.devstack import free_port
 from journeys.mailsink import MailSink, list_mail
+from tests.builders import linear_journey, mail, wait
 from tests.helpers import create_contact, enrol, publish, read_mail, wait_until_done
 
 
@@ -73,22 +74,7 @@ async def test_dev_stack_survives_a_restart(tmp_path: Path) -> None:
     ) as http:
         await publish(
             http,
-            {
-                "key": "nap",
-                "name": "Nap",
-                "entry": {"type": "api"},
-                "start": "nap",
-                "steps": {
-                    "nap": {"type": "wait", "duration": "PT8S", "next": "hello"},
-                    "hello": {
-                        "type": "send_email",
-                        "subject": "Awake",
-                        "html": "<p>hi</p>",
-                        "next": "end",
-                    },
-                    "end": {"type": "end"},
-                },
-            },
+            linear_journey("nap", "Nap", ("nap", wait("PT8S")), ("hello", mail("Awake"))),
         )
         email = f"nap-{uuid.uuid4().hex[:6]}@example.com"
         contact = await create_contact(http, email=email)
@@ -125,22 +111,7 @@ async def test_dev_sends_to_the_relay_named_by_smtp_url(tmp_path: Path) -> None:
                 headers={"Authorization": "Bearer dev-key"},
             ) as http:
                 await publish(
-                    http,
-                    {
-                        "key": "relay",
-                        "name": "Relay",
-                        "entry": {"type": "api"},
-                        "start": "hello",
-                        "steps": {
-                            "hello": {
-                                "type": "send_email",
-                                "subject": "Via the relay",
-                                "html": "<p>hi</p>",
-                                "next": "end",
-                            },
-                            "end": {"type": "end"},
-                        },
-                    },
+                    http, linear_journey("relay", "Relay", ("hello", mail("Via the relay")))
                 )
                 email = f"relay-{uuid.uuid4().hex[:6]}@example.com"
                 contact = await create_contact(http, email=email)

@@ -12,6 +12,7 @@ import httpx
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from journeys.contacts import get_contact
+from tests.builders import linear_journey, mail, wait
 from tests.conftest import Stack
 from tests.helpers import (
     create_contact,
@@ -252,28 +253,13 @@ async def test_unsubscribe_stops_later_mail(stack: Stack) -> None:
     http = stack.http
     await publish(
         http,
-        {
-            "key": "e2e-unsub",
-            "name": "Unsub",
-            "entry": {"type": "api"},
-            "start": "first",
-            "steps": {
-                "first": {
-                    "type": "send_email",
-                    "subject": "First",
-                    "html": "<p>1</p>",
-                    "next": "pause",
-                },
-                "pause": {"type": "wait", "duration": "PT3S", "next": "second"},
-                "second": {
-                    "type": "send_email",
-                    "subject": "Second",
-                    "html": "<p>2</p>",
-                    "next": "end",
-                },
-                "end": {"type": "end"},
-            },
-        },
+        linear_journey(
+            "e2e-unsub",
+            "Unsub",
+            ("first", mail("First", "<p>1</p>")),
+            ("pause", wait("PT3S")),
+            ("second", mail("Second", "<p>2</p>")),
+        ),
     )
     email = f"unsub-{uuid.uuid4().hex[:6]}@example.com"
     contact = await create_contact(http, email=email)

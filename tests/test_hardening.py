@@ -400,7 +400,7 @@ def test_what_counts_as_an_outage() -> None:
     import asyncpg
     from temporalio.service import RPCError, RPCStatusCode
 
-    from journeys.outages import Unavailable, outage_of
+    from journeys.outages import OUTAGE_CANDIDATES, Unavailable, outage_of
 
     seen_in_a_restart = asyncpg.InternalClientError("cannot switch to state 12")
     assert outage_of(seen_in_a_restart) == "PostgreSQL"
@@ -408,6 +408,13 @@ def test_what_counts_as_an_outage() -> None:
     assert outage_of(Unavailable("Temporal", "no answer within 6 s")) == "Temporal"
     assert outage_of(RPCError("x", RPCStatusCode.UNAVAILABLE, b"")) == "Temporal"
     assert outage_of(aiosmtplib.SMTPConnectError("refused")) == "the mail server"
+    # The API's handlers are registered for these types: each outage must be one of them.
+    for outage in (
+        seen_in_a_restart,
+        Unavailable("Temporal", "x"),
+        RPCError("x", RPCStatusCode.UNAVAILABLE, b""),
+    ):
+        assert isinstance(outage, OUTAGE_CANDIDATES)
     # Bugs and bad requests are not outages: they keep their status and traceback.
     assert outage_of(RPCError("x", RPCStatusCode.INVALID_ARGUMENT, b"")) is None
     assert outage_of(asyncpg.exceptions.UniqueViolationError()) is None
