@@ -8,8 +8,9 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from journeys.contacts import Contact, get_contact, profile, set_fields
+from journeys.contacts import Contact, profile
 from journeys.models import ContactSnapshot, LoadContactInput, UpdateContactInput
+from journeys.store.contacts import get_contact, set_fields
 
 
 async def require_contact(pool: asyncpg.Pool, contact_id: str) -> Contact:

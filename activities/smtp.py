@@ -13,15 +13,12 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from activities.message import OutgoingMail
+from activities.sends import LeaseLost
 
 
 class SmtpOutcomeUnknown(Exception):
     """The connection failed after DATA began: the relay may or may not have taken the
     message (RFC 1047). Sending it again may deliver it twice."""
-
-
-class LeaseLost(Exception):
-    """The caller no longer holds the message's lease: another attempt may send it."""
 
 
 class SmtpRejected(Exception):

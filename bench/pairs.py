@@ -799,10 +799,10 @@ async def history_of(b: Bench, workflow_id: str, steps: int | None = None) -> di
     async for event in handle.fetch_history_events():
         by_type[event.event_type] += 1
     if steps is None:
-        from journeys.models import JourneyProgress
+        from workflows.journey import JourneyWorkflow
 
         try:
-            progress = await handle.query("progress", result_type=JourneyProgress)
+            progress = await handle.query(JourneyWorkflow.progress)
             steps = len(progress.history)
         except Exception:
             steps = None

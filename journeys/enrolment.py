@@ -27,7 +27,8 @@ from journeys.models import (
     journey_workflow_id,
 )
 from journeys.outages import bounded
-from journeys.store import PublishedJourney, get_enrolment, record_enrolments
+from journeys.store.enrolments import get_enrolment, record_enrolments
+from journeys.store.journeys import PublishedJourney
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
 

@@ -93,20 +93,25 @@ class JourneyProgress(BaseModel):
 # --- activities ---------------------------------------------------------------------------
 
 
-class SendEmailInput(BaseModel):
+class SendInput(BaseModel):
+    """What every send carries: who, from which step, and its idempotency key."""
+
     idempotency_key: str
     workflow_id: str
     journey_key: str
     version: int
     contact_id: str
     step: str
+
+
+class SendEmailInput(SendInput):
     subject: str
     html: str
     text: str | None = None
     sender: str | None = None
 
 
-class SendEmailResult(BaseModel):
+class SendResult(BaseModel):
     message_id: str
     status: Literal["sent", "skipped"]
     reason: str | None = None

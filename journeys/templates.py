@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import Template, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from journeys.definition import JourneyDefinition, Problem, SendEmail
+from journeys.definition import JourneyDefinition, Problem
 
 
 def _blank_none(value: Any) -> Any:
@@ -47,14 +47,12 @@ def template_problems(defn: JourneyDefinition) -> list[Problem]:
     """Templates that do not compile, as (location, message)."""
     problems: list[Problem] = []
     for sid, step in defn.steps.items():
-        if not isinstance(step, SendEmail):
-            continue
-        for part in ("subject", "html", "text"):
+        for part, html in step.templates.items():
             source = getattr(step, part)
             if source is None:
                 continue
             try:
-                (_HTML if part == "html" else _PLAIN).parse(source)
+                (_HTML if html else _PLAIN).parse(source)
             except TemplateError as exc:
                 problems.append((("steps", sid, part), f"step '{sid}': {part} template: {exc}"))
     return problems

@@ -26,3 +26,23 @@ def linear_journey(key: str, name: str, *steps: tuple[str, dict[str, Any]]) -> d
             "end": {"type": "end"},
         },
     }
+
+
+def journey(
+    key: str,
+    *,
+    steps: dict[str, dict[str, Any]],
+    start: str | None = None,
+    name: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A journey enrolled through the API, starting at `start` (the first step if absent);
+    `extra` adds journey-level fields (entry, reentry, exit_if)."""
+    return {
+        "key": key,
+        "name": name or key.replace("-", " ").capitalize(),
+        "entry": {"type": "api"},
+        "start": start or next(iter(steps)),
+        "steps": steps,
+        **extra,
+    }

@@ -41,7 +41,8 @@ def test_the_worker_registers_every_activity_and_nothing_else() -> None:
 
 
 def test_every_activity_a_handler_calls_is_registered() -> None:
-    source = inspect.getsource(inspect.getmodule(HANDLERS[next(iter(HANDLERS))]))  # type: ignore[arg-type]
+    modules = {inspect.getmodule(handler) for handler in HANDLERS.values()}
+    source = "".join(inspect.getsource(m) for m in modules)  # type: ignore[arg-type]
     registered = {_activity_name(fn) for fn in bound_activities(None, None, None)}  # type: ignore[arg-type]
     for cls in ACTIVITY_CLASSES:
         for attr, fn in inspect.getmembers(cls, inspect.isfunction):

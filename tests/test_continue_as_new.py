@@ -13,13 +13,15 @@ from pathlib import Path
 
 from temporalio.client import WorkflowExecutionStatus
 
-from journeys.contacts import ContactIn, upsert_contact
+from journeys.contacts import ContactIn
 from journeys.definition import JourneyDefinition
 from journeys.devstack import TemporalDevServer, free_port
 from journeys.enrolment import start_participant
 from journeys.models import JourneyProgress, MessageEvent
-from journeys.store import publish
+from journeys.store.contacts import upsert_contact
+from journeys.store.journeys import publish
 from journeys.temporal import connect
+from tests.builders import journey
 from tests.conftest import Stack
 from worker import running_worker
 from workflows.journey import JourneyWorkflow
@@ -47,15 +49,14 @@ async def test_state_survives_continue_as_new(stack: Stack, tmp_path: Path) -> N
             "on_event": "end",
             "on_timeout": "end",
         }
-        journey = await publish(
+        published = await publish(
             stack.pool,
             JourneyDefinition.model_validate(
-                {
-                    "key": f"can-{uuid.uuid4().hex[:6]}",
-                    "name": "Rolls over",
-                    "entry": {"type": "api"},
-                    "start": "mail",
-                    "steps": {
+                journey(
+                    f"can-{uuid.uuid4().hex[:6]}",
+                    name="Rolls over",
+                    start="mail",
+                    steps={
                         "mail": {
                             "type": "send_email",
                             "subject": "x",
@@ -65,14 +66,14 @@ async def test_state_survives_continue_as_new(stack: Stack, tmp_path: Path) -> N
                         **steps,
                         "end": {"type": "end"},
                     },
-                }
+                )
             ),
         )
         contact, _ = await upsert_contact(
             stack.pool, ContactIn(email=f"can-{uuid.uuid4().hex[:6]}@example.com")
         )
         async with running_worker(settings, client):
-            handle = await start_participant(client, settings.task_queue, journey, contact.id)
+            handle = await start_participant(client, settings.task_queue, published, contact.id)
             message_id = None
             while message_id is None:
                 await asyncio.sleep(0.05)

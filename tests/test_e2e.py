@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
-from journeys.contacts import get_contact
-from tests.builders import linear_journey, mail, wait
+from journeys.store.contacts import get_contact
+from tests.builders import journey, linear_journey, mail, wait
 from tests.conftest import Stack
 from tests.helpers import (
     create_contact,
@@ -29,12 +29,11 @@ from tests.helpers import (
 
 def follow_up_journey(key: str, timeout: str = "P3D") -> dict[str, Any]:
     """mail -> wait for a click -> branch on the click -> second mail or field update."""
-    return {
-        "key": key,
-        "name": "Follow-up",
-        "entry": {"type": "api"},
-        "start": "mail1",
-        "steps": {
+    return journey(
+        key,
+        name="Follow-up",
+        start="mail1",
+        steps={
             "mail1": {
                 "type": "send_email",
                 "subject": "Hi {{ contact.first_name }}",
@@ -65,7 +64,7 @@ def follow_up_journey(key: str, timeout: str = "P3D") -> dict[str, Any]:
             "mark_cold": {"type": "update_contact", "set": {"cold": True}, "next": "done"},
             "done": {"type": "end"},
         },
-    }
+    )
 
 
 async def test_click_takes_the_follow_up_path(stack: Stack) -> None:
@@ -160,12 +159,11 @@ async def test_no_click_takes_the_timeout_path(stack: Stack) -> None:
 
 async def test_participants_keep_the_version_they_entered(stack: Stack) -> None:
     http = stack.http
-    v1: dict[str, Any] = {
-        "key": "e2e-pinned",
-        "name": "Pinned",
-        "entry": {"type": "api"},
-        "start": "pause",
-        "steps": {
+    v1: dict[str, Any] = journey(
+        "e2e-pinned",
+        name="Pinned",
+        start="pause",
+        steps={
             "pause": {"type": "wait", "duration": "PT2S", "next": "mail"},
             "mail": {
                 "type": "send_email",
@@ -175,7 +173,7 @@ async def test_participants_keep_the_version_they_entered(stack: Stack) -> None:
             },
             "end": {"type": "end"},
         },
-    }
+    )
     assert await publish(http, v1) == 1
     email = f"pinned-{uuid.uuid4().hex[:6]}@example.com"
     contact = await create_contact(http, email=email)
@@ -192,20 +190,19 @@ async def test_participants_keep_the_version_they_entered(stack: Stack) -> None:
     await read_mail(http, email, "Version one")
     assert not [m for m in stack.mail_to(email) if m["subject"] == "Version two"]
 
-    journey = (await http.get("/journeys/e2e-pinned")).json()
-    assert journey["version"] == 2 and [v["version"] for v in journey["versions"]] == [1, 2]
+    shown = (await http.get("/journeys/e2e-pinned")).json()
+    assert shown["version"] == 2 and [v["version"] for v in shown["versions"]] == [1, 2]
 
 
 async def test_branch_on_profile_field_and_custom_event(stack: Stack) -> None:
     http = stack.http
     await publish(
         http,
-        {
-            "key": "e2e-plan",
-            "name": "Plan",
-            "entry": {"type": "api"},
-            "start": "is_pro",
-            "steps": {
+        journey(
+            "e2e-plan",
+            name="Plan",
+            start="is_pro",
+            steps={
                 "is_pro": {
                     "type": "branch",
                     "if": {"field": "plan", "op": "eq", "value": "pro"},
@@ -227,7 +224,7 @@ async def test_branch_on_profile_field_and_custom_event(stack: Stack) -> None:
                 },
                 "end": {"type": "end"},
             },
-        },
+        ),
     )
     pro = await create_contact(http, fields={"plan": "pro"})
     free = await create_contact(http, fields={"plan": "free"})
@@ -284,16 +281,15 @@ async def test_enrolling_many_at_once_and_twice(stack: Stack) -> None:
     http = stack.http
     await publish(
         http,
-        {
-            "key": "e2e-bulk",
-            "name": "Bulk",
-            "entry": {"type": "api"},
-            "start": "pause",
-            "steps": {
+        journey(
+            "e2e-bulk",
+            name="Bulk",
+            start="pause",
+            steps={
                 "pause": {"type": "wait", "duration": "P1Y", "next": "end"},
                 "end": {"type": "end"},
             },
-        },
+        ),
     )
     contacts = [await create_contact(http) for _ in range(20)]
     first = await enrol(http, "e2e-bulk", *contacts)

@@ -16,8 +16,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
 from activities.smtp import SmtpSender
-from journeys.contacts import ContactIn, upsert_contact
+from journeys.contacts import ContactIn
 from journeys.models import SendEmailInput
+from journeys.store.contacts import upsert_contact
 from tests.conftest import Stack
 
 
@@ -171,7 +172,7 @@ async def test_a_retry_waits_for_an_earlier_attempt_that_may_still_be_sending(
     with pytest.raises(ApplicationError) as info:
         await env.run(activities.send_email, send_input(str(contact.id), key))
     assert not info.value.non_retryable and info.value.category == ApplicationErrorCategory.BENIGN
-    assert "may still be talking to the mail server" in str(info.value)
+    assert "may still be talking to the provider" in str(info.value)
     assert info.value.next_retry_delay is not None
     assert info.value.next_retry_delay <= timedelta(seconds=10)
     await asyncio.sleep(0.5)
@@ -228,7 +229,8 @@ async def test_recording_a_send_is_not_interrupted_by_a_cancellation() -> None:
 async def test_a_stale_attempt_cannot_touch_the_lease_of_the_attempt_that_took_over(
     stack: Stack,
 ) -> None:
-    from activities.email import _Lease
+    from activities.sends import Send
+    from journeys.models import SendInput
 
     contact, _ = await upsert_contact(stack.pool, ContactIn(email="stale@example.com"))
     stale, current = uuid.uuid4(), uuid.uuid4()
@@ -243,14 +245,22 @@ async def test_a_stale_attempt_cannot_touch_the_lease_of_the_attempt_that_took_o
         contact.id,
         stale,
     )
-    taker = _Lease(stack.pool, current)
-    taker.message_id = message_id
-    await taker.take_over(stale, timedelta(seconds=-1))
+    input = SendInput(
+        idempotency_key=f"stale-{message_id}",
+        workflow_id="journey/stale/x",
+        journey_key="stale",
+        version=1,
+        contact_id=str(contact.id),
+        step="mail1",
+    )
+    taker = Send(stack.pool, input, message_id)
+    taker.owner = current
+    await taker._take_over(stale, timedelta(seconds=-1))
     assert taker.held()
-    old = _Lease(stack.pool, stale)
-    old.message_id = message_id
-    await old.renew()
-    await old.release()
+    old = Send(stack.pool, input, message_id)
+    old.owner = stale
+    await old._renew()
+    await old._release()
     assert not old.held()
     row = await stack.pool.fetchrow(
         "SELECT lease_owner, lease_until > now() AS live FROM messages WHERE id = $1", message_id

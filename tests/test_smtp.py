@@ -14,9 +14,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
 from activities.message import OutgoingMail, compose
-from activities.smtp import LeaseLost, SmtpOutcomeUnknown, SmtpRejected, SmtpSender
-from journeys.contacts import ContactIn, upsert_contact
+from activities.sends import LeaseLost
+from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender
+from journeys.contacts import ContactIn
 from journeys.models import SendEmailInput
+from journeys.store.contacts import upsert_contact
 from tests.conftest import Stack
 
 

@@ -29,10 +29,11 @@ from journeys.models import (
     LoadContactInput,
     MessageEvent,
     SendEmailInput,
-    SendEmailResult,
+    SendResult,
     UpdateContactInput,
 )
-from journeys.store import PublishedJourney
+from journeys.store.journeys import PublishedJourney
+from tests.builders import journey
 from tests.test_definition import valid_definition
 from workflows.journey import JourneyWorkflow
 
@@ -44,9 +45,9 @@ class FakeActivities:
     updates: list[UpdateContactInput] = field(default_factory=list)
 
     @activity.defn(name="send_email")
-    async def send_email(self, input: SendEmailInput) -> SendEmailResult:
+    async def send_email(self, input: SendEmailInput) -> SendResult:
         self.sent.append(input)
-        return SendEmailResult(message_id=f"msg-{input.step}", status="sent")
+        return SendResult(message_id=f"msg-{input.step}", status="sent")
 
     @activity.defn(name="load_contact")
     async def load_contact(self, input: LoadContactInput) -> ContactSnapshot:
@@ -112,16 +113,15 @@ async def result(handle: WorkflowHandle[Any, Any]) -> JourneyProgress:
 
 async def test_a_two_year_wait_finishes(harness: Harness) -> None:
     handle = await harness.start(
-        {
-            "key": "long",
-            "name": "Long",
-            "entry": {"type": "api"},
-            "start": "sleep",
-            "steps": {
+        journey(
+            "long",
+            name="Long",
+            start="sleep",
+            steps={
                 "sleep": {"type": "wait", "duration": "P2Y", "next": "end"},
                 "end": {"type": "end"},
             },
-        }
+        )
     )
     before = await harness.env.get_current_time()
     progress = await result(handle)
@@ -174,12 +174,11 @@ async def test_a_click_on_another_link_does_not_count(harness: Harness) -> None:
 async def test_branch_reads_the_profile(harness: Harness) -> None:
     harness.fakes.profile = {"plan": "pro", "score": 7}
     handle = await harness.start(
-        {
-            "key": "branchy",
-            "name": "Branchy",
-            "entry": {"type": "api"},
-            "start": "check",
-            "steps": {
+        journey(
+            "branchy",
+            name="Branchy",
+            start="check",
+            steps={
                 "check": {
                     "type": "branch",
                     "if": {
@@ -195,7 +194,7 @@ async def test_branch_reads_the_profile(harness: Harness) -> None:
                 "free": {"type": "update_contact", "set": {"segment": "free"}, "next": "end"},
                 "end": {"type": "end"},
             },
-        }
+        )
     )
     progress = await result(handle)
     assert [v.step for v in progress.history] == ["check", "pro", "end"]
@@ -216,16 +215,15 @@ async def test_the_version_pinned_at_entry_is_used_after_a_new_one_is_published(
     harness: Harness, postgres_url: str
 ) -> None:
     from journeys.db import create_pool
-    from journeys.store import get_journey, publish
+    from journeys.store.journeys import get_journey, publish
 
     def version(subject: str) -> JourneyDefinition:
         return JourneyDefinition.model_validate(
-            {
-                "key": f"pinned-{harness.task_queue[-8:]}",
-                "name": "Pinned",
-                "entry": {"type": "api"},
-                "start": "pause",
-                "steps": {
+            journey(
+                f"pinned-{harness.task_queue[-8:]}",
+                name="Pinned",
+                start="pause",
+                steps={
                     "pause": {"type": "wait", "duration": "P30D", "next": "mail"},
                     "mail": {
                         "type": "send_email",
@@ -235,7 +233,7 @@ async def test_the_version_pinned_at_entry_is_used_after_a_new_one_is_published(
                     },
                     "end": {"type": "end"},
                 },
-            }
+            )
         )
 
     pool = await create_pool(postgres_url)

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Response, status
 from api.deps import PoolDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found
 from api.outages import OUTAGE_RESPONSE
-from journeys.contacts import Contact, ContactIn, get_contact, upsert_contact
+from journeys.contacts import Contact, ContactIn
+from journeys.store.contacts import get_contact, upsert_contact
 
 router = APIRouter(
     prefix="/contacts",

@@ -12,7 +12,7 @@ from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_f
 from api.outages import OUTAGE_RESPONSE
 from journeys.models import ContactEvent
 from journeys.signals import deliver
-from journeys.store import finish_event_delivery, store_contact_event
+from journeys.store.events import finish_event_delivery, store_contact_event
 from journeys.text import StorableModel
 from workflows.journey import JourneyWorkflow
 

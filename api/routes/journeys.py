@@ -16,19 +16,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
-from journeys.contacts import missing_contacts
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import StepVisit
 from journeys.outages import Unavailable, bounded
-from journeys.store import (
-    MessageView,
-    get_enrolment,
-    get_journey,
-    list_versions,
-    messages_of,
-    publish,
-)
+from journeys.store.contacts import missing_contacts
+from journeys.store.enrolments import get_enrolment
+from journeys.store.journeys import get_journey, list_versions, publish
+from journeys.store.messages import MessageView, messages_of
 from journeys.templates import template_problems
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow

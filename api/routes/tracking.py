@@ -22,7 +22,7 @@ from journeys.models import MessageEvent, MessageEventKind
 from journeys.outages import outage_of
 from journeys.settings import ApiSettings
 from journeys.signals import deliver
-from journeys.store import record_message_event, record_unsubscribe
+from journeys.store.messages import record_message_event, record_unsubscribe
 from journeys.tokens import verify
 from workflows.journey import JourneyWorkflow
 

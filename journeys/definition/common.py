@@ -1,0 +1,114 @@
+"""Building blocks of the definition format: keys, ids, durations, the step base.
+
+Side-effect free: the workflow sandbox imports the whole `journeys.definition`
+package.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, ClassVar, NamedTuple
+
+from pydantic import AfterValidator, ConfigDict, Field
+
+from journeys.text import StorableModel
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+STEP_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+# Profile columns a journey may read and write; anything else is a free field.
+CONTACT_COLUMNS = ("email", "phone", "first_name", "last_name", "time_zone")
+# Fields that identify a contact and are never written by a journey.
+READ_ONLY_FIELDS = ("id", "external_id", "created_at", "updated_at", "unsubscribed_at")
+
+_DURATION = re.compile(
+    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+)
+# A calendar year or month has no fixed length; waits use these fixed lengths
+# so that a duration means the same thing in every workflow replay.
+_UNIT_SECONDS = {
+    "years": 365 * 86400,
+    "months": 30 * 86400,
+    "weeks": 7 * 86400,
+    "days": 86400,
+    "hours": 3600,
+    "minutes": 60,
+    "seconds": 1,
+}
+
+
+def parse_duration(text: str) -> timedelta:
+    """An ISO-8601 duration such as `PT10M`, `P3D` or `P2Y` as a timedelta."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an ISO-8601 duration such as PT10M, P3D or P2Y")
+    seconds = sum(int(v) * _UNIT_SECONDS[k] for k, v in match.groupdict().items() if v)
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+IsoDuration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    Field(description="ISO-8601 duration, e.g. PT10M, P3D, P2Y", examples=["P3D"]),
+]
+StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN)]
+FieldName = Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]
+Key = Annotated[str, Field(pattern=KEY_PATTERN)]
+
+Location = tuple[str | int, ...]
+Problem = tuple[Location, str]
+
+
+class Edge(NamedTuple):
+    """An outgoing edge: its label (in messages and graphs), target and location."""
+
+    label: str
+    target: str
+    loc: Location
+
+
+class Strict(StorableModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class StepBase(Strict):
+    """What every step kind has and says about itself."""
+
+    # Whether the participant sleeps in this step; a loop must pass through one.
+    waits: ClassVar[bool] = False
+    # Fields holding templates, and whether each renders as HTML.
+    templates: ClassVar[dict[str, bool]] = {}
+
+    title: str | None = Field(default=None, description="shown in the web UI and graphs")
+
+    def edges(self) -> list[Edge]:
+        """The outgoing edges; most kinds have one, `next`."""
+        target = getattr(self, "next", None)
+        return [] if target is None else [Edge("next", target, ("next",))]
+
+    def problems(self, sid: str, steps: dict[str, Any]) -> list[Problem]:
+        """Checks that need the rest of the journey (references to other steps)."""
+        return []
+
+
+def step_problem(sid: str, loc: Location, message: str) -> Problem:
+    return (("steps", sid, *loc), f"step '{sid}': {message}")
+
+
+def message_ref_problems(
+    sid: str, field: str, ref: str | None, steps: dict[str, Any], kinds: tuple[str, ...]
+) -> list[Problem]:
+    """A reference to a message step of one of `kinds` that is not one."""
+    if ref is None or getattr(steps.get(ref), "type", None) in kinds:
+        return []
+    return [step_problem(sid, (field,), f"{field} '{ref}' is not a {' or '.join(kinds)} step")]

@@ -1,0 +1,1 @@
+"""All SQL of the product, one module per table family."""

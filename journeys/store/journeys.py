@@ -1,0 +1,70 @@
+"""Published journeys: immutable versions of each definition."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from journeys.definition import JourneyDefinition
+
+
+class PublishedJourney(BaseModel):
+    key: str
+    name: str
+    version: int
+    published_at: datetime
+    definition: JourneyDefinition
+
+
+async def publish(pool: asyncpg.Pool, defn: JourneyDefinition) -> PublishedJourney:
+    """Store `defn` as the next immutable version of its journey."""
+    async with pool.acquire() as conn, conn.transaction():
+        # The upsert locks the journey row, so concurrent publishes get distinct versions.
+        version = await conn.fetchval(
+            """
+            INSERT INTO journeys (key, name, latest_version) VALUES ($1, $2, 1)
+            ON CONFLICT (key) DO UPDATE SET latest_version = journeys.latest_version + 1,
+                                            name = EXCLUDED.name, updated_at = now()
+            RETURNING latest_version
+            """,
+            defn.key,
+            defn.name,
+        )
+        published_at = await conn.fetchval(
+            """INSERT INTO journey_versions (journey_key, version, definition) VALUES ($1, $2, $3)
+               RETURNING published_at""",
+            defn.key,
+            version,
+            defn.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+    return PublishedJourney(
+        key=defn.key, name=defn.name, version=version, published_at=published_at, definition=defn
+    )
+
+
+async def get_journey(
+    pool: asyncpg.Pool, key: str, version: int | None = None
+) -> PublishedJourney | None:
+    """A published version of a journey; the latest when `version` is None."""
+    row = await pool.fetchrow(
+        """
+        SELECT v.journey_key AS key, j.name, v.version, v.published_at, v.definition
+        FROM journey_versions v JOIN journeys j ON j.key = v.journey_key
+        WHERE v.journey_key = $1 AND v.version = COALESCE($2, j.latest_version)
+        """,
+        key,
+        version,
+    )
+    return PublishedJourney.model_validate(dict(row)) if row else None
+
+
+async def list_versions(pool: asyncpg.Pool, key: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        """SELECT version, published_at FROM journey_versions
+           WHERE journey_key = $1 ORDER BY version""",
+        key,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,206 @@
+"""Messages sent to contacts and what happened to them (opens, clicks, unsubscribes)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+
+class MessageEventView(BaseModel):
+    kind: str = Field(description="opened, clicked or unsubscribed")
+    url: str | None = None
+    at: datetime
+
+
+class MessageView(BaseModel):
+    id: uuid.UUID
+    step: str
+    status: str = Field(description="sending, sent, skipped, rejected or failed")
+    subject: str | None
+    error: str | None = Field(description="why it was skipped, rejected or failed")
+    created_at: datetime
+    sent_at: datetime | None
+    events: list[MessageEventView]
+
+
+async def messages_of(pool: asyncpg.Pool, workflow_id: str) -> list[MessageView]:
+    """The messages a participant's run sent, each with its opens and clicks."""
+    rows = await pool.fetch(
+        """
+        SELECT m.id, m.step, m.status, m.subject, m.error, m.created_at, m.sent_at,
+               COALESCE(json_agg(json_build_object('kind', e.kind, 'url', e.url, 'at', e.at)
+                                 ORDER BY e.at) FILTER (WHERE e.id IS NOT NULL), '[]')::jsonb
+                   AS events
+        FROM messages m LEFT JOIN message_events e ON e.message_id = m.id
+        WHERE m.workflow_id = $1
+        GROUP BY m.id ORDER BY m.created_at
+        """,
+        workflow_id,
+    )
+    return [MessageView.model_validate(dict(r)) for r in rows]
+
+
+async def record_message_event(
+    pool: asyncpg.Pool, message_id: uuid.UUID, kind: str, url: str | None
+) -> asyncpg.Record | None:
+    """Store an open/click/unsubscribe; returns the message's workflow id, step and contact."""
+    return await pool.fetchrow(
+        """
+        WITH m AS (SELECT id, workflow_id, step, contact_id FROM messages WHERE id = $1),
+             e AS (INSERT INTO message_events (message_id, kind, url) SELECT id, $2, $3 FROM m)
+        SELECT workflow_id, step, contact_id FROM m
+        """,
+        message_id,
+        kind,
+        url,
+    )
+
+
+async def record_unsubscribe(pool: asyncpg.Pool, message_id: uuid.UUID) -> bool:
+    """Unsubscribe the message's contact; False when there is no such message.
+
+    Idempotent: a second one-click POST (mail clients retry) records nothing new.
+    """
+    contact_id = await pool.fetchval(
+        """
+        WITH m AS (SELECT id, contact_id FROM messages WHERE id = $1),
+             e AS (INSERT INTO message_events (message_id, kind)
+                   SELECT id, 'unsubscribed' FROM m
+                   ON CONFLICT (message_id) WHERE kind = 'unsubscribed' DO NOTHING),
+             c AS (UPDATE contacts SET unsubscribed_at = now(), updated_at = now()
+                   WHERE id = (SELECT contact_id FROM m) AND unsubscribed_at IS NULL)
+        SELECT contact_id FROM m
+        """,
+        message_id,
+    )
+    return contact_id is not None
+
+
+# --- the send path (activities/sends.py): claim, lease, finish ---------------------------
+
+# Writes that record an outcome; a hung connection must not outlast the attempt.
+WRITE_TIMEOUT = 10.0
+
+
+async def claim_message(
+    pool: asyncpg.Pool,
+    *,
+    idempotency_key: str,
+    channel: str,
+    workflow_id: str,
+    journey_key: str,
+    version: int,
+    step: str,
+    contact_id: uuid.UUID,
+    recipient: str | None,
+    skip: str | None,
+    lease_owner: uuid.UUID,
+    lease: timedelta,
+) -> asyncpg.Record:
+    """Insert the send's row under its idempotency key, or return the row already there.
+
+    A new row is `skipped` (with the reason) or `sending` under this attempt's lease.
+    """
+    row = await pool.fetchrow(
+        """
+        INSERT INTO messages (id, idempotency_key, channel, workflow_id, journey_key,
+                              journey_version, step, contact_id, recipient, status, error,
+                              lease_owner, lease_until)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                CASE WHEN $11::text IS NULL THEN now() + $13::interval END)
+        ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
+        RETURNING id, status, error, lease_owner, lease_until, (xmax = 0) AS claimed,
+                  lease_until - now() AS lease_left
+        """,
+        uuid.uuid4(),
+        idempotency_key,
+        channel,
+        workflow_id,
+        journey_key,
+        version,
+        step,
+        contact_id,
+        recipient,
+        "skipped" if skip else "sending",
+        skip,
+        lease_owner,
+        lease,
+    )
+    assert row is not None
+    return row
+
+
+async def take_over_lease(
+    pool: asyncpg.Pool,
+    message_id: uuid.UUID,
+    holder: uuid.UUID | None,
+    owner: uuid.UUID,
+    lease: timedelta,
+) -> bool:
+    """Move a `sending` row's lease from `holder` (whose lease ran out) to `owner`."""
+    return bool(
+        await pool.fetchval(
+            """UPDATE messages SET lease_owner = $3, lease_until = now() + $4
+               WHERE id = $1 AND status = 'sending' AND lease_owner IS NOT DISTINCT FROM $2
+               RETURNING true""",
+            message_id,
+            holder,
+            owner,
+            lease,
+        )
+    )
+
+
+async def renew_lease(
+    pool: asyncpg.Pool, message_id: uuid.UUID, owner: uuid.UUID, lease: timedelta
+) -> bool:
+    return bool(
+        await pool.fetchval(
+            """UPDATE messages SET lease_until = now() + $3
+               WHERE id = $1 AND status = 'sending' AND lease_owner = $2 RETURNING true""",
+            message_id,
+            owner,
+            lease,
+        )
+    )
+
+
+async def release_lease(pool: asyncpg.Pool, message_id: uuid.UUID, owner: uuid.UUID) -> None:
+    await pool.execute(
+        """UPDATE messages SET lease_owner = NULL, lease_until = NULL
+           WHERE id = $1 AND status = 'sending' AND lease_owner = $2""",
+        message_id,
+        owner,
+        timeout=WRITE_TIMEOUT,
+    )
+
+
+async def finish_message(
+    pool: asyncpg.Pool, message_id: uuid.UUID, status: str, error: str
+) -> None:
+    """Record that the send ended without sending: skipped, rejected or failed."""
+    await pool.execute(
+        """UPDATE messages SET status = $2, error = $3, lease_owner = NULL, lease_until = NULL
+           WHERE id = $1""",
+        message_id,
+        status,
+        error,
+        timeout=WRITE_TIMEOUT,
+    )
+
+
+async def mark_message_sent(
+    pool: asyncpg.Pool, message_id: uuid.UUID, subject: str | None, provider_id: str | None
+) -> None:
+    await pool.execute(
+        """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3,
+                               sent_at = now(), lease_owner = NULL, lease_until = NULL
+           WHERE id = $1""",
+        message_id,
+        subject,
+        provider_id,
+        timeout=WRITE_TIMEOUT,
+    )
