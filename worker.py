@@ -5,25 +5,33 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.contacts import ContactActivities
+from activities.crm import CrmActivities
 from activities.email import EmailActivities
+from activities.groups import GroupActivities
+from activities.scripts import TIMEOUT as SCRIPT_TIMEOUT
+from activities.scripts import ScriptActivities
 from activities.smtp import SmtpSender
+from activities.timing import TimingActivities
 from journeys.db import create_pool
 from journeys.settings import Settings
 from journeys.temporal import connect
 from workflows.journey import JourneyWorkflow
+from workflows.script import ScriptCallWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow]
+WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow]
 
 # Shared with the benchmark's bare worker, so that its floor runs with the same tuning.
 WORKER_OPTIONS: dict[str, Any] = {
@@ -38,24 +46,47 @@ WORKER_OPTIONS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class Outbound:
+    """The connections activities talk to the outside world over."""
+
+    smtp: SmtpSender
+    http: httpx.AsyncClient
+
+
 def bound_activities(
-    settings: Settings, pool: asyncpg.Pool, sender: SmtpSender
+    settings: Settings, pool: asyncpg.Pool, outbound: Outbound
 ) -> list[Callable[..., Any]]:
-    """Every activity the workflows call, bound to `pool` and `sender`."""
-    email = EmailActivities(pool, settings, sender)
-    contacts = ContactActivities(pool)
-    return [email.send_email, contacts.load_contact, contacts.update_contact]
+    """Every activity the workflows call, bound to `pool` and the outbound connections."""
+    zone = settings.default_time_zone
+    email = EmailActivities(pool, settings, outbound.smtp)
+    contacts = ContactActivities(pool, zone)
+    timing = TimingActivities(pool, zone)
+    groups = GroupActivities(pool)
+    crm = CrmActivities(pool, zone)
+    scripts = ScriptActivities(pool, settings.secret.get_secret_value(), outbound.http)
+    return [
+        email.send_email,
+        email.notify,
+        contacts.load_contact,
+        contacts.update_contact,
+        timing.resolve_wait,
+        groups.change_membership,
+        crm.create_record,
+        scripts.call_script,
+        scripts.give_up_script,
+    ]
 
 
 def build_worker(
-    client: Client, settings: Settings, pool: asyncpg.Pool, sender: SmtpSender
+    client: Client, settings: Settings, pool: asyncpg.Pool, outbound: Outbound
 ) -> Worker:
-    """A worker for the journeys task queue, with activities bound to `pool` and `sender`."""
+    """A worker for the journeys task queue, with activities bound to `pool` and `outbound`."""
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=bound_activities(settings, pool, sender),
+        activities=bound_activities(settings, pool, outbound),
         **WORKER_OPTIONS,
     )
 
@@ -65,13 +96,17 @@ async def running_worker(settings: Settings, client: Client | None = None) -> As
     """Run a worker (with its database pool and SMTP connections) for the block."""
     client = client or await connect(settings)
     pool = await create_pool(settings.database_url, max_size=20)
-    sender = SmtpSender(settings.smtp_url)
+    outbound = Outbound(
+        smtp=SmtpSender(settings.smtp_url),
+        http=httpx.AsyncClient(timeout=SCRIPT_TIMEOUT, follow_redirects=False),
+    )
     try:
-        async with build_worker(client, settings, pool, sender) as worker:
+        async with build_worker(client, settings, pool, outbound) as worker:
             log.info("worker.started", task_queue=settings.task_queue)
             yield worker
     finally:
-        await sender.close()
+        await outbound.smtp.close()
+        await outbound.http.aclose()
         await pool.close()
 
 

@@ -14,10 +14,18 @@ replaced: a name with a CR LF in it must not add headers of its own.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import encode_rfc2231, formataddr, formatdate, parseaddr
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,40 @@ def _part(subtype: str, content: str) -> bytes:
     ).encode() + body
 
 
+def _attachment(item: Attachment) -> bytes:
+    # The name and type come from an upload: one line, no quotes, the name in
+    # RFC 2231 form when it is not ASCII.
+    name = _one_line(item.filename).replace('"', "'").replace("\\", "_")
+    disposition = (
+        f'attachment; filename="{name}"'
+        if name.isascii()
+        else f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
+    )
+    content_type = _one_line(item.content_type)
+    if not _CONTENT_TYPE.match(content_type):
+        content_type = "application/octet-stream"
+    body = base64.encodebytes(item.data).replace(b"\n", b"\r\n")
+    return (
+        f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"
+        f"Content-Disposition: {disposition}\r\n\r\n"
+    ).encode() + body
+
+
+_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.I)
+
+
 def compose(
-    *, sender: str, to: str, subject: str, text: str, html: str, headers: dict[str, str]
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    headers: dict[str, str],
+    attachments: tuple[Attachment, ...] = (),
 ) -> OutgoingMail:
-    """A multipart/alternative message with a plain-text and an HTML part.
+    """A multipart/alternative message with a plain-text and an HTML part, inside a
+    multipart/mixed one with the attachments when there are any.
 
     `sender` may carry a display name (`Name <addr>`); `to` is one plain address.
     """
@@ -65,6 +103,7 @@ def compose(
     if not to or any(c.isspace() or c in "<>," for c in to):
         raise ValueError(f"the recipient must be one plain address, not {to!r}")
     boundary = f"=_{uuid.uuid4().hex}"
+    outer = f"=_{uuid.uuid4().hex}" if attachments else None
     lines = [
         f"From: {from_header}",
         f"To: {to}",
@@ -72,13 +111,11 @@ def compose(
         f"Date: {formatdate(localtime=False)}",
         *(f"{name}: {_one_line(value)}" for name, value in headers.items()),
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
     ]
+    alternative = f'Content-Type: multipart/alternative; boundary="{boundary}"'
     delimiter = f"\r\n--{boundary}\r\n".encode()
-    data = b"".join(
+    body = b"".join(
         [
-            "\r\n".join(lines).encode(),
-            b"\r\n",
             delimiter,
             _part("plain", text),
             delimiter,
@@ -86,4 +123,20 @@ def compose(
             f"\r\n--{boundary}--\r\n".encode(),
         ]
     )
+    if outer is None:
+        lines.append(alternative)
+    else:
+        lines.append(f'Content-Type: multipart/mixed; boundary="{outer}"')
+        mixed = f"\r\n--{outer}\r\n".encode()
+        body = b"".join(
+            [
+                mixed,
+                alternative.encode(),
+                b"\r\n",
+                body,
+                *(mixed + _attachment(a) for a in attachments),
+                f"\r\n--{outer}--\r\n".encode(),
+            ]
+        )
+    data = "\r\n".join(lines).encode() + b"\r\n" + body
     return OutgoingMail(envelope_from=envelope_from, recipients=[to], data=data)

@@ -16,7 +16,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import outages
-from api.routes import contacts, dev_mail, events, health, journeys, tracking
+from api.routes import contacts, dev_mail, events, health, journeys, reference, tracking
 from journeys.db import create_pool
 from journeys.settings import ApiSettings
 from journeys.temporal import connect
@@ -86,7 +86,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     outages.install(app)
-    for module in (contacts, journeys, events, tracking, health):
+    for module in (contacts, journeys, events, reference, tracking, health):
         app.include_router(module.router)
     if settings.dev_mail_dir is not None:
         app.include_router(dev_mail.router)

@@ -14,19 +14,47 @@ from journeys.definition import (
     NotOf,
     condition_parts,
 )
+from journeys.definition.conditions import InProject, InSelection, Membership
 from journeys.models import JourneyState
 
 
-def evaluate(cond: Condition, fields: Mapping[str, Any], state: JourneyState) -> bool:
+def evaluate(
+    cond: Condition,
+    fields: Mapping[str, Any],
+    state: JourneyState,
+    memberships: Mapping[str, bool] | None = None,
+) -> bool:
+    """Whether `cond` holds for a profile, its memberships (see `membership_key`)
+    and what happened in the journey so far."""
     if isinstance(cond, AllOf):
-        return all(evaluate(c, fields, state) for c in cond.all)
+        return all(evaluate(c, fields, state, memberships) for c in cond.all)
     if isinstance(cond, AnyOf):
-        return any(evaluate(c, fields, state) for c in cond.any)
+        return any(evaluate(c, fields, state, memberships) for c in cond.any)
     if isinstance(cond, NotOf):
-        return not evaluate(cond.not_, fields, state)
+        return not evaluate(cond.not_, fields, state, memberships)
     if isinstance(cond, MessageWas):
         return message_was(cond, state)
+    if isinstance(cond, (InSelection, InProject)):
+        return bool((memberships or {}).get(membership_key(cond)))
     return field_is(cond, fields)
+
+
+def membership_key(cond: Membership) -> str:
+    """`selection:vip` or `project:seminar`: how a load asks for and returns membership."""
+    if isinstance(cond, InSelection):
+        return f"selection:{cond.selection}"
+    return f"project:{cond.project}"
+
+
+def memberships_read(cond: Condition) -> list[str]:
+    """The memberships a condition asks about, as `membership_key`s."""
+    return sorted(
+        {
+            membership_key(leaf)
+            for leaf in condition_parts(cond)
+            if isinstance(leaf, (InSelection, InProject))
+        }
+    )
 
 
 def message_was(cond: MessageWas, state: JourneyState) -> bool:
@@ -75,5 +103,5 @@ def field_is(cond: FieldIs, fields: Mapping[str, Any]) -> bool:
 
 
 def needs_profile(cond: Condition) -> bool:
-    """Whether the condition reads profile fields (and so needs a fresh load)."""
-    return any(isinstance(leaf, FieldIs) for leaf in condition_parts(cond))
+    """Whether the condition reads the profile or memberships (and so needs a fresh load)."""
+    return any(not isinstance(leaf, MessageWas) for leaf in condition_parts(cond))

@@ -10,7 +10,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, ConfigDict, Field
 
-from journeys.definition import CONTACT_COLUMNS, FIELD_NAME_PATTERN, READ_ONLY_FIELDS
+from journeys.definition import (
+    CONTACT_COLUMNS,
+    FIELD_NAME_PATTERN,
+    KEY_PATTERN,
+    READ_ONLY_FIELDS,
+)
 from journeys.text import StorableModel
 
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
@@ -49,6 +54,12 @@ class ContactIn(StorableModel):
     time_zone: Annotated[
         str | None, Field(min_length=1, max_length=64), AfterValidator(_check_time_zone)
     ] = None
+    owner: str | None = Field(
+        default=None, pattern=KEY_PATTERN, description="the user key of the account owner"
+    )
+    service_owner: str | None = Field(
+        default=None, pattern=KEY_PATTERN, description="the user key of the service owner"
+    )
     fields: dict[FreeFieldName, Any] = Field(default_factory=dict)
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# What a store function can run its statements on: the pool, or one connection
+# (inside a caller's transaction).
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 # A server that accepts the connection but never answers must not hang a caller.
 CONNECT_TIMEOUT_SECONDS = 5

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel
-from temporalio.client import Client, WorkflowHandle
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
@@ -16,7 +17,9 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
+from journeys.definition import parse_duration
 from journeys.models import (
     SA_JOURNEY,
     SA_PARTICIPANT,
@@ -27,8 +30,13 @@ from journeys.models import (
     journey_workflow_id,
 )
 from journeys.outages import bounded
-from journeys.store.enrolments import get_enrolment, record_enrolments
-from journeys.store.journeys import PublishedJourney
+from journeys.store.enrolments import (
+    get_enrolment,
+    latest_enrolments,
+    record_enrolments,
+    write_journal_line,
+)
+from journeys.store.journeys import PublishedJourney, journeys_entered_by
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
 
@@ -38,10 +46,11 @@ START_CONCURRENCY = 64
 
 class Enrolment(BaseModel):
     contact_id: uuid.UUID
-    workflow_id: str
-    run_id: str
+    workflow_id: str | None = Field(description="None when refused")
+    run_id: str | None = Field(description="None when refused")
     version: int
-    status: Literal["enrolled", "already_enrolled"]
+    status: Literal["enrolled", "already_enrolled", "refused"]
+    reason: str | None = Field(default=None, description="why the enrolment was refused")
 
 
 def _search_attributes(journey: PublishedJourney, contact_id: uuid.UUID) -> TypedSearchAttributes:
@@ -90,8 +99,12 @@ async def enrol(
     journey: PublishedJourney,
     contact_ids: list[uuid.UUID],
 ) -> list[Enrolment]:
-    """Start a run for each contact; a contact already in an open run keeps that run."""
+    """Start a run for each contact; a contact already in an open run keeps that run,
+    and one the journey's re-entry rule keeps out is refused with the reason."""
     limit = asyncio.Semaphore(START_CONCURRENCY)
+    contact_ids = list(dict.fromkeys(contact_ids))
+    refused = await _refused_by_reentry(client, pool, journey, contact_ids)
+    contact_ids = [c for c in contact_ids if c not in refused]
 
     async def start(contact_id: uuid.UUID) -> tuple[uuid.UUID, str, str, bool]:
         async with limit:
@@ -101,9 +114,7 @@ async def enrol(
                 return contact_id, exc.workflow_id, exc.run_id or "", False
         return contact_id, handle.id, handle.result_run_id or "", True
 
-    outcomes = await asyncio.gather(
-        *(start(c) for c in dict.fromkeys(contact_ids)), return_exceptions=True
-    )
+    outcomes = await asyncio.gather(*(start(c) for c in contact_ids), return_exceptions=True)
     results = [o for o in outcomes if not isinstance(o, BaseException)]
     # Record the runs that did start even when others failed (Temporal went away
     # mid-call): the caller's retry finds them running and must find them here too.
@@ -132,4 +143,83 @@ async def enrol(
                 status="enrolled" if started else "already_enrolled",
             )
         )
+    for contact_id, reason in refused.items():
+        enrolments.append(
+            Enrolment(
+                contact_id=contact_id,
+                workflow_id=None,
+                run_id=None,
+                version=journey.version,
+                status="refused",
+                reason=reason,
+            )
+        )
+        await write_journal_line(
+            pool,
+            contact_id,
+            "journey_refused",
+            f"Not entered in {journey.name}: {reason}",
+            journey.key,
+        )
     return enrolments
+
+
+async def _refused_by_reentry(
+    client: Client, pool: asyncpg.Pool, journey: PublishedJourney, contact_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Contacts the journey's re-entry rule keeps out, with the reason.
+
+    A contact whose earlier run is still open is not refused: it keeps that run
+    (`already_enrolled`), whatever the rule.
+    """
+    rule = journey.definition.reentry
+    if rule.policy == "always":
+        return {}
+    earlier = await latest_enrolments(pool, journey.key, contact_ids)
+    now = datetime.now(UTC)
+    reasons: dict[uuid.UUID, str] = {}
+    for contact_id, row in earlier.items():
+        entered: datetime = row["enrolled_at"]
+        if rule.policy == "once":
+            reasons[contact_id] = (
+                f"this journey is entered once; entered on {entered:%Y-%m-%d %H:%M} UTC"
+            )
+        elif rule.after is not None and entered + parse_duration(rule.after) > now:
+            again = entered + parse_duration(rule.after)
+            reasons[contact_id] = (
+                f"entered on {entered:%Y-%m-%d %H:%M} UTC; "
+                f"may enter again from {again:%Y-%m-%d %H:%M} UTC"
+            )
+    for contact_id in list(reasons):
+        if await _run_is_open(client, earlier[contact_id]["workflow_id"]):
+            del reasons[contact_id]
+    return reasons
+
+
+async def _run_is_open(client: Client, workflow_id: str) -> bool:
+    try:
+        description = await bounded(
+            "Temporal",
+            client.get_workflow_handle(workflow_id).describe(rpc_timeout=API_RPC_TIMEOUT),
+            API_CALL_SECONDS,
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def enter_journeys(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    entry: dict[str, Any],
+    contact_id: uuid.UUID,
+) -> list[tuple[str, Enrolment]]:
+    """Enrol the contact in every journey whose entry matches `entry`."""
+    entered = []
+    for journey in await journeys_entered_by(pool, entry):
+        (enrolment,) = await enrol(client, pool, task_queue, journey, [contact_id])
+        entered.append((journey.key, enrolment))
+    return entered

@@ -52,6 +52,18 @@ class ContactEvent(BaseModel):
     at: datetime
 
 
+class Removal(BaseModel):
+    """Signal: take the participant out of the journey (`DELETE .../participants/{id}`)."""
+
+    reason: str = "removed through the API"
+
+
+class ProfileChange(BaseModel):
+    """Signal: the contact's profile changed (`POST /contacts`); exit_if may hold now."""
+
+    fields: list[str] = Field(default_factory=list, description="the names that changed")
+
+
 class StepVisit(BaseModel):
     step: str
     at: datetime
@@ -67,6 +79,7 @@ class JourneyState(BaseModel):
     message_events: list[MessageEvent] = Field(default_factory=list)
     contact_events: list[ContactEvent] = Field(default_factory=list)
     occurrences: dict[str, int] = Field(default_factory=dict)
+    removal: str | None = Field(default=None, description="why the participant was removed")
 
 
 class JourneyInput(BaseModel):
@@ -77,7 +90,7 @@ class JourneyInput(BaseModel):
     state: JourneyState | None = None
 
 
-ParticipantStatus = Literal["running", "completed"]
+ParticipantStatus = Literal["running", "completed", "exited", "removed"]
 
 
 class JourneyProgress(BaseModel):
@@ -88,6 +101,7 @@ class JourneyProgress(BaseModel):
     status: ParticipantStatus
     current_step: str
     history: list[StepVisit]
+    reason: str | None = Field(default=None, description="why it exited or was removed")
 
 
 # --- activities ---------------------------------------------------------------------------
@@ -109,6 +123,13 @@ class SendEmailInput(SendInput):
     html: str
     text: str | None = None
     sender: str | None = None
+    attachments: list[str] = Field(default_factory=list, description="file ids")
+
+
+class NotifyInput(SendInput):
+    to: str = Field(description="a user key or an e-mail address")
+    subject: str
+    body: str
 
 
 class SendResult(BaseModel):
@@ -121,14 +142,94 @@ class UpdateContactInput(BaseModel):
     contact_id: str
     journey_key: str
     step: str
-    set: dict[str, Any]
+    set: dict[str, Any] = Field(default_factory=dict)
+    ops: list[dict[str, Any]] = Field(default_factory=list, description="{field, op, value}")
+    idempotency_key: str | None = Field(
+        default=None, description="absent in runs scheduled before keys existed"
+    )
 
 
 class LoadContactInput(BaseModel):
     contact_id: str
+    memberships: list[str] = Field(
+        default_factory=list, description="`selection:<key>` / `project:<key>` to look up"
+    )
 
 
 class ContactSnapshot(BaseModel):
     """The profile as conditions see it: columns and free fields in one mapping."""
 
     fields: dict[str, Any]
+    memberships: dict[str, bool] = Field(default_factory=dict)
+
+
+class ResolveWaitInput(BaseModel):
+    """A wait whose moment depends on the contact: its time zone or a date field."""
+
+    contact_id: str
+    step: str
+    until_field: str | None = None
+    anniversary: bool = False
+    offset: str | None = None
+    at: str | None = None
+    weekdays: list[str] | None = None
+
+
+class ResolvedWait(BaseModel):
+    until: datetime | None = Field(default=None, description="UTC; None: move on at once")
+    reason: str | None = Field(default=None, description="why there is no moment")
+
+
+class CreateRecordInput(BaseModel):
+    """An activity, request or sale to create for the participant."""
+
+    idempotency_key: str
+    kind: Literal["activity", "request", "sale"]
+    contact_id: str
+    journey_key: str
+    step: str
+    title: str = Field(description="a template over the contact's fields")
+    record_type: str | None = None
+    status: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    owner: dict[str, Any] = Field(description="{kind, user}: who gets the record")
+    category: str | None = None
+    due_in: str | None = None
+    slot: str | None = Field(default=None, description="book the first free slot this long")
+
+
+class CreatedRecord(BaseModel):
+    id: str
+    owner: str | None
+    assigned_by: str
+    due_at: datetime | None = None
+
+
+class ScriptCallInput(BaseModel):
+    """A run_script call: the contact's data is read when calling, not carried here."""
+
+    idempotency_key: str
+    url: str
+    contact_id: str
+    journey_key: str
+    version: int
+    step: str
+    participant: str = Field(description="the journey run's workflow id")
+
+
+class ScriptCallResult(BaseModel):
+    status: Literal["succeeded", "failed"]
+    response_status: int | None = None
+    error: str | None = None
+
+
+class MembershipInput(BaseModel):
+    """Add the participant to, or remove it from, a selection or project."""
+
+    idempotency_key: str
+    contact_id: str
+    journey_key: str
+    step: str
+    kind: Literal["selection", "project"]
+    key: str
+    add: bool

@@ -51,6 +51,11 @@ class Settings(DatabaseSettings):
         validation_alias=_env("JOURNEYS_DEV_MAIL_DIR"),
         description="the dev SMTP sink's folder, served at /dev/mail",
     )
+    default_time_zone: str = Field(
+        "Europe/Amsterdam",
+        validation_alias=_env("JOURNEYS_TIME_ZONE"),
+        description="local times of contacts without a time_zone (IANA name)",
+    )
     log_level: str = Field("info", validation_alias=_env("JOURNEYS_LOG_LEVEL"))
 
 

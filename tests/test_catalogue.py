@@ -7,12 +7,26 @@ import inspect
 from typing import Any, get_args
 
 from activities.contacts import ContactActivities
+from activities.crm import CrmActivities
 from activities.email import EmailActivities
+from activities.groups import GroupActivities
+from activities.scripts import ScriptActivities
+from activities.timing import TimingActivities
 from journeys.definition import Step
-from worker import bound_activities
+from journeys.settings import Settings
+from worker import Outbound, bound_activities
 from workflows.steps import HANDLERS
 
-ACTIVITY_CLASSES = (EmailActivities, ContactActivities)
+SETTINGS = Settings(secret="catalogue")
+OUTBOUND = Outbound(smtp=None, http=None)  # type: ignore[arg-type]
+ACTIVITY_CLASSES = (
+    EmailActivities,
+    ContactActivities,
+    TimingActivities,
+    GroupActivities,
+    CrmActivities,
+    ScriptActivities,
+)
 
 
 def _activity_name(fn: Any) -> str | None:
@@ -35,7 +49,7 @@ def test_the_worker_registers_every_activity_and_nothing_else() -> None:
         for _, fn in inspect.getmembers(cls, inspect.isfunction)
         if (name := _activity_name(fn)) is not None
     }
-    registered = [_activity_name(fn) for fn in bound_activities(None, None, None)]  # type: ignore[arg-type]
+    registered = [_activity_name(fn) for fn in bound_activities(SETTINGS, None, OUTBOUND)]  # type: ignore[arg-type]
     assert None not in registered
     assert sorted(defined) == sorted(registered)  # type: ignore[type-var]
 
@@ -43,7 +57,7 @@ def test_the_worker_registers_every_activity_and_nothing_else() -> None:
 def test_every_activity_a_handler_calls_is_registered() -> None:
     modules = {inspect.getmodule(handler) for handler in HANDLERS.values()}
     source = "".join(inspect.getsource(m) for m in modules)  # type: ignore[arg-type]
-    registered = {_activity_name(fn) for fn in bound_activities(None, None, None)}  # type: ignore[arg-type]
+    registered = {_activity_name(fn) for fn in bound_activities(SETTINGS, None, OUTBOUND)}  # type: ignore[arg-type]
     for cls in ACTIVITY_CLASSES:
         for attr, fn in inspect.getmembers(cls, inspect.isfunction):
             if f"{cls.__name__}.{attr}" in source:

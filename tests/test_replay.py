@@ -7,13 +7,17 @@ and keep the old ones: runs recorded on older code must still replay.
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from journeys.models import SA_JOURNEY, SA_PARTICIPANT, journey_workflow_id
 from workflows.journey import JourneyWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -23,9 +27,22 @@ def test_there_are_recorded_histories() -> None:
     assert len(HISTORIES) >= 3
 
 
+def recorded_workflow_id(history: dict[str, Any]) -> str:
+    """The run's own id, from the search attributes it started with: commands that
+    carry it (a child workflow's id) must match on replay."""
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]
+    fields = started["searchAttributes"]["indexedFields"]
+
+    def value(name: str) -> str:
+        return str(json.loads(base64.b64decode(fields[name]["data"])))
+
+    return journey_workflow_id(value(SA_JOURNEY), value(SA_PARTICIPANT))
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays_on_current_code(path: Path) -> None:
-    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    text = path.read_text()
+    history = WorkflowHistory.from_json(recorded_workflow_id(json.loads(text)), text)
     replayer = Replayer(workflows=[JourneyWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

@@ -39,7 +39,7 @@ def send_input(contact_id: str, key: str, **overrides: str) -> SendEmailInput:
 
 async def test_retries_and_concurrent_attempts_send_one_message(stack: Stack) -> None:
     email = f"once-{uuid.uuid4().hex[:6]}@example.com"
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email, first_name="Cy"))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email=email, first_name="Cy"))
     activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
     env = ActivityEnvironment()
     key = f"journey/once/{contact.id}/run-1/mail1/1"
@@ -65,7 +65,7 @@ async def test_retries_and_concurrent_attempts_send_one_message(stack: Stack) ->
 
 
 async def test_no_address_is_skipped_and_bad_template_is_not_retried(stack: Stack) -> None:
-    contact, _ = await upsert_contact(stack.pool, ContactIn(first_name="No Mail"))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(first_name="No Mail"))
     activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
     env = ActivityEnvironment()
     skipped = await env.run(
@@ -73,7 +73,7 @@ async def test_no_address_is_skipped_and_bad_template_is_not_retried(stack: Stac
     )
     assert skipped.status == "skipped" and skipped.reason == "no e-mail address"
 
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email="tpl@example.com"))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email="tpl@example.com"))
     bad = send_input(str(contact.id), f"bad-{contact.id}", html="{{ 1 / 0 }}")
     with pytest.raises(ApplicationError) as info:
         await env.run(activities.send_email, bad)
@@ -83,7 +83,7 @@ async def test_no_address_is_skipped_and_bad_template_is_not_retried(stack: Stac
 
 async def test_a_retry_after_unsubscribing_does_not_send(stack: Stack) -> None:
     email = f"late-{uuid.uuid4().hex[:6]}@example.com"
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email=email))
     key = f"journey/late/{contact.id}/run-1/mail1/1"
     # A first attempt claimed the key and died before talking to SMTP.
     await stack.pool.execute(
@@ -130,7 +130,7 @@ class _BlipOnMarkSent:
 
 async def test_a_database_blip_after_smtp_accepted_does_not_send_twice(stack: Stack) -> None:
     email = f"blip-{uuid.uuid4().hex[:6]}@example.com"
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email=email))
     key = f"journey/blip/{contact.id}/run-1/mail1/1"
     activities = EmailActivities(
         _BlipOnMarkSent(stack.pool, times=3),  # type: ignore[arg-type]
@@ -154,7 +154,7 @@ async def test_a_retry_waits_for_an_earlier_attempt_that_may_still_be_sending(
     stack: Stack,
 ) -> None:
     email = f"lease-{uuid.uuid4().hex[:6]}@example.com"
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email=email))
     key = f"journey/lease/{contact.id}/run-1/mail1/1"
     # An earlier attempt claimed the key and is (as far as anyone knows) in DATA.
     await stack.pool.execute(
@@ -190,7 +190,7 @@ async def test_a_retry_waits_for_an_earlier_attempt_that_may_still_be_sending(
 
 async def test_an_smtp_outage_is_a_quiet_retry_that_names_the_reason(stack: Stack) -> None:
     email = f"down-{uuid.uuid4().hex[:6]}@example.com"
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email=email))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email=email))
     key = f"journey/down/{contact.id}/run-1/mail1/1"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,7 +232,7 @@ async def test_a_stale_attempt_cannot_touch_the_lease_of_the_attempt_that_took_o
     from activities.sends import Send
     from journeys.models import SendInput
 
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email="stale@example.com"))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email="stale@example.com"))
     stale, current = uuid.uuid4(), uuid.uuid4()
     message_id = uuid.uuid4()
     await stack.pool.execute(

@@ -99,7 +99,7 @@ async def test_a_refused_recipient_is_rejected_not_retried(
     with pytest.raises(SmtpRejected, match="550"):
         await sender.send(message("nobody@refused.example"))
 
-    contact, _ = await upsert_contact(stack.pool, ContactIn(email="nobody@refused.example"))
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email="nobody@refused.example"))
     activities = EmailActivities(stack.pool, stack.settings, sender)
     fields: dict[str, Any] = {
         "idempotency_key": f"refused-{uuid.uuid4()}",

@@ -25,9 +25,17 @@ from journeys.definition import JourneyDefinition
 from journeys.enrolment import start_participant
 from journeys.models import (
     ContactSnapshot,
+    CreatedRecord,
+    CreateRecordInput,
     JourneyProgress,
     LoadContactInput,
+    MembershipInput,
     MessageEvent,
+    NotifyInput,
+    ResolvedWait,
+    ResolveWaitInput,
+    ScriptCallInput,
+    ScriptCallResult,
     SendEmailInput,
     SendResult,
     UpdateContactInput,
@@ -36,6 +44,7 @@ from journeys.store.journeys import PublishedJourney
 from tests.builders import journey
 from tests.test_definition import valid_definition
 from workflows.journey import JourneyWorkflow
+from workflows.script import ScriptCallWorkflow
 
 
 @dataclass
@@ -43,6 +52,14 @@ class FakeActivities:
     profile: dict[str, Any] = field(default_factory=dict)
     sent: list[SendEmailInput] = field(default_factory=list)
     updates: list[UpdateContactInput] = field(default_factory=list)
+    loads: list[LoadContactInput] = field(default_factory=list)
+    memberships: dict[str, bool] = field(default_factory=dict)
+    resolved: list[ResolveWaitInput] = field(default_factory=list)
+    next_moment: ResolvedWait = field(default_factory=ResolvedWait)
+    notified: list[NotifyInput] = field(default_factory=list)
+    membership_changes: list[MembershipInput] = field(default_factory=list)
+    records: list[CreateRecordInput] = field(default_factory=list)
+    scripts: list[ScriptCallInput] = field(default_factory=list)
 
     @activity.defn(name="send_email")
     async def send_email(self, input: SendEmailInput) -> SendResult:
@@ -51,11 +68,57 @@ class FakeActivities:
 
     @activity.defn(name="load_contact")
     async def load_contact(self, input: LoadContactInput) -> ContactSnapshot:
-        return ContactSnapshot(fields=self.profile)
+        self.loads.append(input)
+        return ContactSnapshot(
+            fields=self.profile,
+            memberships={k: self.memberships.get(k, False) for k in input.memberships},
+        )
 
     @activity.defn(name="update_contact")
     async def update_contact(self, input: UpdateContactInput) -> None:
         self.updates.append(input)
+
+    @activity.defn(name="resolve_wait")
+    async def resolve_wait(self, input: ResolveWaitInput) -> ResolvedWait:
+        self.resolved.append(input)
+        return self.next_moment
+
+    @activity.defn(name="notify")
+    async def notify(self, input: NotifyInput) -> SendResult:
+        self.notified.append(input)
+        return SendResult(message_id=f"note-{input.step}", status="sent")
+
+    @activity.defn(name="change_membership")
+    async def change_membership(self, input: MembershipInput) -> bool:
+        self.membership_changes.append(input)
+        return True
+
+    @activity.defn(name="create_record")
+    async def create_record(self, input: CreateRecordInput) -> CreatedRecord:
+        self.records.append(input)
+        return CreatedRecord(id=f"rec-{input.step}", owner="sam", assigned_by="named")
+
+    @activity.defn(name="call_script")
+    async def call_script(self, input: ScriptCallInput) -> ScriptCallResult:
+        self.scripts.append(input)
+        return ScriptCallResult(status="succeeded", response_status=200)
+
+    @activity.defn(name="give_up_script")
+    async def give_up_script(self, input: ScriptCallInput) -> None:
+        return None
+
+    def all(self) -> list[Any]:
+        return [
+            self.send_email,
+            self.load_contact,
+            self.update_contact,
+            self.resolve_wait,
+            self.notify,
+            self.change_membership,
+            self.create_record,
+            self.call_script,
+            self.give_up_script,
+        ]
 
 
 @dataclass
@@ -64,7 +127,9 @@ class Harness:
     fakes: FakeActivities
     task_queue: str
 
-    async def start(self, definition: dict[str, Any], version: int = 1) -> WorkflowHandle[Any, Any]:
+    async def start(
+        self, definition: dict[str, Any], version: int = 1, contact_id: uuid.UUID | None = None
+    ) -> WorkflowHandle[Any, Any]:
         journey = PublishedJourney(
             key=definition["key"],
             name=definition["name"],
@@ -72,7 +137,9 @@ class Harness:
             published_at=datetime.now(UTC),
             definition=JourneyDefinition.model_validate(definition),
         )
-        return await start_participant(self.env.client, self.task_queue, journey, uuid.uuid4())
+        return await start_participant(
+            self.env.client, self.task_queue, journey, contact_id or uuid.uuid4()
+        )
 
 
 @pytest.fixture
@@ -82,8 +149,8 @@ async def harness(time_env: WorkflowEnvironment) -> AsyncIterator[Harness]:
     async with Worker(
         time_env.client,
         task_queue=task_queue,
-        workflows=[JourneyWorkflow],
-        activities=[fakes.send_email, fakes.load_contact, fakes.update_contact],
+        workflows=[JourneyWorkflow, ScriptCallWorkflow],
+        activities=fakes.all(),
     ):
         yield Harness(time_env, fakes, task_queue)
 

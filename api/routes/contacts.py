@@ -1,14 +1,28 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response, status
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic import BaseModel, Field
 
-from api.deps import PoolDep, require_api_key
-from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found
+from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
+from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
 from journeys.contacts import Contact, ContactIn
+from journeys.definition import Problem
+from journeys.enrolment import enter_journeys
+from journeys.fieldtypes import coerce
+from journeys.models import ProfileChange
+from journeys.signals import deliver
 from journeys.store.contacts import get_contact, upsert_contact
+from journeys.store.dossier import DossierEntry, dossier_of
+from journeys.store.enrolments import runs_watching_profile
+from journeys.store.fields import field_types
+from journeys.store.users import missing_users
+from workflows.journey import JourneyWorkflow
 
 router = APIRouter(
     prefix="/contacts",
@@ -18,16 +32,83 @@ router = APIRouter(
 )
 
 
+class ContactOut(Contact):
+    entries: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="journeys this change started (entry on a field change)",
+    )
+
+
 @router.post(
     "",
-    response_model=Contact,
+    response_model=ContactOut,
     responses={200: {"description": "updated"}, 201: {"description": "created"}},
 )
-async def create_or_update_contact(body: ContactIn, pool: PoolDep, response: Response) -> Contact:
-    """Create a contact, or update the one with the same `external_id`."""
-    contact, created = await upsert_contact(pool, body)
+async def create_or_update_contact(
+    body: ContactIn,
+    pool: PoolDep,
+    client: TemporalDep,
+    settings: SettingsDep,
+    response: Response,
+) -> ContactOut:
+    """Create a contact, or update the one with the same `external_id`.
+
+    Free fields with a declared type (`POST /contact-fields`) must fit it. A change
+    starts the journeys entered on that field change, and journeys with an
+    `exit_if` look at the contact again.
+    """
+    body = await _checked(pool, body)
+    try:
+        contact, created, before = await upsert_contact(pool, body)
+    except asyncpg.ForeignKeyViolationError:
+        # A user deleted between the check and the write.
+        raise unprocessable([(("owner",), "the owner is not a user")]) from None
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return contact
+    now = {**contact.fields, **contact.model_dump(mode="json", exclude={"fields"})}
+    changed = [
+        name
+        for name, value in now.items()
+        if name not in ("updated_at", "created_at") and (before or {}).get(name) != value
+    ]
+    if before is not None and changed:
+        for workflow_id in await runs_watching_profile(pool, contact.id):
+            await deliver(
+                client, workflow_id, JourneyWorkflow.profile_changed, ProfileChange(fields=changed)
+            )
+    entries = []
+    for name in changed:
+        entered = await enter_journeys(
+            client,
+            pool,
+            settings.task_queue,
+            {"type": "field_change", "field": name, "to": now[name]},
+            contact.id,
+        )
+        entries += [
+            {"journey_key": key, "status": e.status, "reason": e.reason} for key, e in entered
+        ]
+    return ContactOut(**contact.model_dump(), entries=entries)
+
+
+async def _checked(pool: asyncpg.Pool, body: ContactIn) -> ContactIn:
+    """The body with typed fields in their stored form; 422 naming every misfit."""
+    problems: list[Problem] = []
+    types = await field_types(pool)
+    fields = dict(body.fields)
+    for name, value in body.fields.items():
+        if name in types:
+            try:
+                fields[name] = coerce(types[name], value)
+            except ValueError as exc:
+                problems.append((("fields", name), f"field '{name}' ({types[name]}): {exc}"))
+    owners = {k: getattr(body, k) for k in ("owner", "service_owner") if getattr(body, k)}
+    for missing in await missing_users(pool, list(set(owners.values()))):
+        problems += [
+            ((k,), f"user '{missing}' does not exist") for k, v in owners.items() if v == missing
+        ]
+    if problems:
+        raise unprocessable(problems)
+    return body.model_copy(update={"fields": fields})
 
 
 @router.get("/{contact_id}", response_model=Contact)
@@ -36,3 +117,23 @@ async def read_contact(contact_id: uuid.UUID, pool: PoolDep) -> Contact:
     if contact is None:
         raise not_found(f"contact {contact_id} does not exist")
     return contact
+
+
+class Dossier(BaseModel):
+    contact_id: uuid.UUID
+    entries: list[DossierEntry]
+
+
+@router.get("/{contact_id}/dossier", response_model=Dossier)
+async def read_dossier(
+    contact_id: uuid.UUID,
+    pool: PoolDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[datetime | None, Query(description="only entries before this moment")] = None,
+) -> Dossier:
+    """Everything the product did to or for the contact, newest first: messages,
+    activities, requests, sales, script calls, selection and project changes,
+    journey entries, exits and profile updates."""
+    if await get_contact(pool, contact_id) is None:
+        raise not_found(f"contact {contact_id} does not exist")
+    return Dossier(contact_id=contact_id, entries=await dossier_of(pool, contact_id, limit, before))

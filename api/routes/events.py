@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import PoolDep, TemporalDep, require_api_key
+from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found
 from api.outages import OUTAGE_RESPONSE
+from journeys.enrolment import enter_journeys
 from journeys.models import ContactEvent
 from journeys.signals import deliver
 from journeys.store.events import finish_event_delivery, store_contact_event
@@ -39,12 +40,21 @@ class EventIn(StorableModel):
         return self
 
 
+class JourneyEntry(BaseModel):
+    journey_key: str
+    status: str = Field(description="enrolled, already_enrolled or refused")
+    reason: str | None = None
+
+
 class EventOut(BaseModel):
     id: int = Field(description="the stored event")
     contact_id: uuid.UUID
     name: str
     at: datetime
     delivered_to: list[str] = Field(description="workflow ids of the journeys that received it")
+    entries: list[JourneyEntry] = Field(
+        default_factory=list, description="journeys with this event as their entry"
+    )
 
 
 IdempotencyKey = Annotated[
@@ -72,6 +82,7 @@ async def post_event(
     body: EventIn,
     pool: PoolDep,
     client: TemporalDep,
+    settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> EventOut:
@@ -97,7 +108,7 @@ async def post_event(
                 "this Idempotency-Key was used for a different event",
             )
         response.status_code = status.HTTP_200_OK
-    delivered = stored.delivered_to
+    delivered, entries = stored.delivered_to, []
     if delivered is None:
         event = ContactEvent(id=stored.id, name=body.name, data=body.data, at=stored.at)
         delivered = [
@@ -105,6 +116,13 @@ async def post_event(
             for workflow_id in stored.workflow_ids
             if await deliver(client, workflow_id, JourneyWorkflow.contact_event, event)
         ]
+        entries = await enter_journeys(
+            client,
+            pool,
+            settings.task_queue,
+            {"type": "event", "name": body.name},
+            stored.contact_id,
+        )
         await finish_event_delivery(pool, stored.id, delivered)
     return EventOut(
         id=stored.id,
@@ -112,4 +130,7 @@ async def post_event(
         name=body.name,
         at=stored.at,
         delivered_to=delivered,
+        entries=[
+            JourneyEntry(journey_key=key, status=e.status, reason=e.reason) for key, e in entries
+        ],
     )

@@ -18,10 +18,12 @@ from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessa
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
 from journeys.enrolment import Enrolment, enrol
-from journeys.models import StepVisit
+from journeys.models import Removal, StepVisit
 from journeys.outages import Unavailable, bounded
+from journeys.references import reference_problems
+from journeys.signals import deliver
 from journeys.store.contacts import missing_contacts
-from journeys.store.enrolments import get_enrolment
+from journeys.store.enrolments import get_enrolment, write_journal_line
 from journeys.store.journeys import get_journey, list_versions, publish
 from journeys.store.messages import MessageView, messages_of
 from journeys.templates import template_problems
@@ -66,10 +68,17 @@ class ParticipantView(BaseModel):
     contact_id: uuid.UUID
     workflow_id: str
     version: int
-    status: str
+    status: str = Field(description="running, completed, exited, removed or failed")
+    reason: str | None = Field(default=None, description="why it exited or was removed")
     current_step: str | None
     history: list[StepVisit]
     messages: list[MessageView]
+
+
+class RemovalResponse(BaseModel):
+    journey_key: str
+    contact_id: uuid.UUID
+    status: str = Field(description="removed, or the status of a run that had already ended")
 
 
 @router.get("/schema", summary="JSON Schema of the journey definition format")
@@ -80,7 +89,9 @@ async def definition_schema() -> dict[str, Any]:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Published)
 async def publish_journey(body: JourneyDefinition, pool: PoolDep) -> Published:
     """Validate the definition and store it as the journey's next version."""
-    problems = definition_problems(body) or template_problems(body)
+    problems = (
+        definition_problems(body) or template_problems(body) or await reference_problems(pool, body)
+    )
     if problems:
         raise unprocessable(problems)
     journey = await publish(pool, body)
@@ -146,14 +157,17 @@ async def read_participant(
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         raise not_found(f"the run of contact {contact_id} in journey '{key}' is gone") from None
-    current_step, history = None, []
+    status = _STATUS.get(description.status, "unknown") if description.status else "unknown"
+    current_step, history, reason = None, [], None
     try:
         progress = await bounded(
             "Temporal",
             handle.query(JourneyWorkflow.progress, rpc_timeout=API_RPC_TIMEOUT),
             API_CALL_SECONDS,
         )
-        current_step, history = progress.current_step, progress.history
+        current_step, history, reason = progress.current_step, progress.history, progress.reason
+        if progress.status in ("exited", "removed"):
+            status = progress.status
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, Unavailable):
         # No worker to answer, or a failed run whose history no longer replays:
         # describe() reached Temporal, and the status it gave still tells.
@@ -163,8 +177,32 @@ async def read_participant(
         contact_id=contact_id,
         workflow_id=enrolment["workflow_id"],
         version=enrolment["version"],
-        status=_STATUS.get(description.status, "unknown") if description.status else "unknown",
+        status=status,
+        reason=reason,
         current_step=current_step,
         history=history,
         messages=await messages_of(pool, enrolment["workflow_id"]),
     )
+
+
+@router.delete("/{key}/participants/{contact_id}", response_model=RemovalResponse)
+async def remove_participant(
+    key: JourneyKey, contact_id: uuid.UUID, pool: PoolDep, client: TemporalDep
+) -> RemovalResponse:
+    """Take the contact out of the journey: its run stops before the next step, or at
+    once when it is waiting."""
+    enrolment = await get_enrolment(pool, key, contact_id)
+    if enrolment is None:
+        raise not_found(f"contact {contact_id} was never enrolled in journey '{key}'")
+    removed = await deliver(client, enrolment["workflow_id"], JourneyWorkflow.remove, Removal())
+    if not removed:
+        return RemovalResponse(journey_key=key, contact_id=contact_id, status="already_left")
+    await write_journal_line(
+        pool,
+        contact_id,
+        "journey_removed",
+        f"Removed from journey {key}",
+        key,
+        f"removed/{enrolment['workflow_id']}/{enrolment['run_id']}",
+    )
+    return RemovalResponse(journey_key=key, contact_id=contact_id, status="removed")

@@ -23,9 +23,10 @@ CONTACT_COLUMNS = ("email", "phone", "first_name", "last_name", "time_zone")
 # Fields that identify a contact and are never written by a journey.
 READ_ONLY_FIELDS = ("id", "external_id", "created_at", "updated_at", "unsubscribed_at")
 
-_DURATION = re.compile(
+DURATION = re.compile(
     r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$",
+    re.ASCII,
 )
 # A calendar year or month has no fixed length; waits use these fixed lengths
 # so that a duration means the same thing in every workflow replay.
@@ -42,7 +43,7 @@ _UNIT_SECONDS = {
 
 def parse_duration(text: str) -> timedelta:
     """An ISO-8601 duration such as `PT10M`, `P3D` or `P2Y` as a timedelta."""
-    match = _DURATION.match(text)
+    match = DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not an ISO-8601 duration such as PT10M, P3D or P2Y")
     seconds = sum(int(v) * _UNIT_SECONDS[k] for k, v in match.groupdict().items() if v)

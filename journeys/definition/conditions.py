@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from journeys.definition.common import FieldName, StepId, Strict
+from journeys.definition.common import FieldName, Key, StepId, Strict
 
 Operator = Literal[
     "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists", "not_exists"
@@ -32,6 +32,21 @@ class MessageWas(Strict):
     link: str | None = Field(default=None, description="only clicks on this URL count")
 
 
+class InSelection(Strict):
+    """Membership of a selection: `{"selection": "vip"}`."""
+
+    selection: Key
+
+
+class InProject(Strict):
+    """Membership of a project: `{"project": "seminar"}`."""
+
+    project: Key
+
+
+Membership = InSelection | InProject
+
+
 class AllOf(Strict):
     all: list[Condition] = Field(min_length=1)
 
@@ -44,12 +59,12 @@ class NotOf(Strict):
     not_: Condition = Field(alias="not")
 
 
-Condition = FieldIs | MessageWas | AllOf | AnyOf | NotOf
+Condition = FieldIs | MessageWas | InSelection | InProject | AllOf | AnyOf | NotOf
 for _model in (AllOf, AnyOf, NotOf):
     _model.model_rebuild()
 
 
-def condition_parts(cond: Condition) -> list[FieldIs | MessageWas]:
+def condition_parts(cond: Condition) -> list[FieldIs | MessageWas | Membership]:
     """The leaves of a condition tree."""
     if isinstance(cond, AllOf):
         return [leaf for c in cond.all for leaf in condition_parts(c)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from journeys.definition.common import Problem, step_problem
+from journeys.definition.conditions import MessageWas, condition_parts
 from journeys.definition.journey import JourneyDefinition
 
 
@@ -33,6 +34,13 @@ def definition_problems(defn: JourneyDefinition) -> list[Problem]:
                     )
                 )
         problems.extend(step.problems(sid, steps))
+    if defn.exit_if is not None:
+        problems.extend(
+            (("exit_if",), f"exit_if: message '{leaf.message}' is not a send_email step")
+            for leaf in condition_parts(defn.exit_if)
+            if isinstance(leaf, MessageWas)
+            and getattr(steps.get(leaf.message), "type", None) != "send_email"
+        )
     if problems:
         return problems
     reachable = _reachable(defn.start, steps)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from journeys.definition.common import KEY_PATTERN, StepId, Strict
+from journeys.definition.common import KEY_PATTERN, FieldName, IsoDuration, StepId, Strict
+from journeys.definition.conditions import Condition
 from journeys.definition.steps import Step
 
 
@@ -16,7 +17,39 @@ class ApiEntry(Strict):
     type: Literal["api"]
 
 
-Entry = Annotated[ApiEntry, Field(discriminator="type")]
+class EventEntry(Strict):
+    """`POST /events` with this name starts the journey for the contact."""
+
+    type: Literal["event"]
+    name: str = Field(min_length=1, max_length=200)
+
+
+class FieldChangeEntry(Strict):
+    """A `POST /contacts` that changes the field to `to` starts the journey."""
+
+    type: Literal["field_change"]
+    field: FieldName
+    to: Any = Field(description="the value the field changes to")
+
+
+Entry = Annotated[ApiEntry | EventEntry | FieldChangeEntry, Field(discriminator="type")]
+
+
+class Reentry(Strict):
+    """Whether a contact may enter again once a run has ended.
+
+    `always`: whenever no run is open; `once`: never again; `after`: once the
+    last entry is longer ago than `after`.
+    """
+
+    policy: Literal["once", "always", "after"] = "always"
+    after: IsoDuration | None = None
+
+    @model_validator(mode="after")
+    def _after_needs_duration(self) -> Reentry:
+        if (self.policy == "after") != (self.after is not None):
+            raise ValueError("give 'after' (a duration) exactly when the policy is 'after'")
+        return self
 
 
 class JourneyDefinition(Strict):
@@ -25,3 +58,8 @@ class JourneyDefinition(Strict):
     entry: Entry
     start: StepId
     steps: dict[StepId, Step] = Field(min_length=1)
+    reentry: Reentry = Field(default_factory=Reentry)
+    exit_if: Condition | None = Field(
+        default=None,
+        description="checked before every step and when an event or profile change arrives",
+    )

@@ -11,27 +11,38 @@ from journeys.contacts import Contact, ContactIn
 from journeys.definition import CONTACT_COLUMNS
 
 
-async def upsert_contact(pool: asyncpg.Pool, data: ContactIn) -> tuple[Contact, bool]:
+async def upsert_contact(
+    pool: asyncpg.Pool, data: ContactIn
+) -> tuple[Contact, bool, dict[str, Any] | None]:
     """Create the contact, or update the one with the same external id.
 
     Columns given replace what is stored; free fields are merged key by key.
-    Returns the contact and whether it was created.
+    Returns the contact, whether it was created, and its profile as it was before
+    (None when created), so a caller can tell which fields changed.
     """
     given = data.model_fields_set
     row = await pool.fetchrow(
         """
-        INSERT INTO contacts
-            (id, external_id, email, phone, first_name, last_name, time_zone, fields)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT (external_id) DO UPDATE SET
-            email = CASE WHEN $9 THEN EXCLUDED.email ELSE contacts.email END,
-            phone = CASE WHEN $10 THEN EXCLUDED.phone ELSE contacts.phone END,
-            first_name = CASE WHEN $11 THEN EXCLUDED.first_name ELSE contacts.first_name END,
-            last_name = CASE WHEN $12 THEN EXCLUDED.last_name ELSE contacts.last_name END,
-            time_zone = CASE WHEN $13 THEN EXCLUDED.time_zone ELSE contacts.time_zone END,
-            fields = contacts.fields || EXCLUDED.fields,
-            updated_at = now()
-        RETURNING *, (xmax = 0) AS created
+        WITH before AS (SELECT to_jsonb(c) AS old FROM contacts c
+                        WHERE external_id = $2 FOR UPDATE),
+        up AS (
+            INSERT INTO contacts (id, external_id, email, phone, first_name, last_name,
+                                  time_zone, fields, owner, service_owner)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $14, $15)
+            ON CONFLICT (external_id) DO UPDATE SET
+                email = CASE WHEN $9 THEN EXCLUDED.email ELSE contacts.email END,
+                phone = CASE WHEN $10 THEN EXCLUDED.phone ELSE contacts.phone END,
+                first_name = CASE WHEN $11 THEN EXCLUDED.first_name
+                                  ELSE contacts.first_name END,
+                last_name = CASE WHEN $12 THEN EXCLUDED.last_name ELSE contacts.last_name END,
+                time_zone = CASE WHEN $13 THEN EXCLUDED.time_zone ELSE contacts.time_zone END,
+                owner = CASE WHEN $16 THEN EXCLUDED.owner ELSE contacts.owner END,
+                service_owner = CASE WHEN $17 THEN EXCLUDED.service_owner
+                                     ELSE contacts.service_owner END,
+                fields = contacts.fields || EXCLUDED.fields,
+                updated_at = now()
+            RETURNING *, (xmax = 0) AS created)
+        SELECT up.*, (SELECT old FROM before) AS before FROM up
         """,
         uuid.uuid4(),
         data.external_id,
@@ -42,9 +53,18 @@ async def upsert_contact(pool: asyncpg.Pool, data: ContactIn) -> tuple[Contact, 
         data.time_zone,
         data.fields,
         *(col in given for col in CONTACT_COLUMNS),
+        data.owner,
+        data.service_owner,
+        "owner" in given,
+        "service_owner" in given,
     )
     assert row is not None
-    return Contact.model_validate(dict(row)), bool(row["created"])
+    contact = Contact.model_validate(dict(row))
+    before = None
+    if not row["created"] and row["before"] is not None:
+        old = dict(row["before"])
+        before = {**old.pop("fields", {}), **old}
+    return contact, bool(row["created"]), before
 
 
 async def get_contact(
@@ -59,18 +79,3 @@ async def missing_contacts(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[uui
     rows = await pool.fetch("SELECT id FROM contacts WHERE id = ANY($1::uuid[])", ids)
     found = {r["id"] for r in rows}
     return [i for i in ids if i not in found]
-
-
-async def set_fields(pool: asyncpg.Pool, contact_id: uuid.UUID, values: dict[str, Any]) -> bool:
-    """Set columns and free fields in one statement; False if there is no such contact."""
-    columns = {k: v for k, v in values.items() if k in CONTACT_COLUMNS}
-    free = {k: v for k, v in values.items() if k not in CONTACT_COLUMNS}
-    assignments = [f"{name} = ${i}" for i, name in enumerate(columns, start=3)]
-    # Column names come from the fixed CONTACT_COLUMNS list, never from input.
-    sql = (
-        "UPDATE contacts SET fields = fields || $2, updated_at = now()"
-        + "".join(f", {a}" for a in assignments)
-        + " WHERE id = $1"
-    )
-    status = await pool.execute(sql, contact_id, free, *columns.values())
-    return status.endswith(" 1")

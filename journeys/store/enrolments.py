@@ -10,14 +10,25 @@ import asyncpg
 async def record_enrolments(
     pool: asyncpg.Pool, rows: list[tuple[str, uuid.UUID, int, str, str]]
 ) -> None:
-    """Remember which run each (journey, contact) is in: (key, contact, version, workflow, run)."""
+    """Remember which run each (journey, contact) is in: (key, contact, version, workflow, run).
+
+    A new run also leaves a `journey_entered` line in the contact's journal (once
+    per run, whatever the retries).
+    """
     await pool.executemany(
         """
-        INSERT INTO enrolments (journey_key, contact_id, version, workflow_id, run_id)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (journey_key, contact_id) DO UPDATE SET
-            version = EXCLUDED.version, workflow_id = EXCLUDED.workflow_id,
-            run_id = EXCLUDED.run_id, enrolled_at = now()
+        WITH e AS (
+            INSERT INTO enrolments (journey_key, contact_id, version, workflow_id, run_id)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (journey_key, contact_id) DO UPDATE SET
+                version = EXCLUDED.version, workflow_id = EXCLUDED.workflow_id,
+                run_id = EXCLUDED.run_id, enrolled_at = now()
+            RETURNING contact_id)
+        INSERT INTO contact_journal (contact_id, kind, title, journey_key, idempotency_key)
+        SELECT contact_id, 'journey_entered', 'Entered journey ' || j.name || ' (v' || $3 || ')',
+               $1, 'entered/' || $4 || '/' || $5
+        FROM e, journeys j WHERE j.key = $1
+        ON CONFLICT (idempotency_key) DO NOTHING
         """,
         rows,
     )
@@ -28,4 +39,46 @@ async def get_enrolment(
 ) -> asyncpg.Record | None:
     return await pool.fetchrow(
         "SELECT * FROM enrolments WHERE journey_key = $1 AND contact_id = $2", key, contact_id
+    )
+
+
+async def latest_enrolments(
+    pool: asyncpg.Pool, key: str, contact_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, asyncpg.Record]:
+    """The last enrolment of each of `contact_ids` that was ever enrolled in `key`."""
+    rows = await pool.fetch(
+        "SELECT * FROM enrolments WHERE journey_key = $1 AND contact_id = ANY($2::uuid[])",
+        key,
+        contact_ids,
+    )
+    return {r["contact_id"]: r for r in rows}
+
+
+async def runs_watching_profile(pool: asyncpg.Pool, contact_id: uuid.UUID) -> list[str]:
+    """Workflow ids of the contact's runs whose journey version has an exit_if."""
+    rows = await pool.fetch(
+        """SELECT e.workflow_id FROM enrolments e
+           JOIN journey_versions v ON v.journey_key = e.journey_key AND v.version = e.version
+           WHERE e.contact_id = $1 AND v.definition ? 'exit_if'""",
+        contact_id,
+    )
+    return [r["workflow_id"] for r in rows]
+
+
+async def write_journal_line(
+    pool: asyncpg.Pool,
+    contact_id: uuid.UUID,
+    kind: str,
+    title: str,
+    journey_key: str | None = None,
+    idempotency_key: str | None = None,
+) -> None:
+    await pool.execute(
+        """INSERT INTO contact_journal (contact_id, kind, title, journey_key, idempotency_key)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING""",
+        contact_id,
+        kind,
+        title,
+        journey_key,
+        idempotency_key,
     )

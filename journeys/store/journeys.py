@@ -68,3 +68,19 @@ async def list_versions(pool: asyncpg.Pool, key: str) -> list[dict[str, Any]]:
         key,
     )
     return [dict(r) for r in rows]
+
+
+async def journeys_entered_by(pool: asyncpg.Pool, entry: dict[str, Any]) -> list[PublishedJourney]:
+    """The latest versions of the journeys whose entry contains `entry`
+    (`{"type": "event", "name": "order_placed"}`)."""
+    rows = await pool.fetch(
+        """
+        SELECT v.journey_key AS key, j.name, v.version, v.published_at, v.definition
+        FROM journeys j JOIN journey_versions v
+             ON v.journey_key = j.key AND v.version = j.latest_version
+        WHERE v.definition -> 'entry' @> $1::jsonb
+        ORDER BY j.key
+        """,
+        entry,
+    )
+    return [PublishedJourney.model_validate(dict(r)) for r in rows]

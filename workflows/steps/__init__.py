@@ -15,11 +15,29 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from journeys.definition import Branch, End, SendEmail, UpdateContact, Wait, WaitForEvent
+    from journeys.definition import (
+        AddToProject,
+        AddToSelection,
+        Branch,
+        CreateActivity,
+        CreateRequest,
+        CreateSale,
+        End,
+        Notify,
+        RemoveFromProject,
+        RemoveFromSelection,
+        RunScript,
+        SendEmail,
+        Split,
+        UpdateContact,
+        Wait,
+        WaitForEvent,
+    )
     from workflows.steps.common import Participant
-    from workflows.steps.flow import branch, end
-    from workflows.steps.messaging import send_email
-    from workflows.steps.profile import update_contact
+    from workflows.steps.crm import create_activity, create_request, create_sale, run_script
+    from workflows.steps.flow import branch, end, split
+    from workflows.steps.messaging import notify, send_email
+    from workflows.steps.profile import change_membership, update_contact
     from workflows.steps.timing import wait, wait_for_event
 
 Handler = Callable[[Participant, str, Any], Awaitable[str | None]]
@@ -28,7 +46,17 @@ HANDLERS: dict[type, Handler] = {
     Wait: wait,
     WaitForEvent: wait_for_event,
     Branch: branch,
+    Split: split,
     UpdateContact: update_contact,
+    AddToSelection: change_membership,
+    RemoveFromSelection: change_membership,
+    AddToProject: change_membership,
+    RemoveFromProject: change_membership,
+    CreateActivity: create_activity,
+    CreateRequest: create_request,
+    CreateSale: create_sale,
+    RunScript: run_script,
+    Notify: notify,
     End: end,
 }
 

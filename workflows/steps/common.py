@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -35,11 +36,24 @@ class Participant(Protocol):
 
     def describe(self, details: str) -> None: ...
     def record_outcome(self, outcome: str) -> None: ...
+    async def pause(
+        self, timeout: timedelta, summary: str, done: Callable[[], bool] | None = None
+    ) -> bool: ...
 
 
-def send_key(p: Participant, step_id: str) -> str:
-    """The idempotency key of this visit's send: stable across retries, replays and
-    continue-as-new; new for each visit of the step and for a re-entry."""
+class Left(Exception):
+    """The participant leaves the journey before its end: exited or removed."""
+
+    def __init__(self, status: Literal["exited", "removed"], reason: str) -> None:
+        super().__init__(reason)
+        self.status: Literal["exited", "removed"] = status
+        self.reason = reason
+
+
+def visit_key(p: Participant, step_id: str) -> str:
+    """The idempotency key of this visit of the step (its send, its profile change):
+    stable across retries, replays and continue-as-new; new for each visit of the
+    step and for a re-entry."""
     occurrence = p.state.occurrences.get(step_id, 0) + 1
     p.state.occurrences[step_id] = occurrence
     info = workflow.info()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.email import EmailActivities
-    from journeys.definition import SendEmail
-    from journeys.models import SendEmailInput, SendResult
-    from workflows.steps.common import SEND_OPTIONS, Participant, send_key
+    from journeys.definition import Notify, SendEmail
+    from journeys.models import NotifyInput, SendEmailInput, SendResult
+    from workflows.steps.common import SEND_OPTIONS, Participant, visit_key
 
 
 def _note_send(p: Participant, step_id: str, result: SendResult) -> None:
@@ -19,25 +21,47 @@ def _note_send(p: Participant, step_id: str, result: SendResult) -> None:
         p.record_outcome(f"skipped: {result.reason}")
 
 
+def _send(p: Participant, step_id: str) -> dict[str, Any]:
+    """What every send input carries, with this visit's idempotency key."""
+    return {
+        "idempotency_key": visit_key(p, step_id),
+        "workflow_id": workflow.info().workflow_id,
+        "journey_key": p.input.journey_key,
+        "version": p.input.version,
+        "contact_id": p.input.contact_id,
+        "step": step_id,
+    }
+
+
 async def send_email(p: Participant, step_id: str, step: SendEmail) -> str:
-    key = send_key(p, step_id)
-    info = workflow.info()
     result = await workflow.execute_activity_method(
         EmailActivities.send_email,
         SendEmailInput(
-            idempotency_key=key,
-            workflow_id=info.workflow_id,
-            journey_key=p.input.journey_key,
-            version=p.input.version,
-            contact_id=p.input.contact_id,
-            step=step_id,
+            **_send(p, step_id),
             subject=step.subject,
             html=step.html,
             text=step.text,
             sender=step.sender,
+            attachments=step.attachments or [],
         ),
         summary=f"send {step_id}",
         **SEND_OPTIONS,
     )
     _note_send(p, step_id, result)
+    return step.next
+
+
+async def notify(p: Participant, step_id: str, step: Notify) -> str:
+    result = await workflow.execute_activity_method(
+        EmailActivities.notify,
+        NotifyInput(
+            **_send(p, step_id),
+            to=step.to,
+            subject=step.subject,
+            body=step.body,
+        ),
+        summary=f"notify {step.to}",
+        **SEND_OPTIONS,
+    )
+    p.record_outcome("sent" if result.status == "sent" else f"skipped: {result.reason}")
     return step.next

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.contacts import ContactActivities
+    from activities.groups import GroupActivities
     from journeys.conditions import needs_profile
     from journeys.definition import Condition, UpdateContact
-    from journeys.models import ContactSnapshot, LoadContactInput, UpdateContactInput
-    from workflows.steps.common import ACTIVITY_OPTIONS, Participant
+    from journeys.definition.steps.profile import (
+        AddToProject,
+        AddToSelection,
+        MembershipStep,
+        RemoveFromSelection,
+    )
+    from journeys.models import (
+        ContactSnapshot,
+        LoadContactInput,
+        MembershipInput,
+        UpdateContactInput,
+    )
+    from workflows.steps.common import ACTIVITY_OPTIONS, Participant, visit_key
 
 
-async def load_profile_for(p: Participant, step_id: str, cond: Condition) -> dict[str, Any]:
-    """The profile fields `cond` reads, loaded fresh; nothing when it reads none."""
+async def load_profile_for(
+    p: Participant, step_id: str, cond: Condition, memberships: list[str]
+) -> ContactSnapshot:
+    """The profile and memberships `cond` reads, loaded fresh; nothing when it reads none."""
     if not needs_profile(cond):
-        return {}
+        return ContactSnapshot(fields={})
     snapshot: ContactSnapshot = await workflow.execute_activity_method(
         ContactActivities.load_contact,
-        LoadContactInput(contact_id=p.input.contact_id),
+        LoadContactInput(contact_id=p.input.contact_id, memberships=memberships),
         summary=f"load profile for {step_id}",
         **ACTIVITY_OPTIONS,
     )
-    return snapshot.fields
+    return snapshot
 
 
 async def update_contact(p: Participant, step_id: str, step: UpdateContact) -> str:
@@ -34,9 +46,35 @@ async def update_contact(p: Participant, step_id: str, step: UpdateContact) -> s
             contact_id=p.input.contact_id,
             journey_key=p.input.journey_key,
             step=step_id,
-            set=step.set,
+            set=step.set or {},
+            ops=[op.model_dump(exclude_none=True) for op in step.ops or []],
+            idempotency_key=visit_key(p, step_id),
         ),
         summary=f"update profile ({step_id})",
         **ACTIVITY_OPTIONS,
     )
+    return step.next
+
+
+async def change_membership(p: Participant, step_id: str, step: MembershipStep) -> str:
+    add = isinstance(step, (AddToSelection, AddToProject))
+    if isinstance(step, (AddToSelection, RemoveFromSelection)):
+        kind, key = "selection", step.selection
+    else:
+        kind, key = "project", step.project
+    changed = await workflow.execute_activity_method(
+        GroupActivities.change_membership,
+        MembershipInput(
+            idempotency_key=visit_key(p, step_id),
+            contact_id=p.input.contact_id,
+            journey_key=p.input.journey_key,
+            step=step_id,
+            kind=kind,
+            key=key,
+            add=add,
+        ),
+        summary=f"{'add to' if add else 'remove from'} {kind} {key}",
+        **ACTIVITY_OPTIONS,
+    )
+    p.record_outcome(("added" if add else "removed") if changed else "unchanged")
     return step.next

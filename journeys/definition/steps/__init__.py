@@ -6,13 +6,54 @@ from typing import Annotated
 
 from pydantic import Field
 
-from journeys.definition.steps.flow import Branch, End
-from journeys.definition.steps.messaging import SendEmail
-from journeys.definition.steps.profile import UpdateContact
+from journeys.definition.steps.crm import CreateActivity, CreateRequest, CreateSale, RunScript
+from journeys.definition.steps.flow import Branch, End, Split
+from journeys.definition.steps.messaging import Notify, SendEmail
+from journeys.definition.steps.profile import (
+    AddToProject,
+    AddToSelection,
+    RemoveFromProject,
+    RemoveFromSelection,
+    UpdateContact,
+)
 from journeys.definition.steps.timing import Wait, WaitForEvent
 
 Step = Annotated[
-    SendEmail | Wait | WaitForEvent | Branch | UpdateContact | End, Field(discriminator="type")
+    SendEmail
+    | Wait
+    | WaitForEvent
+    | Branch
+    | Split
+    | UpdateContact
+    | AddToSelection
+    | RemoveFromSelection
+    | AddToProject
+    | RemoveFromProject
+    | CreateActivity
+    | CreateRequest
+    | CreateSale
+    | RunScript
+    | Notify
+    | End,
+    Field(discriminator="type"),
 ]
 
-__all__ = ["Branch", "End", "SendEmail", "Step", "UpdateContact", "Wait", "WaitForEvent"]
+__all__ = [
+    "AddToProject",
+    "AddToSelection",
+    "Branch",
+    "CreateActivity",
+    "CreateRequest",
+    "CreateSale",
+    "End",
+    "Notify",
+    "RemoveFromProject",
+    "RemoveFromSelection",
+    "RunScript",
+    "SendEmail",
+    "Split",
+    "Step",
+    "UpdateContact",
+    "Wait",
+    "WaitForEvent",
+]

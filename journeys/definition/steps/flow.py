@@ -11,7 +11,9 @@ from journeys.definition.common import (
     Problem,
     StepBase,
     StepId,
+    Strict,
     message_ref_problems,
+    step_problem,
 )
 from journeys.definition.conditions import Condition, MessageWas, condition_parts
 
@@ -34,6 +36,34 @@ class Branch(StepBase):
             if isinstance(leaf, MessageWas)
             for problem in message_ref_problems(sid, "if", leaf.message, steps, ("send_email",))
         ]
+
+
+class SplitBranch(Strict):
+    percent: int = Field(ge=1, le=100)
+    next: StepId
+
+
+class Split(StepBase):
+    """Send each participant down one branch, by percentage (an A/B test).
+
+    The branch is a function of the participant and the step, not a random draw:
+    the same participant always takes the same branch, in every replay.
+    """
+
+    type: Literal["split"]
+    branches: list[SplitBranch] = Field(min_length=2, max_length=20)
+
+    def edges(self) -> list[Edge]:
+        return [
+            Edge(f"{b.percent}%", b.next, ("branches", i, "next"))
+            for i, b in enumerate(self.branches)
+        ]
+
+    def problems(self, sid: str, steps: dict[str, Any]) -> list[Problem]:
+        total = sum(b.percent for b in self.branches)
+        if total == 100:
+            return []
+        return [step_problem(sid, ("branches",), f"percentages add up to {total}, not 100")]
 
 
 class End(StepBase):

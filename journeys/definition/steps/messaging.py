@@ -23,4 +23,29 @@ class SendEmail(StepBase):
     sender: str | None = Field(
         default=None, description="From address; the server default if absent"
     )
+    attachments: list[str] | None = Field(
+        default=None, max_length=20, description="file ids (`POST /files`), 25 MB together"
+    )
     next: StepId
+
+
+class Notify(StepBase):
+    """An internal e-mail to a colleague (a user key) or an address, about the
+    participant: contact variables, no tracking, no unsubscribe link."""
+
+    templates: ClassVar[dict[str, bool]] = {"subject": False, "body": False}
+
+    type: Literal["notify"]
+    to: str = Field(
+        min_length=1,
+        max_length=320,
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,63}|[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+)$",
+        description="a user key or an e-mail address",
+    )
+    subject: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    next: StepId
+
+    @property
+    def to_user(self) -> str | None:
+        return None if "@" in self.to else self.to

@@ -2,29 +2,88 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, AwareDatetime, Field, model_validator
 
 from journeys.definition.common import (
     Edge,
+    FieldName,
     IsoDuration,
     Problem,
     StepBase,
     StepId,
     message_ref_problems,
+    parse_duration,
     step_problem,
 )
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["09:00"])]
+SignedDuration = Annotated[
+    str,
+    AfterValidator(lambda text: parse_duration(text.removeprefix("-")) and text),
+    Field(
+        description="ISO-8601 duration, negative with a leading '-', e.g. -P1D",
+        examples=["-P1D"],
+    ),
+]
+
 
 class Wait(StepBase):
-    """Sleep for a fixed duration (minutes up to years)."""
+    """Wait a duration (minutes up to years), until an instant, until a date in the
+    profile (its next anniversary), or until the next local time on given weekdays.
+
+    Local times are in the contact's time zone and worked out by an activity; the
+    workflow sleeps until the UTC instant it gets. A moment in the past moves on
+    at once.
+    """
 
     waits: ClassVar[bool] = True
 
     type: Literal["wait"]
-    duration: IsoDuration
+    duration: IsoDuration | None = None
+    until: AwareDatetime | None = Field(default=None, examples=["2027-01-01T09:00:00Z"])
+    until_field: FieldName | None = Field(
+        default=None, description="a date or datetime field of the contact"
+    )
+    anniversary: bool = Field(
+        default=False, description="with until_field: the next anniversary of that date"
+    )
+    offset: SignedDuration | None = Field(
+        default=None, description="with until_field: shift the moment, e.g. -P1D"
+    )
+    at: LocalTime | None = Field(default=None, description="local time in the contact's zone")
+    weekdays: list[Weekday] | None = Field(default=None, min_length=1)
     next: StepId
+
+    @model_validator(mode="after")
+    def _one_kind_of_wait(self) -> Wait:
+        kinds = [
+            name
+            for name, given in (
+                ("duration", self.duration is not None),
+                ("until", self.until is not None),
+                ("until_field", self.until_field is not None),
+            )
+            if given
+        ]
+        if len(kinds) > 1:
+            raise ValueError(f"give one of duration, until and until_field, not {kinds}")
+        if not kinds and self.at is None:
+            raise ValueError("give duration, until, until_field or at")
+        if self.until_field is None and (self.anniversary or self.offset is not None):
+            raise ValueError("anniversary and offset apply to until_field")
+        if self.at is not None and kinds and kinds != ["until_field"]:
+            raise ValueError("at applies to until_field or stands alone (next local time)")
+        if self.weekdays is not None and (kinds or self.at is None):
+            raise ValueError("weekdays applies to a wait for the next local time (at)")
+        return self
+
+    @property
+    def needs_calendar(self) -> bool:
+        """Whether the moment depends on the contact (time zone or a field)."""
+        return self.until_field is not None or self.at is not None
 
 
 class WaitForEvent(StepBase):

@@ -1,0 +1,286 @@
+"""Reference data the steps use: declared contact fields, users, static
+selections and projects (with their members), request assignment rules, files."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, UploadFile, status
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from api.deps import PoolDep, require_api_key
+from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found, unprocessable
+from api.outages import OUTAGE_RESPONSE
+from journeys.contacts import _check_email, _check_time_zone
+from journeys.definition import CONTACT_COLUMNS, FIELD_NAME_PATTERN, KEY_PATTERN, READ_ONLY_FIELDS
+from journeys.fieldtypes import FieldType
+from journeys.references import MAX_ATTACHMENTS_BYTES
+from journeys.store import crm, fields, files, groups, users
+from journeys.store.contacts import missing_contacts
+from journeys.text import StorableModel
+
+router = APIRouter(
+    dependencies=[Depends(require_api_key)],
+    responses={**AUTH_RESPONSES, **NOT_FOUND_RESPONSE, **OUTAGE_RESPONSE},
+)
+Key = Annotated[str, Path(pattern=KEY_PATTERN)]
+RESERVED_FIELDS = {*CONTACT_COLUMNS, *READ_ONLY_FIELDS, "owner", "service_owner"}
+
+
+# --- contact fields ----------------------------------------------------------------------
+
+
+class ContactFieldIn(StorableModel):
+    name: str = Field(pattern=FIELD_NAME_PATTERN, examples=["score"])
+    type: FieldType
+
+    @model_validator(mode="after")
+    def _free_field(self) -> ContactFieldIn:
+        if self.name in RESERVED_FIELDS:
+            raise ValueError(f"'{self.name}' is a built-in contact field, not a free one")
+        return self
+
+
+@router.post(
+    "/contact-fields",
+    tags=["contact fields"],
+    status_code=201,
+    response_model=ContactFieldIn,
+    responses={
+        200: {"description": "declared before with this type"},
+        409: error_response("declared before with another type"),
+    },
+)
+async def declare_contact_field(
+    body: ContactFieldIn, pool: PoolDep, response: Response
+) -> ContactFieldIn:
+    """Declare the type of a free field; contacts and journeys must then fit it."""
+    stored, created = await fields.declare_field(pool, body.name, body.type)
+    if stored != body.type:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"field '{body.name}' is declared as {stored}; it cannot become {body.type}",
+        )
+    response.status_code = 201 if created else 200
+    return body
+
+
+@router.get("/contact-fields", tags=["contact fields"], response_model=list[ContactFieldIn])
+async def list_contact_fields(pool: PoolDep) -> list[ContactFieldIn]:
+    return [
+        ContactFieldIn(name=n, type=t) for n, t in sorted((await fields.field_types(pool)).items())
+    ]
+
+
+# --- users --------------------------------------------------------------------------------
+
+
+class UserIn(StorableModel):
+    key: str = Field(pattern=KEY_PATTERN, examples=["sam"])
+    name: str = Field(min_length=1, max_length=200)
+    email: Annotated[str, AfterValidator(_check_email)]
+    time_zone: Annotated[str, AfterValidator(_check_time_zone)] = "UTC"
+
+
+@router.post(
+    "/users",
+    tags=["users"],
+    response_model=users.User,
+    responses={200: {"description": "updated"}, 201: {"description": "created"}},
+)
+async def create_or_update_user(body: UserIn, pool: PoolDep, response: Response) -> users.User:
+    """A colleague who can own contacts and receive records and notifications."""
+    user, created = await users.upsert_user(pool, body.key, body.name, body.email, body.time_zone)
+    response.status_code = 201 if created else 200
+    return user
+
+
+@router.get("/users", tags=["users"], response_model=list[users.User])
+async def list_all_users(pool: PoolDep) -> list[users.User]:
+    return await users.list_users(pool)
+
+
+@router.get("/users/{key}", tags=["users"], response_model=users.User)
+async def read_user(key: Key, pool: PoolDep) -> users.User:
+    user = await users.get_user(pool, key)
+    if user is None:
+        raise not_found(f"user '{key}' does not exist")
+    return user
+
+
+# --- request assignment rules ---------------------------------------------------------------
+
+
+class RequestRuleIn(StorableModel):
+    category: str = Field(min_length=1, max_length=100)
+    members: list[Annotated[str, Field(pattern=KEY_PATTERN)]] = Field(min_length=1)
+
+
+@router.post("/request-rules", tags=["users"], response_model=RequestRuleIn)
+async def set_request_rule(body: RequestRuleIn, pool: PoolDep) -> RequestRuleIn:
+    """Requests of this category with `"owner": {"kind": "auto"}` go round robin to
+    these users."""
+    missing = await users.missing_users(pool, body.members)
+    if missing:
+        raise unprocessable(
+            [(("members", body.members.index(m)), f"user '{m}' does not exist") for m in missing]
+        )
+    await crm.set_rotation(pool, body.category, body.members)
+    return body
+
+
+# --- selections and projects ----------------------------------------------------------------
+
+
+class GroupIn(StorableModel):
+    key: str = Field(pattern=KEY_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class SelectionIn(GroupIn):
+    type: Literal["static"] = Field(
+        description="static: members are added and removed (query selections come later)"
+    )
+
+
+class GroupOut(BaseModel):
+    key: str
+    name: str
+    type: str
+    created_at: datetime
+
+
+class Members(BaseModel):
+    contact_ids: list[uuid.UUID] = Field(min_length=1, max_length=10_000)
+
+
+class MembersPage(BaseModel):
+    contact_ids: list[uuid.UUID]
+    count: int = Field(description="all members")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class MembersAdded(BaseModel):
+    added: int
+
+
+def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
+    tag = f"{kind}s"
+
+    async def create(body: GroupIn, pool: PoolDep, response: Response) -> GroupOut:
+        group, created = await groups.upsert_group(
+            pool, kind, body.key, body.name, getattr(body, "type", "static")
+        )
+        response.status_code = 201 if created else 200
+        return GroupOut(**group.__dict__)
+
+    create.__annotations__["body"] = model
+    router.post(
+        path,
+        tags=[tag],
+        response_model=GroupOut,
+        summary=f"create or rename a {kind}",
+        responses={200: {"description": "renamed"}, 201: {"description": "created"}},
+    )(create)
+
+    @router.get(path, tags=[tag], response_model=list[GroupOut], summary=f"list {kind}s")
+    async def list_all(pool: PoolDep) -> list[GroupOut]:
+        return [GroupOut(**g.__dict__) for g in await groups.list_groups(pool, kind)]
+
+    async def existing(pool: PoolDep, key: str) -> None:
+        if await groups.get_group(pool, kind, key) is None:
+            raise not_found(f"{kind} '{key}' does not exist")
+
+    @router.get(f"{path}/{{key}}", tags=[tag], response_model=GroupOut, summary=f"one {kind}")
+    async def read(key: Key, pool: PoolDep) -> GroupOut:
+        group = await groups.get_group(pool, kind, key)
+        if group is None:
+            raise not_found(f"{kind} '{key}' does not exist")
+        return GroupOut(**group.__dict__)
+
+    @router.post(
+        f"{path}/{{key}}/members",
+        tags=[tag],
+        response_model=MembersAdded,
+        summary=f"add contacts to a {kind}",
+    )
+    async def add(key: Key, body: Members, pool: PoolDep) -> MembersAdded:
+        await existing(pool, key)
+        missing = await missing_contacts(pool, body.contact_ids)
+        if missing:
+            raise unprocessable(
+                [
+                    (("contact_ids", body.contact_ids.index(m)), f"contact {m} does not exist")
+                    for m in missing
+                ]
+            )
+        return MembersAdded(added=await groups.add_members(pool, kind, key, body.contact_ids))
+
+    @router.delete(
+        f"{path}/{{key}}/members/{{contact_id}}",
+        tags=[tag],
+        status_code=204,
+        summary=f"remove a contact from a {kind}",
+    )
+    async def remove(key: Key, contact_id: uuid.UUID, pool: PoolDep) -> Response:
+        await existing(pool, key)
+        if not await groups.change_member(pool, kind, key, contact_id, add=False):
+            raise not_found(f"contact {contact_id} is not in {kind} '{key}'")
+        return Response(status_code=204)
+
+    @router.get(
+        f"{path}/{{key}}/members",
+        tags=[tag],
+        response_model=MembersPage,
+        summary=f"the members of a {kind}, a page at a time",
+    )
+    async def members(
+        key: Key,
+        pool: PoolDep,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> MembersPage:
+        await existing(pool, key)
+        try:
+            page = await groups.members_page(pool, kind, key, cursor, limit)
+        except ValueError as exc:
+            raise unprocessable([(("cursor",), str(exc))], prefix=("query",)) from None
+        return MembersPage(**page.__dict__)
+
+
+_group_routes("selection", "/selections", SelectionIn)
+_group_routes("project", "/projects", GroupIn)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/files",
+    tags=["files"],
+    status_code=201,
+    response_model=files.FileMeta,
+    responses={413: error_response("the file is larger than 25 MB")},
+    # The upload is the one body larger than the API's 8 MB: a file plus multipart overhead.
+    max_body_size=MAX_ATTACHMENTS_BYTES + 1024 * 1024,
+)
+async def upload_file(file: UploadFile, pool: PoolDep) -> files.FileMeta:
+    """A file to attach to mails (`send_email`'s `attachments`): 25 MB at most."""
+    data = await file.read(MAX_ATTACHMENTS_BYTES + 1)
+    if len(data) > MAX_ATTACHMENTS_BYTES:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            "the file is larger than 25 MB, the most a mail takes",
+        )
+    name = (file.filename or "file").rsplit("/", 1)[-1].rsplit("\\", 1)[-1][:200] or "file"
+    return await files.store_file(pool, name, file.content_type or "application/octet-stream", data)
+
+
+@router.get("/files/{file_id}", tags=["files"], response_model=files.FileMeta)
+async def read_file(file_id: uuid.UUID, pool: PoolDep) -> files.FileMeta:
+    found = await files.get_files(pool, [str(file_id)])
+    if not found:
+        raise not_found(f"file {file_id} does not exist")
+    return found[0]

@@ -1,0 +1,125 @@
+"""Publish-time checks against what is stored: selections, projects, users, files
+and the declared types of contact fields. The graph checks need no database and
+live in `journeys.definition.graph`; these run in the API before publishing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from journeys.definition import (
+    AddToProject,
+    AddToSelection,
+    Branch,
+    CreateActivity,
+    CreateRequest,
+    CreateSale,
+    JourneyDefinition,
+    Notify,
+    Problem,
+    RemoveFromProject,
+    RemoveFromSelection,
+    UpdateContact,
+    condition_parts,
+)
+from journeys.definition.conditions import Condition, InProject, InSelection
+from journeys.definition.steps.crm import UserOwner
+from journeys.definition.steps.profile import OP_FIELD_TYPES
+from journeys.fieldtypes import coerce
+from journeys.store import fields, files, groups, users
+
+# The most a message's attachments may weigh together (what mail servers accept).
+MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
+
+
+async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> list[Problem]:
+    problems: list[Problem] = []
+    wanted: dict[groups.Kind, dict[str, list[tuple[str | int, ...]]]] = {
+        "selection": {},
+        "project": {},
+    }
+    wanted_users: dict[str, list[tuple[str | int, ...]]] = {}
+
+    def conditions(loc: tuple[str | int, ...], cond: Condition) -> None:
+        for leaf in condition_parts(cond):
+            if isinstance(leaf, InSelection):
+                wanted["selection"].setdefault(leaf.selection, []).append(loc)
+            elif isinstance(leaf, InProject):
+                wanted["project"].setdefault(leaf.project, []).append(loc)
+
+    if defn.exit_if is not None:
+        conditions(("exit_if",), defn.exit_if)
+    types = await fields.field_types(pool)
+    for sid, step in defn.steps.items():
+        loc: tuple[str | int, ...] = ("steps", sid)
+        if isinstance(step, Branch):
+            conditions((*loc, "if"), step.if_)
+        elif isinstance(step, (AddToSelection, RemoveFromSelection)):
+            wanted["selection"].setdefault(step.selection, []).append((*loc, "selection"))
+        elif isinstance(step, (AddToProject, RemoveFromProject)):
+            wanted["project"].setdefault(step.project, []).append((*loc, "project"))
+        elif isinstance(step, (CreateActivity, CreateRequest, CreateSale)):
+            if isinstance(step.owner, UserOwner):
+                wanted_users.setdefault(step.owner.user, []).append((*loc, "owner", "user"))
+        elif isinstance(step, Notify) and step.to_user is not None:
+            wanted_users.setdefault(step.to_user, []).append((*loc, "to"))
+        elif isinstance(step, UpdateContact):
+            problems += _update_problems(sid, step, types)
+        attachments = getattr(step, "attachments", None)
+        if attachments:
+            problems += await _attachment_problems(pool, sid, attachments)
+    for kind, keys in wanted.items():
+        known = await groups.existing_keys(pool, kind, list(keys))
+        for key, places in keys.items():
+            if key not in known:
+                problems += [
+                    (place, f"{_where(place)}{kind} '{key}' does not exist") for place in places
+                ]
+    for key, places in wanted_users.items():
+        if await users.get_user(pool, key) is None:
+            problems += [(place, f"{_where(place)}user '{key}' does not exist") for place in places]
+    return problems
+
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    return f"step '{loc[1]}': " if loc[0] == "steps" else f"{loc[0]}: "
+
+
+def _update_problems(sid: str, step: UpdateContact, types: dict[str, str]) -> list[Problem]:
+    problems: list[Problem] = []
+    changes: list[tuple[tuple[str | int, ...], str, str, Any]] = [
+        (("set", name), name, "set", value) for name, value in (step.set or {}).items()
+    ]
+    changes += [(("ops", i), op.field, op.op, op.value) for i, op in enumerate(step.ops or [])]
+    for place, name, op, value in changes:
+        declared = types.get(name)
+        if declared is None:
+            continue
+        loc = ("steps", sid, *place)
+        if declared not in OP_FIELD_TYPES[op]:
+            problems.append((loc, f"step '{sid}': '{op}' does not fit {declared} field '{name}'"))
+        elif op == "set":
+            try:
+                coerce(declared, value)
+            except ValueError as exc:
+                problems.append((loc, f"step '{sid}': field '{name}': {exc}"))
+    return problems
+
+
+async def _attachment_problems(pool: asyncpg.Pool, sid: str, ids: list[str]) -> list[Problem]:
+    found = {str(f.id): f for f in await files.get_files(pool, ids)}
+    problems: list[Problem] = [
+        (("steps", sid, "attachments", i), f"step '{sid}': file {file_id} does not exist")
+        for i, file_id in enumerate(ids)
+        if file_id not in found
+    ]
+    total = sum(f.size for f in found.values())
+    if total > MAX_ATTACHMENTS_BYTES:
+        problems.append(
+            (
+                ("steps", sid, "attachments"),
+                f"step '{sid}': attachments total {total / 1024 / 1024:.1f} MB; at most 25 MB",
+            )
+        )
+    return problems

@@ -1,0 +1,63 @@
+"""The dossier: one list, newest first, of what the product did to or for a contact."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+
+class DossierEntry(BaseModel):
+    kind: str = Field(
+        description="message, activity, request, sale, script, selection_added, "
+        "project_removed, journey_entered, journey_refused, journey_removed, profile_updated, …"
+    )
+    at: datetime
+    title: str | None = None
+    subject: str | None = Field(default=None, description="messages: the subject")
+    journey: str | None = None
+    step: str | None = None
+    status: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+async def dossier_of(
+    pool: asyncpg.Pool, contact_id: uuid.UUID, limit: int, before: datetime | None = None
+) -> list[DossierEntry]:
+    rows = await pool.fetch(
+        """
+        SELECT * FROM (
+            SELECT 'message' AS kind, created_at AS at,
+                   CASE WHEN channel = 'sms' THEN left(body, 60) END AS title,
+                   subject, journey_key AS journey, step, status,
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'channel', channel, 'error', error, 'segments', segments,
+                       'sent_at', sent_at)) AS details
+            FROM messages WHERE contact_id = $1
+          UNION ALL
+            SELECT kind, created_at, title, NULL, journey_key, step, status,
+                   jsonb_strip_nulls(details || jsonb_build_object(
+                       'record_type', record_type, 'owner', owner, 'assigned_by', assigned_by,
+                       'due_at', due_at, 'ends_at', ends_at))
+            FROM crm_records WHERE contact_id = $1
+          UNION ALL
+            SELECT 'script', created_at, 'POST ' || url, NULL, journey_key, step, status,
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'attempts', attempts, 'response_status', response_status,
+                       'error', error, 'finished_at', finished_at))
+            FROM script_calls WHERE contact_id = $1
+          UNION ALL
+            SELECT kind, at, title, NULL, journey_key, step, NULL, '{}'::jsonb
+            FROM contact_journal WHERE contact_id = $1
+        ) entries
+        WHERE $3::timestamptz IS NULL OR at < $3
+        ORDER BY at DESC LIMIT $2
+        """,
+        contact_id,
+        limit,
+        before,
+    )
+    return [DossierEntry.model_validate(dict(r)) for r in rows]

@@ -1,0 +1,477 @@
+"""The step catalogue on the real stack: PostgreSQL, Temporal dev server, SMTP, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from typing import Any
+
+from tests.builders import journey, linear_journey, mail, wait
+from tests.conftest import Stack
+from tests.helpers import (
+    create_contact,
+    enrol,
+    publish,
+    read_mail,
+    wait_for_step,
+    wait_until_done,
+)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def test_split_and_waits_until_instants_and_local_times(stack: Stack) -> None:
+    http = stack.http
+    key = unique("e2e-split")
+    await publish(
+        http,
+        journey(
+            key,
+            steps={
+                "past": {"type": "wait", "until": "2020-01-01T00:00:00Z", "next": "ab"},
+                "ab": {
+                    "type": "split",
+                    "branches": [{"percent": 50, "next": "a"}, {"percent": 50, "next": "b"}],
+                },
+                "a": {**mail("Variant A"), "next": "end"},
+                "b": {**mail("Variant B"), "next": "end"},
+                "end": {"type": "end"},
+            },
+        ),
+    )
+    emails = [f"{unique('split')}@example.com" for _ in range(8)]
+    contacts = [await create_contact(http, email=e) for e in emails]
+    await enrol(http, key, *contacts)
+    branches = set()
+    for contact, email in zip(contacts, emails, strict=True):
+        view = await wait_until_done(http, key, contact)
+        assert view["history"][0]["outcome"] == "the moment had passed"
+        branch = view["history"][2]["step"]
+        branches.add(branch)
+        await read_mail(http, email, f"Variant {branch.upper()}")
+    assert branches == {"a", "b"}
+
+
+async def test_a_weekday_wait_computes_the_local_moment(stack: Stack) -> None:
+    http = stack.http
+    key = unique("e2e-weekday")
+    await publish(
+        http, linear_journey(key, "Weekday", ("morning", {"type": "wait", "at": "09:00"}))
+    )
+    contact = await create_contact(http, time_zone="Pacific/Auckland")
+    await enrol(http, key, contact)
+    view = await wait_for_step(http, key, contact, "morning")
+    handle = stack.temporal.get_workflow_handle(view["workflow_id"])
+    timers = []
+    for _ in range(50):
+        async for event in handle.fetch_history_events():
+            if event.HasField("timer_started_event_attributes"):
+                delay = event.timer_started_event_attributes.start_to_fire_timeout
+                timers.append(event.event_time.ToDatetime(UTC) + delay.ToTimedelta())
+        if timers:
+            break
+        await asyncio.sleep(0.1)
+    # The run sleeps until 09:00 in Auckland: 20:00 or 21:00 UTC, depending on DST.
+    (fires,) = timers
+    assert f"{fires:%H:%M}" in ("20:00", "21:00"), fires
+    assert timedelta(0) < fires - datetime.now(UTC) <= timedelta(days=1)
+
+
+async def test_event_entry_reentry_once_and_refusal(stack: Stack) -> None:
+    http = stack.http
+    key = unique("e2e-order")
+    await publish(
+        http,
+        {
+            **linear_journey(key, "Thanks for ordering", ("thanks", mail("Thanks!"))),
+            "entry": {"type": "event", "name": f"{key}_placed"},
+            "reentry": {"policy": "once"},
+        },
+    )
+    email = f"{unique('order')}@example.com"
+    contact = await create_contact(http, email=email)
+    posted = await http.post("/events", json={"contact_id": contact, "name": f"{key}_placed"})
+    assert posted.status_code == 202, posted.text
+    assert posted.json()["entries"] == [{"journey_key": key, "status": "enrolled", "reason": None}]
+    await read_mail(http, email, "Thanks!")
+    await wait_until_done(http, key, contact)
+    again = await http.post("/events", json={"contact_id": contact, "name": f"{key}_placed"})
+    (entry,) = again.json()["entries"]
+    assert entry["status"] == "refused" and "entered once" in entry["reason"]
+    through_api = (await enrol(http, key, contact))["enrolments"][0]
+    assert through_api["status"] == "refused" and through_api["workflow_id"] is None
+
+
+async def test_reentry_after_a_period(stack: Stack) -> None:
+    http = stack.http
+    key = unique("e2e-after")
+    await publish(
+        http,
+        {
+            **linear_journey(key, "Monthly", ("hi", mail("Hi"))),
+            "reentry": {"policy": "after", "after": "P30D"},
+        },
+    )
+    contact = await create_contact(http, email=f"{unique('after')}@example.com")
+    await enrol(http, key, contact)
+    await wait_until_done(http, key, contact)
+    refused = (await enrol(http, key, contact))["enrolments"][0]
+    assert refused["status"] == "refused" and "may enter again from" in refused["reason"]
+
+
+async def test_removing_a_participant_and_exit_if_on_an_event(stack: Stack) -> None:
+    http = stack.http
+    key = unique("e2e-leave")
+    await publish(
+        http,
+        {
+            **linear_journey(key, "Leaves", ("pause", wait("P7D")), ("late", mail("Too late"))),
+            "exit_if": {"field": "plan", "op": "eq", "value": "cancelled"},
+        },
+    )
+    removed, exiting = (
+        await create_contact(http),
+        await create_contact(http, fields={"plan": "pro"}),
+    )
+    await enrol(http, key, removed, exiting)
+    await wait_for_step(http, key, removed, "pause")
+    deleted = await http.delete(f"/journeys/{key}/participants/{removed}")
+    assert deleted.status_code == 200 and deleted.json()["status"] == "removed"
+    view = await wait_until_done(http, key, removed)
+    assert (view["status"], view["reason"]) == ("removed", "removed through the API")
+    again = await http.delete(f"/journeys/{key}/participants/{removed}")
+    assert again.json()["status"] == "already_left"
+
+    await wait_for_step(http, key, exiting, "pause")
+    await stack.pool.execute(
+        """UPDATE contacts SET fields = fields || '{"plan": "cancelled"}' WHERE id = $1""",
+        uuid.UUID(exiting),
+    )
+    # Any event for the contact makes a waiting run look at exit_if again.
+    await http.post("/events", json={"contact_id": exiting, "name": "cancelled_subscription"})
+    view = await wait_until_done(http, key, exiting)
+    assert (view["status"], view["reason"]) == ("exited", "exit_if held during `pause`")
+    assert [h["step"] for h in view["history"]] == ["pause"]
+
+
+async def test_profile_operations_are_atomic_and_applied_once(stack: Stack) -> None:
+    from journeys.store.updates import apply_update
+
+    http = stack.http
+    contact = uuid.UUID(await create_contact(http, fields={"score": 1, "tags": ["new"]}))
+
+    async def bump(i: int, key: str | None = None) -> str:
+        return await apply_update(
+            stack.pool,
+            contact,
+            {},
+            [{"field": "score", "op": "increment", "value": 5}],
+            idempotency_key=key or f"bump-{contact}-{i}",
+            title="score +5",
+            journey_key="test",
+            step="bump",
+            default_time_zone="UTC",
+        )
+
+    assert set(await asyncio.gather(*(bump(i) for i in range(20)))) == {"applied"}
+    assert await bump(0) == "applied_before"  # a retry of an applied change
+    row = await stack.pool.fetchrow("SELECT fields FROM contacts WHERE id = $1", contact)
+    assert row is not None and row["fields"]["score"] == 101
+
+    key = unique("e2e-ops")
+    await publish(
+        http,
+        linear_journey(
+            key,
+            "Ops",
+            (
+                "ops",
+                {
+                    "type": "update_contact",
+                    "set": {"first_name": "Ann"},
+                    "ops": [
+                        {"field": "score", "op": "decrement", "value": 1},
+                        {"field": "tags", "op": "append", "value": "vip"},
+                        {"field": "visits", "op": "increment", "value": 1},
+                        {"field": "last_seen", "op": "set_now"},
+                        {"field": "plan", "op": "clear"},
+                    ],
+                },
+            ),
+            (
+                "again",
+                {
+                    "type": "update_contact",
+                    "ops": [
+                        {"field": "tags", "op": "append", "value": "vip"},
+                        {"field": "tags_removed", "op": "remove", "value": "x"},
+                    ],
+                },
+            ),
+        ),
+    )
+    await stack.pool.execute(
+        """UPDATE contacts SET fields = fields || '{"plan": "pro"}' WHERE id = $1""", contact
+    )
+    await enrol(http, key, str(contact))
+    await wait_until_done(http, key, str(contact))
+    row = await stack.pool.fetchrow(
+        "SELECT first_name, fields FROM contacts WHERE id = $1", contact
+    )
+    assert row is not None and row["first_name"] == "Ann"
+    fields = row["fields"]
+    assert fields["score"] == 100 and fields["visits"] == 1
+    assert fields["tags"] == ["new", "vip"]  # appending a present value adds nothing
+    assert fields["tags_removed"] == [] and "plan" not in fields
+    seen = datetime.fromisoformat(fields["last_seen"])
+    assert abs(seen - datetime.now(UTC)) < timedelta(minutes=1)
+    titles = await stack.pool.fetch(
+        "SELECT title FROM contact_journal WHERE contact_id = $1 AND journey_key = $2 ORDER BY id",
+        contact,
+        key,
+    )
+    assert [t["title"] for t in titles][1:] == [
+        "Profile updated: first_name = Ann, score -1, tags + vip, visits +1, last_seen = now, plan cleared",
+        "Profile updated: tags + vip, tags_removed - x",
+    ]
+
+
+async def _receiver(answers: list[int]) -> tuple[Any, list[tuple[dict[str, str], bytes]]]:
+    """A local HTTP endpoint for run_script: answers the given statuses in turn (then 200)."""
+    calls: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")[1:]
+        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines if x)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        calls.append((headers, body))
+        status = answers.pop(0) if answers else 200
+        writer.write(
+            f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, calls
+
+
+async def test_crm_records_notifications_scripts_and_memberships(stack: Stack) -> None:
+    from activities.scripts import signature, signing_key
+
+    http = stack.http
+    sam, kim = unique("sam"), unique("kim")
+    for user, zone in ((sam, "Europe/Amsterdam"), (kim, "America/New_York")):
+        await http.post(
+            "/users",
+            json={
+                "key": user,
+                "name": user.title(),
+                "email": f"{user}@example.com",
+                "time_zone": zone,
+            },
+        )
+    category = unique("billing")
+    await http.post("/request-rules", json={"category": category, "members": [sam, kim]})
+    vip, seminar = unique("vip"), unique("seminar")
+    await http.post("/selections", json={"key": vip, "name": "VIPs", "type": "static"})
+    await http.post("/projects", json={"key": seminar, "name": "Seminar"})
+    server, calls = await _receiver([503])
+    port = server.sockets[0].getsockname()[1]
+    key = unique("e2e-crm")
+    definition = linear_journey(
+        key,
+        "CRM",
+        ("vip", {"type": "add_to_selection", "selection": vip}),
+        ("seminar", {"type": "add_to_project", "project": seminar}),
+        (
+            "call",
+            {
+                "type": "create_activity",
+                "title": "Call {{ contact.first_name }}",
+                "activity_type": "call",
+                "first_free_slot": {"duration": "PT30M"},
+                "owner": {"kind": "contact_owner"},
+            },
+        ),
+        (
+            "ticket",
+            {
+                "type": "create_request",
+                "title": "Invoice question",
+                "category": category,
+                "priority": "high",
+                "message": "{{ contact.first_name }} asked about the invoice",
+                "owner": {"kind": "auto"},
+            },
+        ),
+        (
+            "deal",
+            {
+                "type": "create_sale",
+                "title": "Upgrade",
+                "amount": 1200,
+                "currency": "EUR",
+                "owner": {"kind": "user", "user": kim},
+            },
+        ),
+        ("hook", {"type": "run_script", "url": f"http://127.0.0.1:{port}/hooks/x"}),
+        (
+            "tell",
+            {
+                "type": "notify",
+                "to": sam,
+                "subject": "{{ contact.first_name }} is a VIP now",
+                "body": "Please call {{ contact.first_name }} <soon>.",
+            },
+        ),
+        ("branchy", {"type": "remove_from_selection", "selection": vip}),
+    )
+    # A branch on membership: still in the project, no longer in the selection.
+    definition["steps"]["branchy"]["next"] = "check"
+    definition["steps"]["check"] = {
+        "type": "branch",
+        "if": {"all": [{"project": seminar}, {"not": {"selection": vip}}]},
+        "then": "end",
+        "else": "end",
+    }
+    await publish(http, definition)
+    emails = []
+    contacts = []
+    for i in range(2):
+        email = f"{unique('crm')}@example.com"
+        emails.append(email)
+        contacts.append(await create_contact(http, email=email, first_name=f"Ann{i}", owner=sam))
+    async with server:
+        await enrol(http, key, *contacts)
+        views = [await wait_until_done(http, key, c) for c in contacts]
+        for _ in range(100):
+            if len(calls) >= 3:  # the first call got a 503 and was retried
+                break
+            await asyncio.sleep(0.1)
+    for view in views:
+        outcomes = {h["step"]: h["outcome"] for h in view["history"]}
+        assert outcomes["vip"] == "added" and outcomes["branchy"] == "removed"
+        assert outcomes["check"] == "then"
+        assert outcomes["hook"] == "script call started"
+    owners = [{h["step"]: h["outcome"] for h in v["history"]}["ticket"] for v in views]
+    assert sorted(o.split(" ")[2] for o in owners) == sorted([sam, kim])  # round robin
+
+    records = await stack.pool.fetch(
+        """SELECT kind, title, owner, assigned_by, due_at, ends_at, details, contact_id
+           FROM crm_records WHERE contact_id = ANY($1::uuid[]) ORDER BY created_at""",
+        [uuid.UUID(c) for c in contacts],
+    )
+    calls_booked = [r for r in records if r["kind"] == "activity"]
+    assert sorted(r["title"] for r in calls_booked) == ["Call Ann0", "Call Ann1"]
+    # Both booked in Sam's agenda, one after the other, 30 minutes each, on a weekday.
+    first, second = sorted(calls_booked, key=lambda r: r["due_at"])
+    assert first["owner"] == second["owner"] == sam
+    assert first["ends_at"] - first["due_at"] == timedelta(minutes=30)
+    assert second["due_at"] >= first["ends_at"]
+    assert first["due_at"].weekday() < 5
+    sale = next(r for r in records if r["kind"] == "sale")
+    assert sale["owner"] == kim and sale["details"] == {"amount": 1200, "currency": "EUR"}
+    request = next(r for r in records if r["kind"] == "request")
+    assert request["details"]["message"].endswith("asked about the invoice")
+    assert request["assigned_by"] == f"round robin of category '{category}'"
+
+    # The notification: plain, no tracking, no unsubscribe, contact variables escaped in HTML.
+    notes = await stack.wait_for_mail(f"{sam}@example.com", count=2)
+    assert {n["subject"] for n in notes} == {"Ann0 is a VIP now", "Ann1 is a VIP now"}
+    raw = (stack.mail_dir / f"{notes[0]['id']}.eml").read_bytes()
+    note = message_from_bytes(raw, policy=policy.default)
+    assert note["List-Unsubscribe"] is None and b"/t/" not in raw
+    html_part = note.get_body(("html",))
+    assert html_part is not None and "&lt;soon&gt;" in html_part.get_content()
+
+    # The script got the contact and journey, signed; a 503 was retried.
+    headers, body = calls[-1]
+    key_bytes = signing_key(stack.settings.secret.get_secret_value())
+    assert headers["x-journeys-signature"] == signature(
+        key_bytes, headers["x-journeys-timestamp"], body
+    )
+    payload = json.loads(body)
+    assert payload["journey"]["key"] == key and payload["contact"]["first_name"].startswith("Ann")
+    assert len({h["idempotency-key"] for h, _ in calls}) == 2  # one per participant
+
+    dossier = (await http.get(f"/contacts/{contacts[0]}/dossier")).json()["entries"]
+    kinds = [e["kind"] for e in dossier]
+    for kind in (
+        "activity",
+        "request",
+        "sale",
+        "script",
+        "selection_added",
+        "selection_removed",
+        "project_added",
+        "journey_entered",
+        "message",
+    ):
+        assert kind in kinds, (kind, kinds)
+    script = next(e for e in dossier if e["kind"] == "script")
+    assert script["status"] in ("succeeded", "pending")
+
+
+async def test_publish_refuses_unknown_references_and_misfitting_operations(stack: Stack) -> None:
+    http = stack.http
+    number = f"n_{uuid.uuid4().hex[:6]}"
+    await http.post("/contact-fields", json={"name": number, "type": "number"})
+    big = []
+    for _ in range(2):
+        uploaded = await http.post(
+            "/files",
+            files={"file": ("part.bin", b"x" * (13 * 1024 * 1024), "application/octet-stream")},
+        )
+        big.append(uploaded.json()["id"])
+    key = unique("e2e-refused")
+    response = await http.post(
+        "/journeys",
+        json=linear_journey(
+            key,
+            "Refused",
+            ("sel", {"type": "add_to_selection", "selection": "no-such-selection"}),
+            (
+                "ops",
+                {
+                    "type": "update_contact",
+                    "ops": [{"field": number, "op": "append", "value": "x"}],
+                },
+            ),
+            ("set", {"type": "update_contact", "set": {number: "many"}}),
+            ("who", {"type": "notify", "to": "no-such-user", "subject": "s", "body": "b"}),
+            ("mail", {**mail("With files"), "attachments": big}),
+            ("ab", {"type": "wait", "duration": "PT1M"}),
+        ),
+    )
+    assert response.status_code == 422, response.text
+    messages = [d["msg"] for d in response.json()["detail"]]
+    assert "step 'sel': selection 'no-such-selection' does not exist" in messages
+    assert f"step 'ops': 'append' does not fit number field '{number}'" in messages
+    assert any(m.startswith(f"step 'set': field '{number}': expected a number") for m in messages)
+    assert "step 'who': user 'no-such-user' does not exist" in messages
+    assert "step 'mail': attachments total 26.0 MB; at most 25 MB" in messages
+    assert (await http.get(f"/journeys/{key}")).status_code == 404
+
+    split = await http.post(
+        "/journeys",
+        json=journey(
+            unique("e2e-split-sum"),
+            steps={
+                "ab": {
+                    "type": "split",
+                    "branches": [{"percent": 60, "next": "end"}, {"percent": 30, "next": "end"}],
+                },
+                "end": {"type": "end"},
+            },
+        ),
+    )
+    assert split.status_code == 422
+    assert split.json()["detail"][0]["msg"] == "step 'ab': percentages add up to 90, not 100"
+    assert split.json()["detail"][0]["loc"] == ["body", "steps", "ab", "branches"]

@@ -1,0 +1,155 @@
+"""Reference data on the real stack: contact fields, users, selections, projects,
+request rules, files, and the dossier that shows what was done."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import Stack
+from tests.helpers import create_contact
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def test_declared_fields_are_checked_on_contacts(stack: Stack) -> None:
+    http = stack.http
+    name = f"score_{uuid.uuid4().hex[:6]}"
+    created = await http.post("/contact-fields", json={"name": name, "type": "number"})
+    assert created.status_code == 201, created.text
+    again = await http.post("/contact-fields", json={"name": name, "type": "number"})
+    assert again.status_code == 200
+    other = await http.post("/contact-fields", json={"name": name, "type": "text"})
+    assert other.status_code == 409 and "declared as number" in other.json()["detail"]
+    builtin = await http.post("/contact-fields", json={"name": "email", "type": "text"})
+    assert builtin.status_code == 422 and "built-in" in builtin.text
+    listed = (await http.get("/contact-fields")).json()
+    assert {"name": name, "type": "number"} in listed
+
+    wrong = await http.post("/contacts", json={"fields": {name: "high"}})
+    assert wrong.status_code == 422
+    (problem,) = wrong.json()["detail"]
+    assert problem["loc"] == ["body", "fields", name] and "expected a number" in problem["msg"]
+    right = await http.post("/contacts", json={"fields": {name: 7, "free": "anything"}})
+    assert right.status_code == 201 and right.json()["fields"][name] == 7
+
+    day = f"day_{uuid.uuid4().hex[:6]}"
+    await http.post("/contact-fields", json={"name": day, "type": "date"})
+    bad_day = await http.post("/contacts", json={"fields": {day: "31-01-2027"}})
+    assert bad_day.status_code == 422 and "2027-01-31" in bad_day.text
+
+
+async def test_users_and_owners(stack: Stack) -> None:
+    http = stack.http
+    key = unique("sam")
+    body = {
+        "key": key,
+        "name": "Sam Sales",
+        "email": "sam@example.com",
+        "time_zone": "Europe/Amsterdam",
+    }
+    assert (await http.post("/users", json=body)).status_code == 201
+    assert (await http.post("/users", json={**body, "name": "Sam S."})).status_code == 200
+    assert (await http.get(f"/users/{key}")).json()["name"] == "Sam S."
+    assert (await http.get(f"/users/{unique('nobody')}")).status_code == 404
+    bad = await http.post("/users", json={**body, "key": unique("x"), "time_zone": "Mars/Base"})
+    assert bad.status_code == 422 and "time zone" in bad.text
+
+    owned = await http.post("/contacts", json={"owner": key, "service_owner": key})
+    assert owned.status_code == 201 and owned.json()["owner"] == key
+    ghost = unique("ghost")
+    refused = await http.post("/contacts", json={"owner": ghost})
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "owner"]
+    assert f"user '{ghost}' does not exist" in refused.text
+
+
+async def test_static_selections_and_projects_page_through_their_members(stack: Stack) -> None:
+    http = stack.http
+    for path in ("/selections", "/projects"):
+        key = unique("group")
+        body = {"key": key, "name": "VIPs"} | ({"type": "static"} if path == "/selections" else {})
+        assert (await http.post(path, json=body)).status_code == 201
+        contacts = [uuid.uuid4() for _ in range(250)]
+        await stack.pool.executemany(
+            "INSERT INTO contacts (id) VALUES ($1)", [(c,) for c in contacts]
+        )
+        added = await http.post(
+            f"{path}/{key}/members", json={"contact_ids": [str(c) for c in contacts]}
+        )
+        assert added.json() == {"added": 250}
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = (
+                await http.get(
+                    f"{path}/{key}/members",
+                    params={"limit": 100} | ({"cursor": cursor} if cursor else {}),
+                )
+            ).json()
+            assert page["count"] == 250
+            seen += page["contact_ids"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(str(c) for c in contacts) and len(seen) == 250
+
+        stranger = str(uuid.uuid4())
+        refused = await http.post(
+            f"{path}/{key}/members", json={"contact_ids": [str(contacts[0]), stranger]}
+        )
+        assert refused.status_code == 422 and stranger in refused.text
+        removed = await http.delete(f"{path}/{key}/members/{contacts[0]}")
+        assert removed.status_code == 204
+        page = (await http.get(f"{path}/{key}/members")).json()
+        assert page["count"] == 249
+        bad_cursor = await http.get(f"{path}/{key}/members", params={"cursor": "nope!"})
+        assert bad_cursor.status_code == 422
+
+    query = await http.post(
+        "/selections", json={"key": unique("q"), "name": "Q", "type": "query", "query": {}}
+    )
+    assert query.status_code == 422
+
+
+async def test_files_are_stored_and_limited_to_25_mb(stack: Stack) -> None:
+    http = stack.http
+    uploaded = await http.post(
+        "/files", files={"file": ("brochure.pdf", b"%PDF-1.4 hello", "application/pdf")}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    meta = uploaded.json()
+    assert (meta["filename"], meta["size"], meta["content_type"]) == (
+        "brochure.pdf",
+        14,
+        "application/pdf",
+    )
+    assert (await http.get(f"/files/{meta['id']}")).json()["size"] == 14
+    too_big = await http.post(
+        "/files",
+        files={"file": ("big.bin", b"x" * (25 * 1024 * 1024 + 1), "application/octet-stream")},
+    )
+    assert too_big.status_code == 413
+
+
+async def test_the_dossier_lists_what_was_done_newest_first(stack: Stack) -> None:
+    http = stack.http
+    contact = await create_contact(http, email=f"{unique('dossier')}@example.com")
+    key = unique("dossier")
+    await http.post("/selections", json={"key": key, "name": "Dossier VIPs", "type": "static"})
+    await http.post(f"/selections/{key}/members", json={"contact_ids": [contact]})
+    await stack.pool.execute(
+        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
+                                 step, contact_id, recipient, subject, status)
+           VALUES ($1, $2, 'w', 'j', 1, 'mail1', $3, 'x@example.com', 'Welcome', 'sent')""",
+        uuid.uuid4(),
+        unique("dossier"),
+        uuid.UUID(contact),
+    )
+    await http.delete(f"/selections/{key}/members/{contact}")
+    entries = (await http.get(f"/contacts/{contact}/dossier")).json()["entries"]
+    assert [e["kind"] for e in entries] == ["selection_removed", "message", "selection_added"]
+    assert entries[0]["title"] == "Removed from selection Dossier VIPs"
+    assert entries[1]["subject"] == "Welcome" and entries[1]["step"] == "mail1"
+    assert (await http.get(f"/contacts/{uuid.uuid4()}/dossier")).status_code == 404
