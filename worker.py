@@ -21,8 +21,10 @@ from activities.email import EmailActivities
 from activities.groups import GroupActivities
 from activities.scripts import TIMEOUT as SCRIPT_TIMEOUT
 from activities.scripts import ScriptActivities
+from activities.sms import SmsActivities
 from activities.smtp import SmtpSender
 from activities.timing import TimingActivities
+from activities.twilio import SmsProvider, TwilioProvider, parse_sms_url
 from journeys.db import create_pool
 from journeys.settings import Settings
 from journeys.temporal import connect
@@ -52,6 +54,7 @@ class Outbound:
 
     smtp: SmtpSender
     http: httpx.AsyncClient
+    sms: SmsProvider | None
 
 
 def bound_activities(
@@ -65,9 +68,11 @@ def bound_activities(
     groups = GroupActivities(pool)
     crm = CrmActivities(pool, zone)
     scripts = ScriptActivities(pool, settings.secret.get_secret_value(), outbound.http)
+    sms = SmsActivities(pool, settings, outbound.sms)
     return [
         email.send_email,
         email.notify,
+        sms.send_sms,
         contacts.load_contact,
         contacts.update_contact,
         timing.resolve_wait,
@@ -99,6 +104,7 @@ async def running_worker(settings: Settings, client: Client | None = None) -> As
     outbound = Outbound(
         smtp=SmtpSender(settings.smtp_url),
         http=httpx.AsyncClient(timeout=SCRIPT_TIMEOUT, follow_redirects=False),
+        sms=TwilioProvider(parse_sms_url(settings.sms_url)) if settings.sms_url else None,
     )
     try:
         async with build_worker(client, settings, pool, outbound) as worker:
@@ -107,6 +113,8 @@ async def running_worker(settings: Settings, client: Client | None = None) -> As
     finally:
         await outbound.smtp.close()
         await outbound.http.aclose()
+        if outbound.sms is not None:
+            await outbound.sms.close()
         await pool.close()
 
 

@@ -121,6 +121,8 @@ class Send:
         rejected: Failure,
         unknown: Failure,
         subject: str | None = None,
+        body: str | None = None,
+        segments: int | None = None,
     ) -> SendResult:
         """Hand the message to the provider (`call` returns its id) and record the outcome.
 
@@ -152,7 +154,7 @@ class Send:
                 raise
             await persist(
                 lambda: messages.mark_message_sent(
-                    self.pool, self.message_id, subject, provider_id
+                    self.pool, self.message_id, subject, provider_id, body, segments
                 ),
                 what="mark sent",
             )

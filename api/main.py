@@ -16,7 +16,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import outages
-from api.routes import contacts, dev_mail, events, health, journeys, reference, tracking
+from api.routes import contacts, dev_mail, dev_sms, events, health, journeys, reference, tracking
 from journeys.db import create_pool
 from journeys.settings import ApiSettings
 from journeys.temporal import connect
@@ -90,4 +90,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.include_router(module.router)
     if settings.dev_mail_dir is not None:
         app.include_router(dev_mail.router)
+    if settings.dev_sms_dir is not None:
+        app.include_router(dev_sms.router)
     return app

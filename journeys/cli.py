@@ -52,6 +52,7 @@ async def dev(args: argparse.Namespace) -> None:
     from journeys.devstack import TemporalDevServer, start_postgres
     from journeys.mailsink import MailSink
     from journeys.migrate import migrate
+    from journeys.smssink import sink_url
     from worker import running_worker
 
     home = Path(args.data_dir).resolve()
@@ -66,6 +67,8 @@ async def dev(args: argparse.Namespace) -> None:
     )
     # A relay named by SMTP_URL gets the mail; without one, the local sink keeps it.
     relay = os.environ.get("SMTP_URL")
+    # Likewise an SMS provider named by SMS_URL, else the API's own dev sink.
+    sms_provider = os.environ.get("SMS_URL")
     settings = ApiSettings(
         database_url=os.environ.get("DATABASE_URL") or postgres.get_uri(),
         temporal_address=temporal.address,
@@ -74,6 +77,8 @@ async def dev(args: argparse.Namespace) -> None:
         secret=os.environ.get("JOURNEYS_SECRET") or _stored_secret(home / "secret"),
         public_url=os.environ.get("JOURNEYS_PUBLIC_URL") or f"http://localhost:{args.port}",
         dev_mail_dir=None if relay else home / "mail",
+        sms_url=sms_provider or sink_url(f"http://127.0.0.1:{args.port}"),
+        dev_sms_dir=None if sms_provider else home / "sms",
     )
     await asyncio.to_thread(migrate, settings.database_url)
     async with AsyncExitStack() as stack:
@@ -88,6 +93,11 @@ async def dev(args: argparse.Namespace) -> None:
                 f"Mail sink    smtp://127.0.0.1:{args.smtp_port}, "
                 f"read at http://localhost:{args.port}/dev/mail"
             )
+        sms = (
+            f"SMS          sent through {_without_password(sms_provider)} (SMS_URL)"
+            if sms_provider
+            else f"SMS sink     read at http://localhost:{args.port}/dev/sms"
+        )
         await stack.enter_async_context(running_worker(settings))
         print(
             "\n".join(
@@ -98,6 +108,7 @@ async def dev(args: argparse.Namespace) -> None:
                     f"  Temporal UI  http://localhost:{args.ui_port}",
                     f"  Temporal     {temporal.address}",
                     f"  {mail}",
+                    f"  {sms}",
                     f"  PostgreSQL   {_without_password(settings.database_url)}",
                     "",
                     "Ctrl-C stops everything; sleeping journeys wake up after the next start.",

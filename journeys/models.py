@@ -132,6 +132,15 @@ class NotifyInput(SendInput):
     body: str
 
 
+class SendSmsInput(SendInput):
+    sender: str | None = None
+    text: str
+
+
+# The reason an SMS is skipped for a contact without a usable number.
+NO_PHONE = "no phone number"
+
+
 class SendResult(BaseModel):
     message_id: str
     status: Literal["sent", "skipped"]

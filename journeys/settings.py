@@ -46,6 +46,26 @@ class Settings(DatabaseSettings):
     mail_from: str = Field(
         "Journeys <journeys@localhost>", validation_alias=_env("JOURNEYS_MAIL_FROM")
     )
+    sms_url: str | None = Field(
+        None,
+        validation_alias=_env("SMS_URL"),
+        description="the SMS provider: twilio://<account sid>:<auth token>@api.twilio.com",
+    )
+    sms_sender: str = Field(
+        "Journeys",
+        validation_alias=_env("JOURNEYS_SMS_SENDER"),
+        description="the sender of SMS steps without one (a number or up to 11 letters)",
+    )
+    phone_region: str = Field(
+        "NL",
+        validation_alias=_env("JOURNEYS_PHONE_REGION"),
+        description="the country of phone numbers written without a country code",
+    )
+    dev_sms_dir: Path | None = Field(
+        None,
+        validation_alias=_env("JOURNEYS_DEV_SMS_DIR"),
+        description="the dev SMS sink's folder, served at /dev/sms",
+    )
     dev_mail_dir: Path | None = Field(
         None,
         validation_alias=_env("JOURNEYS_DEV_MAIL_DIR"),

@@ -28,6 +28,7 @@ from journeys.mailsink import MailSink, list_mail
 from journeys.migrate import migrate
 from journeys.models import SEARCH_ATTRIBUTES
 from journeys.settings import ApiSettings
+from journeys.smssink import list_sms, sink_url
 from journeys.temporal import connect
 from worker import running_worker
 
@@ -43,6 +44,10 @@ class Stack:
     temporal: Client
     mail_dir: Path
     base_url: str
+
+    def sms_to(self, number: str) -> list[dict[str, Any]]:
+        folder = self.settings.dev_sms_dir
+        return [m for m in list_sms(folder) if m["to"] == number] if folder else []
 
     def mail_to(self, address: str) -> list[dict[str, Any]]:
         return [m for m in list_mail(self.mail_dir) if address in m["to"]]
@@ -86,6 +91,8 @@ async def stack(
             secret=SECRET,
             public_url=f"http://127.0.0.1:{api_port}",
             dev_mail_dir=home / "mail",
+            sms_url=sink_url(f"http://127.0.0.1:{api_port}"),
+            dev_sms_dir=home / "sms",
         )
         client = await connect(settings)
         server = uvicorn.Server(

@@ -11,6 +11,7 @@ from activities.crm import CrmActivities
 from activities.email import EmailActivities
 from activities.groups import GroupActivities
 from activities.scripts import ScriptActivities
+from activities.sms import SmsActivities
 from activities.timing import TimingActivities
 from journeys.definition import Step
 from journeys.settings import Settings
@@ -18,7 +19,7 @@ from worker import Outbound, bound_activities
 from workflows.steps import HANDLERS
 
 SETTINGS = Settings(secret="catalogue")
-OUTBOUND = Outbound(smtp=None, http=None)  # type: ignore[arg-type]
+OUTBOUND = Outbound(smtp=None, http=None, sms=None)  # type: ignore[arg-type]
 ACTIVITY_CLASSES = (
     EmailActivities,
     ContactActivities,
@@ -26,6 +27,7 @@ ACTIVITY_CLASSES = (
     GroupActivities,
     CrmActivities,
     ScriptActivities,
+    SmsActivities,
 )
 
 

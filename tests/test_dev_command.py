@@ -21,7 +21,7 @@ from tests.helpers import create_contact, enrol, publish, read_mail, wait_until_
 
 async def start_dev(home: Path, ports: dict[str, int], **extra_env: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "JOURNEYS_API_KEY": "dev-key"}
-    for name in ("DATABASE_URL", "SMTP_URL"):
+    for name in ("DATABASE_URL", "SMTP_URL", "SMS_URL"):
         env.pop(name, None)
     env.update(extra_env)
     process = subprocess.Popen(
@@ -96,6 +96,19 @@ async def test_dev_stack_survives_a_restart(tmp_path: Path) -> None:
             await read_mail(http, email, "Awake", timeout=30)
             view = await wait_until_done(http, "nap", contact)
             assert [h["step"] for h in view["history"]] == ["nap", "hello", "end"]
+
+            # An SMS step reaches the dev sink, listed at /dev/sms.
+            await publish(
+                http,
+                linear_journey(
+                    "text", "Text", ("sms", {"type": "send_sms", "text": "Hi from dev"})
+                ),
+            )
+            texted = (await http.post("/contacts", json={"phone": "+31 6 12345678"})).json()
+            await enrol(http, "text", texted["id"])
+            await wait_until_done(http, "text", texted["id"])
+            (sms,) = (await http.get("/dev/sms")).json()
+            assert (sms["to"], sms["text"], sms["segments"]) == ("+31612345678", "Hi from dev", 1)
         finally:
             await stop_dev(process)
 
@@ -125,3 +138,4 @@ async def test_dev_sends_to_the_relay_named_by_smtp_url(tmp_path: Path) -> None:
     assert not list((home / "mail").glob("*.eml"))
     assert f"sent to smtp://127.0.0.1:{ports['relay']} (SMTP_URL)" in output
     assert "Mail sink" not in output
+    assert "/dev/sms" in output  # no SMS_URL: the dev SMS sink

@@ -475,3 +475,124 @@ async def test_publish_refuses_unknown_references_and_misfitting_operations(stac
     assert split.status_code == 422
     assert split.json()["detail"][0]["msg"] == "step 'ab': percentages add up to 90, not 100"
     assert split.json()["detail"][0]["loc"] == ["body", "steps", "ab", "branches"]
+
+
+async def test_sms_reaches_the_sink_once_with_its_segments(stack: Stack) -> None:
+    http = stack.http
+    key = unique("e2e-sms")
+    await publish(
+        http,
+        linear_journey(
+            key,
+            "SMS",
+            (
+                "sms",
+                {
+                    "type": "send_sms",
+                    "sender": "Shop",
+                    "text": "Hi {{ contact.first_name }}, your order ships today. " + "€" * 70,
+                    "if_no_phone": "exit",
+                },
+            ),
+            ("after", mail("After the SMS")),
+        ),
+    )
+    created = await http.post("/contacts", json={"phone": "06 1234 5678", "first_name": "Ann"})
+    assert created.status_code == 201 and created.json()["phone"] == "+31612345678"
+    with_phone = created.json()["id"]
+    # Updating another field keeps the stored phone.
+    external = unique("ext")
+    await http.post("/contacts", json={"external_id": external, "phone": "+44 20 7946 0958"})
+    kept = await http.post("/contacts", json={"external_id": external, "first_name": "Bo"})
+    assert kept.json()["phone"] == "+442079460958"
+    no_phone = await create_contact(http, first_name="Cy")
+    await enrol(http, key, with_phone, no_phone)
+
+    sent = await wait_until_done(http, key, with_phone)
+    assert sent["status"] == "completed" and sent["history"][0]["outcome"] == "sent"
+    (sms,) = stack.sms_to("+31612345678")
+    assert sms["sender"] == "Shop" and sms["text"].startswith("Hi Ann, your order ships")
+    # 50 GSM characters and 60 euro signs of two septets each: 170 septets, 2 parts.
+    assert sms["segments"] == 2
+    row = await stack.pool.fetchrow(
+        "SELECT channel, body, segments, status FROM messages WHERE contact_id = $1",
+        uuid.UUID(with_phone),
+    )
+    assert row is not None and dict(row) == {
+        "channel": "sms",
+        "body": sms["text"],
+        "segments": 2,
+        "status": "sent",
+    }
+    listed = (await http.get("/dev/sms")).json()
+    assert any(m["id"] == sms["id"] for m in listed)
+
+    left = await wait_until_done(http, key, no_phone)
+    assert (left["status"], left["reason"]) == ("exited", "no phone number for `sms`")
+    assert [h["step"] for h in left["history"]] == ["sms"]
+
+    bad = await http.post("/contacts", json={"phone": "12"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "phone"]
+
+
+async def test_a_mail_with_an_attachment(stack: Stack) -> None:
+    http = stack.http
+    uploaded = await http.post(
+        "/files", files={"file": ("Brochure é.pdf", b"%PDF-1.4 brochure", "application/pdf")}
+    )
+    key = unique("e2e-attach")
+    await publish(
+        http,
+        linear_journey(
+            key,
+            "Attach",
+            ("mail", {**mail("Your brochure"), "attachments": [uploaded.json()["id"]]}),
+        ),
+    )
+    email = f"{unique('attach')}@example.com"
+    contact = await create_contact(http, email=email)
+    await enrol(http, key, contact)
+    (note,) = await stack.wait_for_mail(email, count=1)
+    raw = (stack.mail_dir / f"{note['id']}.eml").read_bytes()
+    msg = message_from_bytes(raw, policy=policy.default)
+    (attachment,) = list(msg.iter_attachments())
+    assert attachment.get_filename() == "Brochure é.pdf"
+    assert attachment.get_content() == b"%PDF-1.4 brochure"
+    assert msg.get_body(("html",)) is not None  # the tracked HTML part is still there
+
+
+async def test_a_field_change_starts_a_journey_and_wakes_exit_if(stack: Stack) -> None:
+    http = stack.http
+    key, watcher = unique("e2e-pro"), unique("e2e-watch")
+    await publish(
+        http,
+        {
+            **linear_journey(key, "Welcome to pro", ("hi", mail("Welcome to pro"))),
+            "entry": {"type": "field_change", "field": "plan", "to": "pro"},
+        },
+    )
+    await publish(
+        http,
+        {
+            **linear_journey(watcher, "Watcher", ("pause", wait("P30D"))),
+            "exit_if": {"field": "plan", "op": "eq", "value": "pro"},
+        },
+    )
+    external = unique("pro")
+    email = f"{external}@example.com"
+    contact = (
+        await http.post(
+            "/contacts", json={"external_id": external, "email": email, "fields": {"plan": "free"}}
+        )
+    ).json()["id"]
+    await enrol(http, watcher, contact)
+    await wait_for_step(http, watcher, contact, "pause")
+    same = await http.post("/contacts", json={"external_id": external, "fields": {"plan": "free"}})
+    assert same.json()["entries"] == []  # no change, no entry
+    changed = await http.post(
+        "/contacts", json={"external_id": external, "fields": {"plan": "pro"}}
+    )
+    assert changed.json()["entries"] == [{"journey_key": key, "status": "enrolled", "reason": None}]
+    await read_mail(http, email, "Welcome to pro")
+    view = await wait_until_done(http, watcher, contact)
+    assert (view["status"], view["reason"]) == ("exited", "exit_if held during `pause`")

@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from journeys.definition import JourneyDefinition
 from journeys.enrolment import start_participant
 from journeys.models import (
+    NO_PHONE,
     ContactSnapshot,
     CreatedRecord,
     CreateRecordInput,
@@ -38,6 +39,7 @@ from journeys.models import (
     ScriptCallResult,
     SendEmailInput,
     SendResult,
+    SendSmsInput,
     UpdateContactInput,
 )
 from journeys.store.journeys import PublishedJourney
@@ -57,6 +59,8 @@ class FakeActivities:
     resolved: list[ResolveWaitInput] = field(default_factory=list)
     next_moment: ResolvedWait = field(default_factory=ResolvedWait)
     notified: list[NotifyInput] = field(default_factory=list)
+    texted: list[SendSmsInput] = field(default_factory=list)
+    has_phone: bool = True
     membership_changes: list[MembershipInput] = field(default_factory=list)
     records: list[CreateRecordInput] = field(default_factory=list)
     scripts: list[ScriptCallInput] = field(default_factory=list)
@@ -88,6 +92,13 @@ class FakeActivities:
         self.notified.append(input)
         return SendResult(message_id=f"note-{input.step}", status="sent")
 
+    @activity.defn(name="send_sms")
+    async def send_sms(self, input: SendSmsInput) -> SendResult:
+        self.texted.append(input)
+        if not self.has_phone:
+            return SendResult(message_id=f"sms-{input.step}", status="skipped", reason=NO_PHONE)
+        return SendResult(message_id=f"sms-{input.step}", status="sent")
+
     @activity.defn(name="change_membership")
     async def change_membership(self, input: MembershipInput) -> bool:
         self.membership_changes.append(input)
@@ -114,6 +125,7 @@ class FakeActivities:
             self.update_contact,
             self.resolve_wait,
             self.notify,
+            self.send_sms,
             self.change_membership,
             self.create_record,
             self.call_script,

@@ -261,3 +261,29 @@ async def test_records_memberships_notifications_and_scripts(harness: Harness) -
     assert (await script.result()).status == "succeeded"
     assert fakes.scripts[0].url == "https://crm.example/hooks/x"
     assert fakes.scripts[0].participant == handle.id
+
+
+def texting(key: str, if_no_phone: str) -> dict[str, Any]:
+    return linear_journey(
+        key,
+        "Texting",
+        (
+            "sms",
+            {"type": "send_sms", "text": "Hi {{ contact.first_name }}", "if_no_phone": if_no_phone},
+        ),
+        ("mail", mail("After")),
+    )
+
+
+async def test_an_sms_and_what_happens_without_a_phone(harness: Harness) -> None:
+    sent = await result(await harness.start(texting("sms-sent", "exit")))
+    assert (sent.status, sent.history[0].outcome) == ("completed", "sent")
+    assert harness.fakes.texted[-1].text == "Hi {{ contact.first_name }}"
+    harness.fakes.has_phone = False
+    skipped = await result(await harness.start(texting("sms-skip", "skip")))
+    assert (
+        skipped.status == "completed" and skipped.history[0].outcome == "skipped: no phone number"
+    )
+    exited = await result(await harness.start(texting("sms-exit", "exit")))
+    assert (exited.status, exited.reason) == ("exited", "no phone number for `sms`")
+    assert [s.step for s in harness.fakes.sent] == ["mail", "mail"]  # not after the exit

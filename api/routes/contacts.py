@@ -16,6 +16,7 @@ from journeys.definition import Problem
 from journeys.enrolment import enter_journeys
 from journeys.fieldtypes import coerce
 from journeys.models import ProfileChange
+from journeys.phones import normalise_phone
 from journeys.signals import deliver
 from journeys.store.contacts import get_contact, upsert_contact
 from journeys.store.dossier import DossierEntry, dossier_of
@@ -57,7 +58,7 @@ async def create_or_update_contact(
     starts the journeys entered on that field change, and journeys with an
     `exit_if` look at the contact again.
     """
-    body = await _checked(pool, body)
+    body = await _checked(pool, body, settings.phone_region)
     try:
         contact, created, before = await upsert_contact(pool, body)
     except asyncpg.ForeignKeyViolationError:
@@ -90,9 +91,16 @@ async def create_or_update_contact(
     return ContactOut(**contact.model_dump(), entries=entries)
 
 
-async def _checked(pool: asyncpg.Pool, body: ContactIn) -> ContactIn:
-    """The body with typed fields in their stored form; 422 naming every misfit."""
+async def _checked(pool: asyncpg.Pool, body: ContactIn, phone_region: str) -> ContactIn:
+    """The body with the phone in E.164 and typed fields in their stored form; 422
+    naming every misfit."""
     problems: list[Problem] = []
+    phone = body.phone
+    if phone:
+        try:
+            phone = normalise_phone(phone, phone_region)
+        except ValueError as exc:
+            problems.append((("phone",), str(exc)))
     types = await field_types(pool)
     fields = dict(body.fields)
     for name, value in body.fields.items():
@@ -108,7 +116,11 @@ async def _checked(pool: asyncpg.Pool, body: ContactIn) -> ContactIn:
         ]
     if problems:
         raise unprocessable(problems)
-    return body.model_copy(update={"fields": fields})
+    # Only what was given: a field in the update counts as given to the upsert.
+    update: dict[str, Any] = {"fields": fields} if "fields" in body.model_fields_set else {}
+    if "phone" in body.model_fields_set:
+        update["phone"] = phone
+    return body.model_copy(update=update)
 
 
 @router.get("/{contact_id}", response_model=Contact)

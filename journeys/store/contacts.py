@@ -18,13 +18,14 @@ async def upsert_contact(
 
     Columns given replace what is stored; free fields are merged key by key.
     Returns the contact, whether it was created, and its profile as it was before
-    (None when created), so a caller can tell which fields changed.
+    (None when created), so a caller can tell which fields changed. (Every part of
+    the statement sees the row as it was before it; two concurrent updates may both
+    report the same change, which enrolment then takes once.)
     """
     given = data.model_fields_set
     row = await pool.fetchrow(
         """
-        WITH before AS (SELECT to_jsonb(c) AS old FROM contacts c
-                        WHERE external_id = $2 FOR UPDATE),
+        WITH before AS (SELECT to_jsonb(c) AS old FROM contacts c WHERE external_id = $2),
         up AS (
             INSERT INTO contacts (id, external_id, email, phone, first_name, last_name,
                                   time_zone, fields, owner, service_owner)

@@ -193,14 +193,22 @@ async def finish_message(
 
 
 async def mark_message_sent(
-    pool: asyncpg.Pool, message_id: uuid.UUID, subject: str | None, provider_id: str | None
+    pool: asyncpg.Pool,
+    message_id: uuid.UUID,
+    subject: str | None,
+    provider_id: str | None,
+    body: str | None = None,
+    segments: int | None = None,
 ) -> None:
     await pool.execute(
-        """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3,
-                               sent_at = now(), lease_owner = NULL, lease_until = NULL
+        """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3, body = $4,
+                               segments = $5, sent_at = now(),
+                               lease_owner = NULL, lease_until = NULL
            WHERE id = $1""",
         message_id,
         subject,
         provider_id,
+        body,
+        segments,
         timeout=WRITE_TIMEOUT,
     )

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         RemoveFromSelection,
         RunScript,
         SendEmail,
+        SendSms,
         Split,
         UpdateContact,
         Wait,
@@ -36,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps.common import Participant
     from workflows.steps.crm import create_activity, create_request, create_sale, run_script
     from workflows.steps.flow import branch, end, split
-    from workflows.steps.messaging import notify, send_email
+    from workflows.steps.messaging import notify, send_email, send_sms
     from workflows.steps.profile import change_membership, update_contact
     from workflows.steps.timing import wait, wait_for_event
 
@@ -57,6 +58,7 @@ HANDLERS: dict[type, Handler] = {
     CreateSale: create_sale,
     RunScript: run_script,
     Notify: notify,
+    SendSms: send_sms,
     End: end,
 }
 

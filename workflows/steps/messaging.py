@@ -8,9 +8,10 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.email import EmailActivities
-    from journeys.definition import Notify, SendEmail
-    from journeys.models import NotifyInput, SendEmailInput, SendResult
-    from workflows.steps.common import SEND_OPTIONS, Participant, visit_key
+    from activities.sms import SmsActivities
+    from journeys.definition import Notify, SendEmail, SendSms
+    from journeys.models import NO_PHONE, NotifyInput, SendEmailInput, SendResult, SendSmsInput
+    from workflows.steps.common import SEND_OPTIONS, Left, Participant, visit_key
 
 
 def _note_send(p: Participant, step_id: str, result: SendResult) -> None:
@@ -64,4 +65,17 @@ async def notify(p: Participant, step_id: str, step: Notify) -> str:
         **SEND_OPTIONS,
     )
     p.record_outcome("sent" if result.status == "sent" else f"skipped: {result.reason}")
+    return step.next
+
+
+async def send_sms(p: Participant, step_id: str, step: SendSms) -> str:
+    result = await workflow.execute_activity_method(
+        SmsActivities.send_sms,
+        SendSmsInput(**_send(p, step_id), sender=step.sender, text=step.text),
+        summary=f"send SMS {step_id}",
+        **SEND_OPTIONS,
+    )
+    _note_send(p, step_id, result)
+    if result.status == "skipped" and result.reason == NO_PHONE and step.if_no_phone == "exit":
+        raise Left("exited", f"no phone number for `{step_id}`")
     return step.next

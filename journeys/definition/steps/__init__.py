@@ -8,7 +8,7 @@ from pydantic import Field
 
 from journeys.definition.steps.crm import CreateActivity, CreateRequest, CreateSale, RunScript
 from journeys.definition.steps.flow import Branch, End, Split
-from journeys.definition.steps.messaging import Notify, SendEmail
+from journeys.definition.steps.messaging import Notify, SendEmail, SendSms
 from journeys.definition.steps.profile import (
     AddToProject,
     AddToSelection,
@@ -34,6 +34,7 @@ Step = Annotated[
     | CreateSale
     | RunScript
     | Notify
+    | SendSms
     | End,
     Field(discriminator="type"),
 ]
@@ -51,6 +52,7 @@ __all__ = [
     "RemoveFromSelection",
     "RunScript",
     "SendEmail",
+    "SendSms",
     "Split",
     "Step",
     "UpdateContact",

@@ -29,6 +29,24 @@ class SendEmail(StepBase):
     next: StepId
 
 
+class SendSms(StepBase):
+    """Render the text with the contact's fields and send one SMS to the contact's phone."""
+
+    templates: ClassVar[dict[str, bool]] = {"text": False}
+
+    type: Literal["send_sms"]
+    sender: str | None = Field(
+        default=None,
+        pattern=r"^(\+[1-9][0-9]{6,14}|[A-Za-z0-9][A-Za-z0-9 ]{0,10})$",
+        description="a number (+31…) or up to 11 letters and digits; the server default if absent",
+    )
+    text: str = Field(min_length=1, max_length=1600)
+    if_no_phone: Literal["skip", "exit"] = Field(
+        default="skip", description="without a (valid) phone: skip the step, or leave the journey"
+    )
+    next: StepId
+
+
 class Notify(StepBase):
     """An internal e-mail to a colleague (a user key) or an address, about the
     participant: contact variables, no tracking, no unsubscribe link."""

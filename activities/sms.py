@@ -1,0 +1,78 @@
+"""Sending SMS: render, count segments, deliver through the provider, exactly once
+in effect (the claim, lease and outcome are `activities/sends.py`'s)."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.contacts import require_contact
+from activities.retries import quiet_outages, retry_later
+from activities.sends import Send
+from activities.twilio import (
+    SmsConfigError,
+    SmsOutcomeUnknown,
+    SmsProvider,
+    SmsProviderUnavailable,
+    SmsRejected,
+)
+from journeys.contacts import profile
+from journeys.models import NO_PHONE, SendResult, SendSmsInput
+from journeys.phones import normalise_phone, segments
+from journeys.settings import Settings
+from journeys.templates import RenderError, render
+
+
+class SmsActivities:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, provider: SmsProvider | None
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.provider = provider
+
+    @activity.defn(name="send_sms")
+    @quiet_outages
+    async def send_sms(self, input: SendSmsInput) -> SendResult:
+        provider = self.provider
+        if provider is None:
+            # Retried: once SMS_URL is set and the worker restarted, the send goes on.
+            raise ApplicationError(f"step '{input.step}': no SMS provider is set (SMS_URL)")
+        contact = await require_contact(self.pool, input.contact_id)
+        to, skip = None, None
+        try:
+            to = normalise_phone(contact.phone or "", self.settings.phone_region)
+        except ValueError:
+            skip = NO_PHONE
+        if skip is None and contact.unsubscribed_at is not None:
+            skip = "unsubscribed"
+        send = await Send.begin(
+            self.pool, input, channel="sms", contact_id=contact.id, recipient=to, skip=skip
+        )
+        if isinstance(send, SendResult):
+            return send
+        assert to is not None
+        try:
+            text = render(input.text, profile(contact))
+        except RenderError as exc:
+            await send.fail(f"template failed: {exc}")
+        sender = input.sender or self.settings.sms_sender
+
+        async def through_provider() -> str:
+            if not send.held():
+                raise retry_later("the send's lease ran out before the provider was called")
+            try:
+                return await provider.send(to, sender, text)
+            except SmsProviderUnavailable as exc:
+                raise retry_later(f"the SMS provider is unavailable: {exc}") from None
+            except SmsConfigError as exc:
+                raise ApplicationError(str(exc)) from None
+
+        return await send.deliver(
+            through_provider,
+            rejected=SmsRejected,
+            unknown=SmsOutcomeUnknown,
+            body=text,
+            segments=segments(text).count,
+        )
