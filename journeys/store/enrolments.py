@@ -15,22 +15,25 @@ async def record_enrolments(
     A new run also leaves a `journey_entered` line in the contact's journal (once
     per run, whatever the retries).
     """
-    await pool.executemany(
+    # One statement for the whole batch: a bulk enrolment of thousands is one round trip.
+    columns: list[tuple[object, ...]] = list(zip(*rows, strict=True)) or [(), (), (), (), ()]
+    await pool.execute(
         """
         WITH e AS (
             INSERT INTO enrolments (journey_key, contact_id, version, workflow_id, run_id)
-            VALUES ($1, $2, $3, $4, $5)
+            SELECT * FROM unnest($1::text[], $2::uuid[], $3::int[], $4::text[], $5::text[])
             ON CONFLICT (journey_key, contact_id) DO UPDATE SET
                 version = EXCLUDED.version, workflow_id = EXCLUDED.workflow_id,
                 run_id = EXCLUDED.run_id, enrolled_at = now()
-            RETURNING contact_id)
+            RETURNING journey_key, contact_id, version, workflow_id, run_id)
         INSERT INTO contact_journal (contact_id, kind, title, journey_key, idempotency_key)
-        SELECT contact_id, 'journey_entered', 'Entered journey ' || j.name || ' (v' || $3 || ')',
-               $1, 'entered/' || $4 || '/' || $5
-        FROM e, journeys j WHERE j.key = $1
+        SELECT e.contact_id, 'journey_entered',
+               'Entered journey ' || j.name || ' (v' || e.version || ')', e.journey_key,
+               'entered/' || e.workflow_id || '/' || e.run_id
+        FROM e JOIN journeys j ON j.key = e.journey_key
         ON CONFLICT (idempotency_key) DO NOTHING
         """,
-        rows,
+        *[list(c) for c in columns],
     )
 
 
