@@ -75,6 +75,7 @@ def bound_activities(
         sms.send_sms,
         contacts.load_contact,
         contacts.update_contact,
+        contacts.note_journal,
         timing.resolve_wait,
         groups.change_membership,
         crm.create_record,

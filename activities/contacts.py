@@ -11,9 +11,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.retries import quiet_outages
 from journeys.contacts import Contact, profile
-from journeys.models import ContactSnapshot, LoadContactInput, UpdateContactInput
+from journeys.models import (
+    ContactSnapshot,
+    JournalInput,
+    LoadContactInput,
+    UpdateContactInput,
+)
 from journeys.store import groups
 from journeys.store.contacts import get_contact
+from journeys.store.journal import write_journal
 from journeys.store.updates import apply_update
 
 
@@ -39,6 +45,19 @@ class ContactActivities:
             else {}
         )
         return ContactSnapshot(fields=profile(contact), memberships=memberships)
+
+    @activity.defn(name="note_journal")
+    @quiet_outages
+    async def note_journal(self, input: JournalInput) -> None:
+        await write_journal(
+            self.pool,
+            uuid.UUID(input.contact_id),
+            input.kind,
+            input.title,
+            input.journey_key,
+            input.step,
+            input.idempotency_key,
+        )
 
     @activity.defn(name="update_contact")
     @quiet_outages

@@ -158,6 +158,17 @@ class UpdateContactInput(BaseModel):
     )
 
 
+class JournalInput(BaseModel):
+    """A line for the contact's dossier, written once per idempotency key."""
+
+    contact_id: str
+    kind: str
+    title: str
+    journey_key: str | None = None
+    step: str | None = None
+    idempotency_key: str
+
+
 class LoadContactInput(BaseModel):
     contact_id: str
     memberships: list[str] = Field(

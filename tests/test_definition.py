@@ -177,3 +177,108 @@ def test_json_schema_is_served_shape() -> None:
         if "type" in v.get("properties", {}) and "const" in v["properties"]["type"]
     }
     assert {"send_email", "wait", "wait_for_event", "branch", "update_contact", "end"} <= kinds
+
+
+def with_step(step: dict[str, Any], **journey_fields: Any) -> dict[str, Any]:
+    """The contract journey with `step` as `x` between mail2 and done."""
+    data = valid_definition()
+    data["steps"]["mail2"]["next"] = "x"
+    data["steps"]["x"] = step if step["type"] == "split" else {**step, "next": "done"}
+    return {**data, **journey_fields}
+
+
+def refusal(step: dict[str, Any], **journey_fields: Any) -> str:
+    with pytest.raises(ValidationError) as info:
+        JourneyDefinition.model_validate(with_step(step, **journey_fields))
+    return " | ".join(str(e["msg"]) for e in info.value.errors())
+
+
+@pytest.mark.parametrize(
+    ("step", "says"),
+    [
+        ({"type": "wait"}, "give duration, until, until_field or at"),
+        (
+            {"type": "wait", "duration": "P1D", "until": "2027-01-01T00:00:00Z"},
+            "give one of duration, until and until_field",
+        ),
+        ({"type": "wait", "until": "2027-01-01T00:00:00"}, "timezone"),
+        ({"type": "wait", "duration": "P1D", "offset": "-P1D"}, "apply to until_field"),
+        ({"type": "wait", "duration": "P1D", "weekdays": ["mon"]}, "weekdays applies"),
+        ({"type": "wait", "at": "25:00"}, "pattern"),
+        ({"type": "wait", "at": "09:00", "weekdays": ["monday"]}, "'mon'"),
+        ({"type": "wait", "until_field": "birthday", "offset": "-P1X"}, "not an ISO-8601"),
+        ({"type": "update_contact"}, "give 'set', 'ops' or both"),
+        (
+            {
+                "type": "update_contact",
+                "ops": [{"field": "score", "op": "increment", "value": "5"}],
+            },
+            "'increment' needs a number",
+        ),
+        ({"type": "update_contact", "ops": [{"field": "tags", "op": "append"}]}, "needs a value"),
+        (
+            {"type": "update_contact", "ops": [{"field": "seen", "op": "set_now", "value": 1}]},
+            "takes no value",
+        ),
+        ({"type": "send_sms", "text": "hi", "sender": "A name far too long"}, "pattern"),
+        ({"type": "send_sms", "text": "hi", "if_no_phone": "fail"}, "'skip' or 'exit'"),
+        ({"type": "notify", "to": "not a user!", "subject": "s", "body": "b"}, "pattern"),
+        ({"type": "create_activity", "title": "t", "activity_type": "lunch"}, "'call'"),
+        (
+            {
+                "type": "create_activity",
+                "title": "t",
+                "activity_type": "call",
+                "due_in": "P1D",
+                "first_free_slot": {"duration": "PT30M"},
+            },
+            "not both",
+        ),
+        ({"type": "create_sale", "title": "t", "amount": -1}, "greater than or equal to 0"),
+        ({"type": "create_sale", "title": "t", "amount": 1, "currency": "euro"}, "pattern"),
+        ({"type": "run_script", "url": "ftp://example.com/x"}, "URL scheme"),
+        ({"type": "split", "branches": [{"percent": 100, "next": "done"}]}, "at least 2"),
+    ],
+)
+def test_step_shapes_that_are_refused(step: dict[str, Any], says: str) -> None:
+    assert says in refusal(step)
+
+
+def test_journey_level_rules_that_are_refused() -> None:
+    with pytest.raises(ValidationError, match="exactly when the policy is 'after'"):
+        JourneyDefinition.model_validate({**valid_definition(), "reentry": {"policy": "after"}})
+    with pytest.raises(ValidationError, match="entry"):
+        JourneyDefinition.model_validate({**valid_definition(), "entry": {"type": "event"}})
+
+
+def test_graph_checks_of_the_new_kinds() -> None:
+    split = {
+        "type": "split",
+        "branches": [{"percent": 70, "next": "done"}, {"percent": 20, "next": "nowhere"}],
+    }
+    assert problems_of(with_step(split)) == [
+        "step 'x': 20% 'nowhere' is not a step of this journey",
+        "step 'x': percentages add up to 90, not 100",
+    ]
+    ops = {
+        "type": "update_contact",
+        "set": {"score": 1},
+        "ops": [
+            {"field": "score", "op": "increment", "value": 1},
+            {"field": "first_name", "op": "increment", "value": 1},
+            {"field": "id", "op": "clear"},
+        ],
+    }
+    assert problems_of(with_step(ops)) == [
+        "step 'x': field 'score' is changed twice in this step",
+        "step 'x': 'increment' does not apply to text field 'first_name'",
+        "step 'x': field 'id' cannot be changed",
+    ]
+    auto = {"type": "create_request", "title": "t", "owner": {"kind": "auto"}}
+    assert problems_of(with_step(auto)) == ["step 'x': automatic assignment needs a category"]
+    bad_template = {"type": "send_sms", "text": "Hi {{ contact.first_name"}
+    assert problems_of(with_step(bad_template))[0].startswith("step 'x': text template:")
+    exit_ref = {"exit_if": {"message": "wait_click", "event": "clicked"}}
+    assert problems_of(with_step({"type": "wait", "duration": "P1D"}, **exit_ref)) == [
+        "exit_if: message 'wait_click' is not a send_email step"
+    ]

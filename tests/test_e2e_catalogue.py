@@ -157,6 +157,10 @@ async def test_removing_a_participant_and_exit_if_on_an_event(stack: Stack) -> N
     view = await wait_until_done(http, key, exiting)
     assert (view["status"], view["reason"]) == ("exited", "exit_if held during `pause`")
     assert [h["step"] for h in view["history"]] == ["pause"]
+    dossier = (await http.get(f"/contacts/{exiting}/dossier")).json()["entries"]
+    assert dossier[0]["kind"] == "journey_exited" and dossier[0]["journey"] == key
+    removal = (await http.get(f"/contacts/{removed}/dossier")).json()["entries"]
+    assert [e["kind"] for e in removal][:2] == ["journey_removed", "journey_entered"]
 
 
 async def test_profile_operations_are_atomic_and_applied_once(stack: Stack) -> None:

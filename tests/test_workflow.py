@@ -28,6 +28,7 @@ from journeys.models import (
     ContactSnapshot,
     CreatedRecord,
     CreateRecordInput,
+    JournalInput,
     JourneyProgress,
     LoadContactInput,
     MembershipInput,
@@ -61,6 +62,7 @@ class FakeActivities:
     notified: list[NotifyInput] = field(default_factory=list)
     texted: list[SendSmsInput] = field(default_factory=list)
     has_phone: bool = True
+    journal: list[JournalInput] = field(default_factory=list)
     membership_changes: list[MembershipInput] = field(default_factory=list)
     records: list[CreateRecordInput] = field(default_factory=list)
     scripts: list[ScriptCallInput] = field(default_factory=list)
@@ -91,6 +93,10 @@ class FakeActivities:
     async def notify(self, input: NotifyInput) -> SendResult:
         self.notified.append(input)
         return SendResult(message_id=f"note-{input.step}", status="sent")
+
+    @activity.defn(name="note_journal")
+    async def note_journal(self, input: JournalInput) -> None:
+        self.journal.append(input)
 
     @activity.defn(name="send_sms")
     async def send_sms(self, input: SendSmsInput) -> SendResult:
@@ -126,6 +132,7 @@ class FakeActivities:
             self.resolve_wait,
             self.notify,
             self.send_sms,
+            self.note_journal,
             self.change_membership,
             self.create_record,
             self.call_script,

@@ -145,6 +145,12 @@ async def test_exit_if_is_checked_when_the_profile_changes_during_a_wait(
     progress = await result(handle)
     assert (progress.status, progress.reason) == ("exited", "exit_if held during `pause`")
     assert [v.step for v in progress.history] == ["pause"]
+    (line,) = [j for j in harness.fakes.journal if j.journey_key == "exit-wait"][-1:]
+    assert (line.kind, line.title, line.step) == (
+        "journey_exited",
+        "Left journey exit-wait: exit_if held during `pause`",
+        "pause",
+    )
     assert harness.fakes.sent == []
     attrs = (await handle.describe()).typed_search_attributes
     assert {p.key.name: p.value for p in attrs}["JourneyStatus"] == "exited"

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.steps import run_step
     from workflows.steps.common import Left
-    from workflows.steps.profile import load_profile_for
+    from workflows.steps.profile import load_profile_for, note_exit
 
 STEP_KEY = SearchAttributeKey.for_keyword(SA_STEP)
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_STATUS)
@@ -73,6 +73,10 @@ class JourneyWorkflow:
                     workflow.continue_as_new(input.model_copy(update={"state": self.state}))
         except Left as left:
             self.status, self.reason = left.status, left.reason
+            # A removal is noted by whoever removed it. Runs that exited before exits
+            # were noted replay without the activity.
+            if left.status == "exited" and workflow.patched("note-exits"):
+                await note_exit(self, left.reason)
             workflow.upsert_search_attributes([STATUS_KEY.value_set(left.status)])
             workflow.set_current_details(
                 f"{left.status.capitalize()} at step `{self.state.current_step}`: {left.reason}"

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from journeys.models import (
         ContactSnapshot,
+        JournalInput,
         LoadContactInput,
         MembershipInput,
         UpdateContactInput,
@@ -37,6 +38,24 @@ async def load_profile_for(
         **ACTIVITY_OPTIONS,
     )
     return snapshot
+
+
+async def note_exit(p: Participant, reason: str) -> None:
+    """The participant left early: a line in the contact's dossier."""
+    info = workflow.info()
+    await workflow.execute_activity_method(
+        ContactActivities.note_journal,
+        JournalInput(
+            contact_id=p.input.contact_id,
+            kind="journey_exited",
+            title=f"Left journey {p.input.journey_key}: {reason}",
+            journey_key=p.input.journey_key,
+            step=p.state.current_step,
+            idempotency_key=f"exited/{info.workflow_id}/{info.first_execution_run_id}",
+        ),
+        summary="note the exit in the dossier",
+        **ACTIVITY_OPTIONS,
+    )
 
 
 async def update_contact(p: Participant, step_id: str, step: UpdateContact) -> str:
