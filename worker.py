@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from activities.smtp import SmtpSender
 from activities.timing import TimingActivities
 from activities.twilio import SmsProvider, TwilioProvider, parse_sms_url
 from journeys.db import create_pool
+from journeys.dispatch import Dispatcher
 from journeys.settings import Settings
 from journeys.temporal import connect
 from workflows.journey import JourneyWorkflow
@@ -98,8 +100,12 @@ def build_worker(
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings, client: Client | None = None) -> AsyncIterator[Worker]:
-    """Run a worker (with its database pool and SMTP connections) for the block."""
+async def running_worker(
+    settings: Settings, client: Client | None = None, *, dispatch: bool = True
+) -> AsyncIterator[Worker]:
+    """Run a worker (with its database pool and SMTP connections) for the block, and
+    the event dispatcher beside it unless `dispatch` is False (a second worker
+    against another Temporal server must leave the database's events alone)."""
     client = client or await connect(settings)
     pool = await create_pool(settings.database_url, max_size=20)
     outbound = Outbound(
@@ -107,11 +113,20 @@ async def running_worker(settings: Settings, client: Client | None = None) -> As
         http=httpx.AsyncClient(timeout=SCRIPT_TIMEOUT, follow_redirects=False),
         sms=TwilioProvider(parse_sms_url(settings.sms_url)) if settings.sms_url else None,
     )
+    dispatcher = None
+    if dispatch:
+        dispatcher = asyncio.create_task(
+            Dispatcher(pool, client, settings.task_queue, settings.database_url).run()
+        )
     try:
         async with build_worker(client, settings, pool, outbound) as worker:
             log.info("worker.started", task_queue=settings.task_queue)
             yield worker
     finally:
+        if dispatcher is not None:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
         await outbound.smtp.close()
         await outbound.http.aclose()
         if outbound.sms is not None:

@@ -10,15 +10,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.retries import quiet_outages
-from journeys.contacts import Contact, profile
+from journeys.contacts import Contact
 from journeys.models import (
     ContactSnapshot,
     JournalInput,
     LoadContactInput,
     UpdateContactInput,
 )
-from journeys.store import groups
-from journeys.store.contacts import get_contact
+from journeys.store.contacts import contact_snapshot, get_contact
 from journeys.store.journal import write_journal
 from journeys.store.updates import apply_update
 
@@ -38,13 +37,10 @@ class ContactActivities:
 
     @activity.defn(name="load_contact")
     async def load_contact(self, input: LoadContactInput) -> ContactSnapshot:
-        contact = await require_contact(self.pool, input.contact_id)
-        memberships = (
-            await groups.memberships(self.pool, contact.id, input.memberships)
-            if input.memberships
-            else {}
-        )
-        return ContactSnapshot(fields=profile(contact), memberships=memberships)
+        snapshot = await contact_snapshot(self.pool, uuid.UUID(input.contact_id), input.memberships)
+        if snapshot is None:
+            raise ApplicationError(f"contact {input.contact_id} does not exist", non_retryable=True)
+        return snapshot
 
     @activity.defn(name="note_journal")
     @quiet_outages

@@ -44,6 +44,8 @@ class EmailActivities:
             skip = "no e-mail address"
         elif contact.unsubscribed_at is not None:
             skip = "unsubscribed"
+        elif contact.bounced:
+            skip = "the address bounced or complained"
         send = await Send.begin(
             self.pool,
             input,

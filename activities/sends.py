@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 from activities.retries import keep_alive, persist, retry_later
 from journeys.models import SendInput, SendResult
 from journeys.store import messages
+from journeys.store.delivery import reject_message
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +87,7 @@ class Send:
             skip=skip,
             lease_owner=send.owner,
             lease=LEASE,
+            follow_up_path=input.follow_up_path,
         )
         send.message_id = row["id"]
         if row["status"] != "sending":
@@ -135,9 +137,7 @@ class Send:
             except rejected as exc:
                 refusal = str(exc)
                 await persist(
-                    lambda: messages.finish_message(
-                        self.pool, self.message_id, "rejected", refusal
-                    ),
+                    lambda: reject_message(self.pool, self.message_id, refusal),
                     what="mark rejected",
                 )
                 return SendResult(message_id=str(self.message_id), status="skipped", reason=refusal)

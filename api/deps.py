@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from api.hits import HitBuffer
 from journeys.settings import ApiSettings
 
 
@@ -32,7 +33,13 @@ async def _temporal(request: Request) -> Client:
     return client
 
 
+async def _hits(request: Request) -> HitBuffer:
+    hits: HitBuffer = request.app.state.hits
+    return hits
+
+
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+HitsDep = Annotated[HitBuffer, Depends(_hits)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 

@@ -16,9 +16,21 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import outages
-from api.routes import contacts, dev_mail, dev_sms, events, health, journeys, reference, tracking
+from api.hits import HitBuffer
+from api.routes import (
+    contacts,
+    dev_mail,
+    dev_sms,
+    events,
+    health,
+    journeys,
+    reference,
+    tracking,
+    webhooks,
+)
 from journeys.db import create_pool
 from journeys.settings import ApiSettings
+from journeys.sns import SnsClient
 from journeys.temporal import connect
 
 # 10,000 enrolment ids take about 400 kB; a journey with large templates a few MB.
@@ -60,7 +72,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
+def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
+    """The API; `sns` stands in for Amazon SNS (tests)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -70,9 +84,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings.database_url, min_size=0, max_size=20, command_timeout=5
         )
         app.state.temporal = await connect(settings, lazy=True)
+        app.state.hits = HitBuffer(app.state.pool)
+        app.state.sns = sns or SnsClient()
         try:
             yield
         finally:
+            await app.state.hits.close()
             await app.state.pool.close()
 
     app = FastAPIOffline(
@@ -86,7 +103,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     outages.install(app)
-    for module in (contacts, journeys, events, reference, tracking, health):
+    for module in (contacts, journeys, events, reference, tracking, webhooks, health):
         app.include_router(module.router)
     if settings.dev_mail_dir is not None:
         app.include_router(dev_mail.router)

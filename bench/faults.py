@@ -124,6 +124,28 @@ def two_mails(key: str, wait: str = "PT1S") -> dict[str, Any]:
     }
 
 
+CLICK_STEP = "wait_click"
+LANDING = "https://example.com/a"
+
+
+def click_then_mail(key: str, wait: str = "PT15M") -> dict[str, Any]:
+    """send -> wait for a click on it (at most `wait`) -> send -> end; no click, no second
+    mail. Every click that reaches its journey is a second message."""
+    definition = two_mails(key)
+    definition["steps"][CLICK_STEP] = {
+        "type": "wait_for_event",
+        "event": "clicked",
+        "message": "mail1",
+        "link": LANDING,
+        "timeout": wait,
+        "on_event": "mail2",
+        "on_timeout": "done",
+    }
+    del definition["steps"][SLEEP_STEP]
+    definition["steps"]["mail1"]["next"] = CLICK_STEP
+    return dict(definition)
+
+
 # --- the parts that are stopped and started ------------------------------------------------
 
 
@@ -222,6 +244,7 @@ class Probe:
     retry_after: str | None = None
     json_body: bool = False
     error: str | None = None
+    location: str | None = None
 
 
 @dataclass
@@ -331,10 +354,15 @@ class FaultStack:
     # --- scenarios ---
 
     @asynccontextmanager
-    async def run(self, scenario: str, wait: str = "PT1S") -> AsyncIterator[Run]:
+    async def run(
+        self,
+        scenario: str,
+        wait: str = "PT1S",
+        shape: Callable[[str, str], dict[str, Any]] = two_mails,
+    ) -> AsyncIterator[Run]:
         """A fresh journey with the N contacts being enrolled into it as the block starts."""
         key = f"fault-{scenario}-{self.run_id}"
-        await self.publish(two_mails(key, wait))
+        await self.publish(shape(key, wait))
         run = Run(self, scenario, key, self.recorder.offset())
         run.enrolling = asyncio.create_task(self.enrol(key, self.contacts))
         try:
@@ -438,6 +466,47 @@ class Run:
         finally:
             await start()
             self.healed()
+
+    async def all_at(self, step: str) -> None:
+        """Until every participant waits at `step`."""
+
+        async def arrived() -> bool:
+            # The step is upserted in the workflow task that starts its timer.
+            where = f"{SA_STEP} = '{step}' AND ExecutionStatus = 'Running'"
+            return await self.fs.participants(self.key, where) == self.fs.n
+
+        await wait_until(arrived, timeout=120, what=f"every participant at {step}")
+
+    async def click_paths(self) -> list[str]:
+        """The tracked link of every participant's first mail."""
+        from journeys.tracking import click_url
+
+        rows = await self.fs.message_rows(self.key)
+        return [click_url("", self.fs.stack.secret, str(r["id"]), LANDING) for r in rows]
+
+    async def click_all(self, paths: list[str]) -> None:
+        """Click each link, as a reader would, keeping each answer as a probe."""
+        in_flight = asyncio.Semaphore(16)
+
+        async with httpx.AsyncClient(base_url=self.fs.stack.api_url, timeout=PROBE_TIMEOUT) as http:
+
+            async def click(path: str) -> None:
+                started = time.monotonic()
+                async with in_flight:
+                    try:
+                        response = await http.get(path)
+                    except httpx.HTTPError as exc:
+                        probe = Probe("GET /t/c/{token}", None, 0.0, error=repr(exc))
+                    else:
+                        probe = Probe(
+                            "GET /t/c/{token}",
+                            response.status_code,
+                            time.monotonic() - started,
+                            location=response.headers.get("location"),
+                        )
+                self.probes.append(probe)
+
+            await asyncio.gather(*(click(p) for p in paths))
 
     async def finish(self) -> Outcome:
         """Wait until every participant completed and every row was received (or time ran
@@ -650,11 +719,56 @@ async def temporal_restart(fs: FaultStack) -> Outcome:
         return await run.finish()
 
 
+async def _clicks_during(
+    fs: FaultStack,
+    scenario: str,
+    stop: Callable[[], Awaitable[None]],
+    start: Callable[[], Awaitable[None]],
+) -> Outcome:
+    """Every participant waits for a click on its first mail; stop a part, click every
+    link, start the part. Each click must still reach its journey: 2N messages."""
+    # Long enough that only a click lost for good takes the timeout branch.
+    async with fs.run(scenario, wait="PT15M", shape=click_then_mail) as run:
+        await run.enrolling
+        await run.received_at_least(fs.n)
+        await run.all_at(CLICK_STEP)
+        paths = await run.click_paths()
+        run.fault()
+        await stop()
+        try:
+            await run.click_all(paths)
+            await asyncio.sleep(SHORT_OUTAGE)  # the outage outlasts the clicks
+        finally:
+            await start()
+            run.healed()
+        return await run.finish()
+
+
+async def clicks_temporal_down(fs: FaultStack) -> Outcome:
+    """Clicks while Temporal is down: stored, and delivered once it is back."""
+    return await _clicks_during(
+        fs, "clicks-temporal", lambda: asyncio.to_thread(fs.temporal.stop), fs.temporal.start
+    )
+
+
+async def clicks_postgres_down(fs: FaultStack) -> Outcome:
+    """Clicks while PostgreSQL is down: redirected at once, kept by the API, stored and
+    delivered once it is back."""
+    return await _clicks_during(
+        fs,
+        "clicks-postgres",
+        lambda: asyncio.to_thread(fs.postgres.stop),
+        lambda: asyncio.to_thread(fs.postgres.start),
+    )
+
+
 SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[Outcome]]] = {
     "worker SIGKILL": worker_sigkill,
     "SMTP down 30 s": smtp_down,
     "PostgreSQL restart": postgres_restart,
     "Temporal restart": temporal_restart,
+    "clicks, Temporal down": clicks_temporal_down,
+    "clicks, PostgreSQL down": clicks_postgres_down,
 }
 
 

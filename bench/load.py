@@ -82,6 +82,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str | None = None
+    # Until what the operations set off was done too (clicks delivered to their runs).
+    delivered_elapsed: float | None = None
 
     @property
     def ok(self) -> int:

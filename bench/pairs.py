@@ -4,6 +4,7 @@ same N and the same client concurrency, on the same servers, in the same run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import sys
@@ -23,10 +24,12 @@ from bench.floor import SLEEP_WORKFLOW, THREE_STEPS_WORKFLOW, WAKE_SIGNAL
 from bench.http import RawHttp
 from bench.load import LoadResult, Progress, closed_loop, open_loop, wait_until
 from bench.report import (
+    DELIVERY_P99_TARGET_MS,
     RATIO_TARGETS,
     RSS_GROWTH_TARGET,
     TRACKING_P99_TARGET_MS,
     TRACKING_RATE,
+    latency_summary,
     meets,
     pair_figures,
     rate,
@@ -426,10 +429,10 @@ async def pair_events(b: Bench) -> dict[str, Any]:
     rows = await b.pool.fetch(
         "SELECT id FROM messages WHERE journey_key = $1 AND status = 'sent' ORDER BY id", key
     )
-    paths = [
-        _url_path(click_url(b.stack.api_url, b.stack.secret, str(r["id"]), LANDING)) for r in rows
-    ]
+    ids = [r["id"] for r in rows]
+    paths = [_url_path(click_url(b.stack.api_url, b.stack.secret, str(i), LANDING)) for i in ids]
     warm_paths, loop_paths, paced_paths = paths[:w], paths[w : w + n], paths[w + n :]
+    loop_ids, paced_ids = ids[w : w + n], ids[w + n :]
 
     def click(batch: list[str]) -> Callable[[int], Awaitable[Any]]:
         async def hit(i: int) -> None:
@@ -439,17 +442,47 @@ async def pair_events(b: Bench) -> dict[str, Any]:
 
         return hit
 
+    async def delivered(batch: list[uuid.UUID]) -> list[tuple[datetime, datetime]]:
+        """(hit stored, delivered to its run) of each click on the batch's messages, once
+        the dispatcher has delivered them all (or after a timeout: those delivered)."""
+        query = """SELECT at, delivered_at FROM message_events
+                   WHERE message_id = ANY($1::uuid[]) AND kind = 'clicked'"""
+
+        async def all_delivered() -> bool:
+            found = await b.pool.fetch(query + " AND delivered_at IS NOT NULL", batch)
+            return len(found) >= len(batch)
+
+        with contextlib.suppress(TimeoutError):
+            await wait_until(all_delivered, timeout=60 + len(batch) / 10, interval=0.1)
+        found = await b.pool.fetch(query + " AND delivered_at IS NOT NULL", batch)
+        return [(r["at"], r["delivered_at"]) for r in found]
+
     await b.warm("events product", w, click(warm_paths))
+    await delivered(ids[:w])
+
+    async def hits_and_deliveries() -> LoadResult:
+        result = await closed_loop(n, c, click(loop_paths), b.progress)
+        times = await delivered(loop_ids)
+        # Throughput counts from the first hit to the last click in its run.
+        if len(times) == n:
+            first = min(at for at, _ in times)
+            last = max(done for _, done in times)
+            result.delivered_elapsed = (last - first).total_seconds()
+        return result
+
     product, product_detail = await b.measure(
-        f"events product: {n} GET /t/c/..., {c} in flight",
+        f"events product: {n} GET /t/c/... delivered to their runs, {c} in flight",
         n,
-        lambda: closed_loop(n, c, click(loop_paths), b.progress),
+        hits_and_deliveries,
     )
+    delivered_rate = rate(n, product.delivered_elapsed) if product.delivered_elapsed else None
     _, product_paced_detail = await b.measure(
         f"events product: {m} GET /t/c/... at {TRACKING_RATE:.0f}/s",
         m,
         lambda: open_loop(m, TRACKING_RATE, click(paced_paths), b.progress),
     )
+    paced_times = await delivered(paced_ids)
+    to_workflow = latency_summary([(done - at).total_seconds() for at, done in paced_times])
 
     # The figure counts only if the clicks reached the journeys: all of them move on and end.
     done_query = f"JourneyKey = '{key}' AND ExecutionStatus = 'Completed'"
@@ -469,7 +502,9 @@ async def pair_events(b: Bench) -> dict[str, Any]:
     p99 = product_paced_detail["latency"]["p99_ms"]
     return {
         "unit": "signals/s",
-        **pair_figures(floor.rate, product.rate, RATIO_TARGETS["events"]),
+        # The product: clicks taken over HTTP and delivered into their runs.
+        **pair_figures(floor.rate, delivered_rate, RATIO_TARGETS["events"]),
+        "hits_per_second": product.rate,
         "latency": {"floor": floor_detail["latency"], "product": product_detail["latency"]},
         "paced": {
             "rate": TRACKING_RATE,
@@ -478,6 +513,12 @@ async def pair_events(b: Bench) -> dict[str, Any]:
             "product": product_paced_detail["latency"],
             "target_p99_ms": TRACKING_P99_TARGET_MS,
             "met": meets(p99, TRACKING_P99_TARGET_MS, at_most=True),
+            "to_workflow": to_workflow,
+            "to_workflow_delivered": len(paced_times),
+            "to_workflow_target_p99_ms": DELIVERY_P99_TARGET_MS,
+            "to_workflow_met": meets(to_workflow["p99_ms"], DELIVERY_P99_TARGET_MS, at_most=True)
+            if len(paced_times) == m
+            else False,
         },
         "journey": key,
         "participants_completed_after_click": completed,

@@ -75,6 +75,8 @@ async def dev(args: argparse.Namespace) -> None:
         smtp_url=relay or f"smtp://127.0.0.1:{args.smtp_port}",
         api_key=os.environ.get("JOURNEYS_API_KEY") or _stored_secret(home / "api-key"),
         secret=os.environ.get("JOURNEYS_SECRET") or _stored_secret(home / "secret"),
+        webhook_secret=os.environ.get("JOURNEYS_WEBHOOK_SECRET")
+        or _stored_secret(home / "webhook-secret"),
         public_url=os.environ.get("JOURNEYS_PUBLIC_URL") or f"http://localhost:{args.port}",
         dev_mail_dir=None if relay else home / "mail",
         sms_url=sms_provider or sink_url(f"http://127.0.0.1:{args.port}"),
@@ -105,6 +107,9 @@ async def dev(args: argparse.Namespace) -> None:
                     "",
                     f"  API          http://localhost:{args.port}  (docs: /docs)",
                     f"  API key      {settings.api_key.get_secret_value()}",
+                    f"  Webhooks     signed with {home / 'webhook-secret'}"
+                    if not os.environ.get("JOURNEYS_WEBHOOK_SECRET")
+                    else "  Webhooks     signed with JOURNEYS_WEBHOOK_SECRET",
                     f"  Temporal UI  http://localhost:{args.ui_port}",
                     f"  Temporal     {temporal.address}",
                     f"  {mail}",

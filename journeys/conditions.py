@@ -58,15 +58,17 @@ def memberships_read(cond: Condition) -> list[str]:
 
 
 def message_was(cond: MessageWas, state: JourneyState) -> bool:
-    message_id = state.sent.get(cond.message)
+    if cond.event == "sent":
+        return cond.message in state.sent
+    # Runs continued-as-new before message_ids existed carry only `sent`.
+    message_id = state.message_ids.get(cond.message) or state.sent.get(cond.message)
     if message_id is None:
         return False
-    if cond.event == "sent":
-        return True
     return any(
         e.message_id == message_id
         and e.kind == cond.event
         and (cond.link is None or e.url == cond.link)
+        and (cond.kinds is None or e.error in cond.kinds)
         for e in state.message_events
     )
 

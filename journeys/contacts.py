@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, computed_field
 
 from journeys.definition import (
     CONTACT_COLUMNS,
@@ -68,8 +68,18 @@ class Contact(ContactIn):
 
     id: uuid.UUID
     unsubscribed_at: datetime | None = None
+    bounced: bool = Field(
+        default=False,
+        description="the e-mail address hard-bounced or complained: no mail goes to it",
+    )
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def unsubscribed(self) -> bool:
+        """Unsubscribed from marketing messages (a link, or the one-click header)."""
+        return self.unsubscribed_at is not None
 
 
 def profile(contact: Contact) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from journeys.store.enrolments import (
     record_enrolments,
     write_journal_line,
 )
-from journeys.store.journeys import PublishedJourney, journeys_entered_by
+from journeys.store.journeys import PublishedJourney
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
 
@@ -208,18 +208,3 @@ async def _run_is_open(client: Client, workflow_id: str) -> bool:
             return False
         raise
     return description.status == WorkflowExecutionStatus.RUNNING
-
-
-async def enter_journeys(
-    client: Client,
-    pool: asyncpg.Pool,
-    task_queue: str,
-    entry: dict[str, Any],
-    contact_id: uuid.UUID,
-) -> list[tuple[str, Enrolment]]:
-    """Enrol the contact in every journey whose entry matches `entry`."""
-    entered = []
-    for journey in await journeys_entered_by(pool, entry):
-        (enrolment,) = await enrol(client, pool, task_queue, journey, [contact_id])
-        entered.append((journey.key, enrolment))
-    return entered

@@ -20,6 +20,16 @@ class _StoreHandler:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        # So that the error path can be tried locally: bounce@..., bounce-42@... are refused
+        # the way a real server refuses an unknown mailbox.
+        if address.split("@", 1)[0].lower().startswith("bounce"):
+            return f"550 5.1.1 <{address}>: no such mailbox (the dev sink refuses bounce*)"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         name = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex}"

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from journeys.definition import JourneyDefinition
+from journeys.definition import Condition, JourneyDefinition
+from journeys.definition.common import DeliveryErrorKind, MessageEventName
 
 TASK_QUEUE = "journeys"
 
@@ -22,7 +23,18 @@ SA_VERSION = "JourneyVersion"
 SA_PARTICIPANT = "JourneyParticipant"
 SA_STEP = "JourneyStep"
 SA_STATUS = "JourneyStatus"
-SEARCH_ATTRIBUTES = (SA_JOURNEY, SA_VERSION, SA_PARTICIPANT, SA_STEP, SA_STATUS)
+# Only on follow-up runs: the rule's key and the message step it hangs on.
+SA_FOLLOW_UP = "JourneyFollowUp"
+SA_MESSAGE_STEP = "JourneyMessageStep"
+SEARCH_ATTRIBUTES = (
+    SA_JOURNEY,
+    SA_VERSION,
+    SA_PARTICIPANT,
+    SA_STEP,
+    SA_STATUS,
+    SA_FOLLOW_UP,
+    SA_MESSAGE_STEP,
+)
 
 
 def journey_workflow_id(journey_key: str, contact_id: str) -> str:
@@ -30,16 +42,21 @@ def journey_workflow_id(journey_key: str, contact_id: str) -> str:
     return f"journey/{journey_key}/{contact_id}"
 
 
-MessageEventKind = Literal["opened", "clicked"]
+def follow_up_workflow_id(journey_key: str, message_id: str, key: str) -> str:
+    """One run per (message, rule): a second trigger finds it taken, also once it ended."""
+    return f"followup/{journey_key}/{message_id}/{key}"
 
 
 class MessageEvent(BaseModel):
-    """Signal: a tracked message of this participant was opened or clicked."""
+    """Signal: something happened to a message of this participant: opened, clicked,
+    a delivery error, an unsubscribe."""
 
+    id: int | None = Field(default=None, description="the stored event; a re-delivery is ignored")
     message_id: str
     step: str
-    kind: MessageEventKind
+    kind: MessageEventName
     url: str | None = None
+    error: DeliveryErrorKind | None = Field(default=None, description="of a delivery_error")
     at: datetime
 
 
@@ -76,10 +93,28 @@ class JourneyState(BaseModel):
     current_step: str
     history: list[StepVisit] = Field(default_factory=list)
     sent: dict[str, str] = Field(default_factory=dict, description="send step -> message id")
+    message_ids: dict[str, str] = Field(
+        default_factory=dict, description="send step -> message id, sent or not"
+    )
     message_events: list[MessageEvent] = Field(default_factory=list)
     contact_events: list[ContactEvent] = Field(default_factory=list)
+    contact_events_dropped: int = Field(
+        default=0, description="events dropped from the front of contact_events"
+    )
     occurrences: dict[str, int] = Field(default_factory=dict)
     removal: str | None = Field(default=None, description="why the participant was removed")
+
+
+class FollowUpRun(BaseModel):
+    """What makes a run a follow-up: the message and rule it fired for, and what it
+    does before its first step (wait, then check run_if)."""
+
+    message_id: str
+    path: list[str] = Field(description="the message step's path, then the rule's key")
+    key: str
+    trigger: str
+    wait: str = Field(description="ISO-8601 duration before the first step; PT0M: none")
+    run_if: Condition | None = None
 
 
 class JourneyInput(BaseModel):
@@ -88,9 +123,10 @@ class JourneyInput(BaseModel):
     contact_id: str
     definition: JourneyDefinition
     state: JourneyState | None = None
+    follow_up: FollowUpRun | None = Field(default=None, description="set on follow-up runs")
 
 
-ParticipantStatus = Literal["running", "completed", "exited", "removed"]
+ParticipantStatus = Literal["running", "completed", "exited", "removed", "skipped"]
 
 
 class JourneyProgress(BaseModel):
@@ -116,6 +152,9 @@ class SendInput(BaseModel):
     version: int
     contact_id: str
     step: str
+    follow_up_path: list[str] | None = Field(
+        default=None, description="the message step's path, when it has follow-ups"
+    )
 
 
 class SendEmailInput(SendInput):

@@ -24,6 +24,7 @@ from journeys.definition import (
     condition_parts,
 )
 from journeys.definition.conditions import Condition, InProject, InSelection
+from journeys.definition.graph import every_step
 from journeys.definition.steps.crm import UserOwner
 from journeys.definition.steps.profile import OP_FIELD_TYPES
 from journeys.fieldtypes import coerce
@@ -51,8 +52,12 @@ async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> lis
     if defn.exit_if is not None:
         conditions(("exit_if",), defn.exit_if)
     types = await fields.field_types(pool)
-    for sid, step in defn.steps.items():
-        loc: tuple[str | int, ...] = ("steps", sid)
+    for prefix, sid, step in every_step(defn.steps):
+        loc: tuple[str | int, ...] = (*prefix, "steps", sid)
+        for i, rule in enumerate(getattr(step, "follow_ups", None) or []):
+            for name in ("schedule_if", "run_if"):
+                if getattr(rule, name) is not None:
+                    conditions((*loc, "follow_ups", i, name), getattr(rule, name))
         if isinstance(step, Branch):
             conditions((*loc, "if"), step.if_)
         elif isinstance(step, (AddToSelection, RemoveFromSelection)):
@@ -65,10 +70,10 @@ async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> lis
         elif isinstance(step, Notify) and step.to_user is not None:
             wanted_users.setdefault(step.to_user, []).append((*loc, "to"))
         elif isinstance(step, UpdateContact):
-            problems += _update_problems(sid, step, types)
+            problems += _update_problems(loc, sid, step, types)
         attachments = getattr(step, "attachments", None)
         if attachments:
-            problems += await _attachment_problems(pool, sid, attachments)
+            problems += await _attachment_problems(pool, loc, sid, attachments)
     for kind, keys in wanted.items():
         known = await groups.existing_keys(pool, kind, list(keys))
         for key, places in keys.items():
@@ -83,10 +88,14 @@ async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> lis
 
 
 def _where(loc: tuple[str | int, ...]) -> str:
-    return f"step '{loc[1]}': " if loc[0] == "steps" else f"{loc[0]}: "
+    """`step 'x': ` for a place in a step (the innermost, for a follow-up's step)."""
+    steps = [i for i, part in enumerate(loc) if part == "steps"]
+    return f"step '{loc[steps[-1] + 1]}': " if steps else f"{loc[0]}: "
 
 
-def _update_problems(sid: str, step: UpdateContact, types: dict[str, str]) -> list[Problem]:
+def _update_problems(
+    at: tuple[str | int, ...], sid: str, step: UpdateContact, types: dict[str, str]
+) -> list[Problem]:
     problems: list[Problem] = []
     changes: list[tuple[tuple[str | int, ...], str, str, Any]] = [
         (("set", name), name, "set", value) for name, value in (step.set or {}).items()
@@ -96,7 +105,7 @@ def _update_problems(sid: str, step: UpdateContact, types: dict[str, str]) -> li
         declared = types.get(name)
         if declared is None:
             continue
-        loc = ("steps", sid, *place)
+        loc = (*at, *place)
         if declared not in OP_FIELD_TYPES[op]:
             problems.append((loc, f"step '{sid}': '{op}' does not fit {declared} field '{name}'"))
         elif op == "set":
@@ -107,10 +116,12 @@ def _update_problems(sid: str, step: UpdateContact, types: dict[str, str]) -> li
     return problems
 
 
-async def _attachment_problems(pool: asyncpg.Pool, sid: str, ids: list[str]) -> list[Problem]:
+async def _attachment_problems(
+    pool: asyncpg.Pool, at: tuple[str | int, ...], sid: str, ids: list[str]
+) -> list[Problem]:
     found = {str(f.id): f for f in await files.get_files(pool, ids)}
     problems: list[Problem] = [
-        (("steps", sid, "attachments", i), f"step '{sid}': file {file_id} does not exist")
+        ((*at, "attachments", i), f"step '{sid}': file {file_id} does not exist")
         for i, file_id in enumerate(ids)
         if file_id not in found
     ]
@@ -118,7 +129,7 @@ async def _attachment_problems(pool: asyncpg.Pool, sid: str, ids: list[str]) -> 
     if total > MAX_ATTACHMENTS_BYTES:
         problems.append(
             (
-                ("steps", sid, "attachments"),
+                (*at, "attachments"),
                 f"step '{sid}': attachments total {total / 1024 / 1024:.1f} MB; at most 25 MB",
             )
         )

@@ -84,6 +84,16 @@ class ApiSettings(Settings):
         validation_alias=_env("JOURNEYS_API_KEY"),
         description="bearer key for the management endpoints",
     )
+    webhook_secret: Secret | None = Field(
+        None,
+        validation_alias=_env("JOURNEYS_WEBHOOK_SECRET"),
+        description="HMAC key of delivery reports (POST /webhooks/delivery)",
+    )
+    sns_topics: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("JOURNEYS_SNS_TOPICS"),
+        description="ARNs of the SNS topics whose SES notifications are accepted",
+    )
 
 
 def missing_variables(error: ValidationError) -> list[str]:

@@ -14,6 +14,7 @@ from jinja2 import Template, TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from journeys.definition import JourneyDefinition, Problem
+from journeys.definition.graph import every_step
 
 
 def _blank_none(value: Any) -> Any:
@@ -46,7 +47,7 @@ def render(template: str, contact: Mapping[str, Any], *, html: bool = False) -> 
 def template_problems(defn: JourneyDefinition) -> list[Problem]:
     """Templates that do not compile, as (location, message)."""
     problems: list[Problem] = []
-    for sid, step in defn.steps.items():
+    for prefix, sid, step in every_step(defn.steps):
         for part, html in step.templates.items():
             source = getattr(step, part)
             if source is None:
@@ -54,5 +55,7 @@ def template_problems(defn: JourneyDefinition) -> list[Problem]:
             try:
                 (_HTML if html else _PLAIN).parse(source)
             except TemplateError as exc:
-                problems.append((("steps", sid, part), f"step '{sid}': {part} template: {exc}"))
+                problems.append(
+                    ((*prefix, "steps", sid, part), f"step '{sid}': {part} template: {exc}")
+                )
     return problems

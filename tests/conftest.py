@@ -34,6 +34,7 @@ from worker import running_worker
 
 API_KEY = "test-api-key"
 SECRET = "test-secret"
+WEBHOOK_SECRET = "test-webhook-secret"
 
 
 @dataclass
@@ -89,6 +90,7 @@ async def stack(
             smtp_url=f"smtp://127.0.0.1:{sink.port}",
             api_key=API_KEY,
             secret=SECRET,
+            webhook_secret=WEBHOOK_SECRET,
             public_url=f"http://127.0.0.1:{api_port}",
             dev_mail_dir=home / "mail",
             sms_url=sink_url(f"http://127.0.0.1:{api_port}"),

@@ -5,11 +5,46 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
+import uvicorn
+
+from journeys.devstack import free_port
+from journeys.settings import ApiSettings
+from journeys.sns import SnsClient
+
+
+@asynccontextmanager
+async def api_on(
+    settings: ApiSettings, sns: SnsClient | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Another API process-alike: `create_app(settings)` served by uvicorn over real HTTP
+    (the tests' own stack keeps running beside it)."""
+    from api.main import create_app  # the app, only for the tests that serve one
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, sns), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not serving.done(), "the API did not start"
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {settings.api_key.get_secret_value()}"},
+            timeout=30,
+        ) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await serving
 
 
 async def create_contact(http: httpx.AsyncClient, **fields: Any) -> str:
@@ -42,6 +77,32 @@ async def participant(http: httpx.AsyncClient, key: str, contact_id: str) -> dic
     response = await http.get(f"/journeys/{key}/participants/{contact_id}")
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+async def delivered_event(
+    http: httpx.AsyncClient, event_id: int, timeout: float = 20
+) -> dict[str, Any]:
+    """`GET /events/{id}` once the worker has delivered the event."""
+    for _ in range(int(timeout * 10)):
+        response = await http.get(f"/events/{event_id}")
+        assert response.status_code == 200, response.text
+        if (view := response.json())["status"] == "delivered":
+            return dict(view)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"event {event_id} not delivered after {timeout}s: {view}")
+
+
+async def wait_for_participant(
+    http: httpx.AsyncClient, key: str, contact_id: str, timeout: float = 20
+) -> dict[str, Any]:
+    """The participant view once the contact has entered the journey."""
+    for _ in range(int(timeout * 10)):
+        response = await http.get(f"/journeys/{key}/participants/{contact_id}")
+        if response.status_code == 200:
+            return dict(response.json())
+        assert response.status_code == 404, response.text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{contact_id} never entered {key}")
 
 
 async def wait_until_done(

@@ -72,7 +72,7 @@ async def test_state_survives_continue_as_new(stack: Stack, tmp_path: Path) -> N
         contact, *_ = await upsert_contact(
             stack.pool, ContactIn(email=f"can-{uuid.uuid4().hex[:6]}@example.com")
         )
-        async with running_worker(settings, client):
+        async with running_worker(settings, client, dispatch=False):
             handle = await start_participant(client, settings.task_queue, published, contact.id)
             message_id = None
             while message_id is None:

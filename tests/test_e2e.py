@@ -16,6 +16,7 @@ from tests.builders import journey, linear_journey, mail, wait
 from tests.conftest import Stack
 from tests.helpers import (
     create_contact,
+    delivered_event,
     enrol,
     links_in,
     participant,
@@ -239,7 +240,9 @@ async def test_branch_on_profile_field_and_custom_event(stack: Stack) -> None:
         "/events", json={"contact_id": pro, "name": "order_placed", "data": {"total": 12.5}}
     )
     assert posted.status_code == 202, posted.text
-    assert posted.json()["delivered_to"] == [f"journey/e2e-plan/{pro}"]
+    delivery = await delivered_event(http, posted.json()["id"])
+    assert delivery["delivered_to"] == [f"journey/e2e-plan/{pro}"]
+    assert delivery["data"] == {"total": 12.5} and delivery["attempts"] == 1
     view = await wait_until_done(http, "e2e-plan", pro)
     assert [h["step"] for h in view["history"]] == ["is_pro", "wait_order", "thank", "end"]
     stored = (await http.get(f"/contacts/{pro}")).json()

@@ -13,9 +13,11 @@ from tests.builders import journey, linear_journey, mail, wait
 from tests.conftest import Stack
 from tests.helpers import (
     create_contact,
+    delivered_event,
     enrol,
     publish,
     read_mail,
+    wait_for_participant,
     wait_for_step,
     wait_until_done,
 )
@@ -97,11 +99,12 @@ async def test_event_entry_reentry_once_and_refusal(stack: Stack) -> None:
     contact = await create_contact(http, email=email)
     posted = await http.post("/events", json={"contact_id": contact, "name": f"{key}_placed"})
     assert posted.status_code == 202, posted.text
-    assert posted.json()["entries"] == [{"journey_key": key, "status": "enrolled", "reason": None}]
+    delivery = await delivered_event(http, posted.json()["id"])
+    assert delivery["entries"] == [{"journey_key": key, "status": "enrolled", "reason": None}]
     await read_mail(http, email, "Thanks!")
     await wait_until_done(http, key, contact)
     again = await http.post("/events", json={"contact_id": contact, "name": f"{key}_placed"})
-    (entry,) = again.json()["entries"]
+    (entry,) = (await delivered_event(http, again.json()["id"]))["entries"]
     assert entry["status"] == "refused" and "entered once" in entry["reason"]
     through_api = (await enrol(http, key, contact))["enrolments"][0]
     assert through_api["status"] == "refused" and through_api["workflow_id"] is None
@@ -591,12 +594,17 @@ async def test_a_field_change_starts_a_journey_and_wakes_exit_if(stack: Stack) -
     ).json()["id"]
     await enrol(http, watcher, contact)
     await wait_for_step(http, watcher, contact, "pause")
+    queued = "SELECT count(*) FROM contact_events WHERE contact_id = $1 AND kind = 'profile_change'"
+    changes = await stack.pool.fetchval(queued, uuid.UUID(contact))
     same = await http.post("/contacts", json={"external_id": external, "fields": {"plan": "free"}})
-    assert same.json()["entries"] == []  # no change, no entry
+    assert same.status_code == 200, same.text
+    assert await stack.pool.fetchval(queued, uuid.UUID(contact)) == changes  # no change, no entry
     changed = await http.post(
         "/contacts", json={"external_id": external, "fields": {"plan": "pro"}}
     )
-    assert changed.json()["entries"] == [{"journey_key": key, "status": "enrolled", "reason": None}]
+    assert changed.status_code == 200, changed.text
+    entered = await wait_for_participant(http, key, contact)
+    assert entered["version"] == 1
     await read_mail(http, email, "Welcome to pro")
     view = await wait_until_done(http, watcher, contact)
     assert (view["status"], view["reason"]) == ("exited", "exit_if held during `pause`")

@@ -2,6 +2,8 @@
 
 A change to workflows/ that would break a running journey fails here. Record
 fresh histories with `JOURNEYS_RECORD_HISTORIES=1 pytest tests/test_workflow.py`
+(or another file of workflow tests: follow-up runs are recorded by
+tests/test_followups.py)
 and keep the old ones: runs recorded on older code must still replay.
 """
 
@@ -17,7 +19,12 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from journeys.models import SA_JOURNEY, SA_PARTICIPANT, journey_workflow_id
+from journeys.models import (
+    SA_JOURNEY,
+    SA_PARTICIPANT,
+    follow_up_workflow_id,
+    journey_workflow_id,
+)
 from workflows.journey import JourneyWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -36,6 +43,12 @@ def recorded_workflow_id(history: dict[str, Any]) -> str:
     def value(name: str) -> str:
         return str(json.loads(base64.b64decode(fields[name]["data"])))
 
+    run_input = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+    follow_up = run_input.get("follow_up")
+    if follow_up:
+        return follow_up_workflow_id(
+            run_input["journey_key"], follow_up["message_id"], follow_up["key"]
+        )
     return journey_workflow_id(value(SA_JOURNEY), value(SA_PARTICIPANT))
 
 

@@ -25,6 +25,7 @@ from journeys.definition import JourneyDefinition
 from journeys.enrolment import start_participant
 from journeys.models import (
     NO_PHONE,
+    ContactEvent,
     ContactSnapshot,
     CreatedRecord,
     CreateRecordInput,
@@ -335,3 +336,66 @@ async def test_the_version_pinned_at_entry_is_used_after_a_new_one_is_published(
         await pool.close()
     sent = {s.workflow_id: (s.version, s.subject) for s in harness.fakes.sent}
     assert sent == {early.id: (1, "Version one"), late.id: (2, "Version two")}
+
+
+def waits_a_day_for_payment(key: str) -> dict[str, Any]:
+    """pause a day -> wait up to two days for the event `paid` -> done."""
+    return journey(
+        key,
+        name="Payment",
+        start="pause",
+        steps={
+            "pause": {"type": "wait", "duration": "P1D", "next": "wait_paid"},
+            "wait_paid": {
+                "type": "wait_for_event",
+                "event": "custom",
+                "name": "paid",
+                "timeout": "P2D",
+                "on_event": "done",
+                "on_timeout": "done",
+            },
+            "done": {"type": "end"},
+        },
+    )
+
+
+async def wait_at(handle: WorkflowHandle[Any, Any], step: str) -> None:
+    for _ in range(200):
+        if (await handle.query(JourneyWorkflow.progress)).current_step == step:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never reached {step}")
+
+
+async def test_only_events_after_the_wait_began_count_however_many_came_before(
+    harness: Harness,
+) -> None:
+    """The run keeps the latest events of the names it waits for (and no others), so its
+    state stays small; a wait still counts only what came after it began."""
+    handle = await harness.start(waits_a_day_for_payment("many-events"))
+    await wait_at(handle, "pause")
+    at = datetime.now(UTC)
+    for i in range(1, 91):  # 60 of the awaited name, 30 of another, before the wait
+        name = "paid" if i <= 60 else "other"
+        await handle.signal(JourneyWorkflow.contact_event, ContactEvent(id=i, name=name, at=at))
+    await harness.env.sleep(timedelta(days=1, minutes=1))
+    await wait_at(handle, "wait_paid")
+    # The dispatcher delivering the latest one again changes nothing; a new one counts.
+    await handle.signal(JourneyWorkflow.contact_event, ContactEvent(id=60, name="paid", at=at))
+    await handle.signal(JourneyWorkflow.contact_event, ContactEvent(id=91, name="paid", at=at))
+    progress = await result(handle)
+    assert [(v.step, v.outcome) for v in progress.history] == [
+        ("pause", None),
+        ("wait_paid", "custom"),
+        ("done", None),
+    ]
+
+
+async def test_before_the_wait_began_events_do_not_count(harness: Harness) -> None:
+    handle = await harness.start(waits_a_day_for_payment("early-events"))
+    await wait_at(handle, "pause")
+    at = datetime.now(UTC)
+    for i in range(1, 61):
+        await handle.signal(JourneyWorkflow.contact_event, ContactEvent(id=i, name="paid", at=at))
+    progress = await result(handle)
+    assert progress.history[1].outcome == "timeout"

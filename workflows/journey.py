@@ -20,6 +20,8 @@ from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from journeys.conditions import evaluate, memberships_read
+    from journeys.definition import WaitForEvent, parse_duration
+    from journeys.definition.journey import TriggeredEntry
     from journeys.models import (
         SA_STATUS,
         SA_STEP,
@@ -35,9 +37,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.steps import run_step
     from workflows.steps.common import Left
-    from workflows.steps.profile import load_profile_for, note_exit
+    from workflows.steps.profile import load_profile_for, note, note_exit
 
 STEP_KEY = SearchAttributeKey.for_keyword(SA_STEP)
+# The latest events of the names the journey waits for; a wait looks only at events
+# that come after it started, so older ones are never asked about.
+KEPT_CONTACT_EVENTS = 50
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_STATUS)
 
 
@@ -55,11 +60,21 @@ class JourneyWorkflow:
         # run; after continue-as-new they carry over. Only changes are upserted.
         history = self.state.history
         self._shown_step = history[-1].step if history else input.definition.start
+        self._awaited_events = {
+            step.name
+            for step in input.definition.steps.values()
+            if isinstance(step, WaitForEvent) and step.event == "custom"
+        }
 
     @workflow.run
     async def run(self, input: JourneyInput) -> JourneyProgress:
         steps = input.definition.steps
         try:
+            # A follow-up, and a journey entered on an event or a field change, may wait
+            # and check run_if before the first step (once: a run continued-as-new
+            # carries its state and is past that).
+            if input.state is None and not await self._may_start():
+                return self.progress()
             while True:
                 step_id = self.state.current_step
                 await self.check_leave(step_id)
@@ -86,6 +101,41 @@ class JourneyWorkflow:
         workflow.upsert_search_attributes([STATUS_KEY.value_set("completed")])
         workflow.set_current_details(f"Completed at step `{self.state.current_step}`.")
         return self.progress()
+
+    async def _may_start(self) -> bool:
+        follow_up, entry = self.input.follow_up, self.input.definition.entry
+        if follow_up is not None:
+            wait, run_if = follow_up.wait, follow_up.run_if
+            where = f"Follow-up `{follow_up.key}` of `{'/'.join(follow_up.path[:-1])}`"
+            kind, trigger = "follow_up_skipped", follow_up.trigger
+        elif isinstance(entry, TriggeredEntry):
+            wait, run_if = entry.wait or "PT0M", entry.run_if
+            where, kind, trigger = "The entry", "journey_skipped", entry.type
+        else:
+            return True
+        delay = parse_duration(wait, zero=True)
+        if delay > timedelta(0):
+            self.describe(
+                f"{where} ({trigger}): waiting until "
+                f"{workflow.now() + delay:%Y-%m-%d %H:%M} UTC, then `{self.state.current_step}`."
+            )
+            await self.pause(delay, "wait before the first step")
+        if run_if is None:
+            return True
+        snapshot = await load_profile_for(self, "run_if", run_if, memberships_read(run_if))
+        if evaluate(run_if, snapshot.fields, self.state, snapshot.memberships):
+            return True
+        self.status, self.reason = "skipped", "run_if no longer held when the wait was over"
+        await note(
+            self,
+            kind,
+            f"{where} of {self.input.journey_key} skipped: {self.reason}",
+            f"skipped/{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}",
+            summary="note the skipped run in the dossier",
+        )
+        workflow.upsert_search_attributes([STATUS_KEY.value_set("skipped")])
+        workflow.set_current_details(f"Skipped: {self.reason}.")
+        return False
 
     def _arrive(self, step_id: str) -> None:
         self.state.history.append(StepVisit(step=step_id, at=workflow.now()))
@@ -148,15 +198,31 @@ class JourneyWorkflow:
 
     @workflow.signal
     def message_event(self, event: MessageEvent) -> None:
-        self.state.message_events.append(event)
+        # Steps ask whether a message was opened, clicked (on a link), bounced (how):
+        # one event of each kind per message, link and error answers that, so the
+        # state stays bounded, and
+        # the dispatcher's re-delivery of an event changes nothing.
+        if not any(
+            (e.message_id, e.kind, e.url, e.error)
+            == (event.message_id, event.kind, event.url, event.error)
+            for e in self.state.message_events
+        ):
+            self.state.message_events.append(event)
 
     @workflow.signal
     def contact_event(self, event: ContactEvent) -> None:
-        # A caller's retry (same Idempotency-Key) delivers the stored event again.
-        if event.id is not None and any(e.id == event.id for e in self.state.contact_events):
-            return
-        self.state.contact_events.append(event)
         self._nudge()
+        # Only events a wait_for_event step of this journey can wait for are kept.
+        if event.name not in self._awaited_events:
+            return
+        events = self.state.contact_events
+        # A re-delivery by the dispatcher (or a caller's retry) carries the same id.
+        if event.id is not None and any(e.id == event.id for e in events):
+            return
+        events.append(event)
+        if len(events) > KEPT_CONTACT_EVENTS:
+            del events[0]
+            self.state.contact_events_dropped += 1
 
     @workflow.signal
     def profile_changed(self, change: ProfileChange) -> None:

@@ -6,24 +6,20 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import PoolDep, SettingsDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
 from journeys.contacts import Contact, ContactIn
 from journeys.definition import Problem
-from journeys.enrolment import enter_journeys
 from journeys.fieldtypes import coerce
-from journeys.models import ProfileChange
 from journeys.phones import normalise_phone
-from journeys.signals import deliver
 from journeys.store.contacts import get_contact, upsert_contact
 from journeys.store.dossier import DossierEntry, dossier_of
-from journeys.store.enrolments import runs_watching_profile
 from journeys.store.fields import field_types
+from journeys.store.outbox import queue_profile_change
 from journeys.store.users import missing_users
-from workflows.journey import JourneyWorkflow
 
 router = APIRouter(
     prefix="/contacts",
@@ -33,62 +29,45 @@ router = APIRouter(
 )
 
 
-class ContactOut(Contact):
-    entries: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="journeys this change started (entry on a field change)",
-    )
-
-
 @router.post(
     "",
-    response_model=ContactOut,
+    response_model=Contact,
     responses={200: {"description": "updated"}, 201: {"description": "created"}},
 )
 async def create_or_update_contact(
     body: ContactIn,
     pool: PoolDep,
-    client: TemporalDep,
     settings: SettingsDep,
     response: Response,
-) -> ContactOut:
+) -> Contact:
     """Create a contact, or update the one with the same `external_id`.
 
     Free fields with a declared type (`POST /contact-fields`) must fit it. A change
-    starts the journeys entered on that field change, and journeys with an
-    `exit_if` look at the contact again.
+    is stored with the contact; the worker then starts the journeys entered on that
+    field change, and journeys with an `exit_if` look at the contact again.
     """
     body = await _checked(pool, body, settings.phone_region)
     try:
-        contact, created, before = await upsert_contact(pool, body)
+        async with pool.acquire() as conn, conn.transaction():
+            contact, created, before = await upsert_contact(conn, body)
+            # What a POST can change (bounced and unsubscribed come from elsewhere).
+            shown = contact.model_dump(mode="json", exclude={"fields", "bounced", "unsubscribed"})
+            now = {**contact.fields, **shown}
+            changed = [
+                name
+                for name, value in now.items()
+                if name not in ("updated_at", "created_at") and (before or {}).get(name) != value
+            ]
+            if changed:
+                # Delivered by the worker: exit_if checks, entries on a field change.
+                await queue_profile_change(
+                    conn, contact.id, changed, {n: now[n] for n in changed}, created
+                )
     except asyncpg.ForeignKeyViolationError:
         # A user deleted between the check and the write.
         raise unprocessable([(("owner",), "the owner is not a user")]) from None
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    now = {**contact.fields, **contact.model_dump(mode="json", exclude={"fields"})}
-    changed = [
-        name
-        for name, value in now.items()
-        if name not in ("updated_at", "created_at") and (before or {}).get(name) != value
-    ]
-    if before is not None and changed:
-        for workflow_id in await runs_watching_profile(pool, contact.id):
-            await deliver(
-                client, workflow_id, JourneyWorkflow.profile_changed, ProfileChange(fields=changed)
-            )
-    entries = []
-    for name in changed:
-        entered = await enter_journeys(
-            client,
-            pool,
-            settings.task_queue,
-            {"type": "field_change", "field": name, "to": now[name]},
-            contact.id,
-        )
-        entries += [
-            {"journey_key": key, "status": e.status, "reason": e.reason} for key, e in entered
-        ]
-    return ContactOut(**contact.model_dump(), entries=entries)
+    return contact
 
 
 async def _checked(pool: asyncpg.Pool, body: ContactIn, phone_region: str) -> ContactIn:

@@ -2,20 +2,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Response, status
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import PoolDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found
 from api.outages import OUTAGE_RESPONSE
-from journeys.enrolment import enter_journeys
-from journeys.models import ContactEvent
-from journeys.signals import deliver
-from journeys.store.events import finish_event_delivery, store_contact_event
+from journeys.store.events import contact_event, store_contact_event
 from journeys.text import StorableModel
-from workflows.journey import JourneyWorkflow
 
 router = APIRouter(
     prefix="/events",
@@ -47,21 +43,27 @@ class JourneyEntry(BaseModel):
 
 
 class EventOut(BaseModel):
-    id: int = Field(description="the stored event")
+    id: int = Field(description="the stored event; `GET /events/{id}` shows its delivery")
     contact_id: uuid.UUID
     name: str
     at: datetime
+
+
+class EventDelivery(EventOut):
+    data: dict[str, Any]
+    status: Literal["pending", "delivered"]
+    delivered_at: datetime | None
     delivered_to: list[str] = Field(description="workflow ids of the journeys that received it")
-    entries: list[JourneyEntry] = Field(
-        default_factory=list, description="journeys with this event as their entry"
-    )
+    entries: list[JourneyEntry] = Field(description="journeys with this event as their entry")
+    attempts: int = Field(description="deliveries tried so far")
+    last_error: str | None = Field(description="why the last try failed, while pending")
 
 
 IdempotencyKey = Annotated[
     str | None,
     Header(
         pattern=r"^[\x21-\x7e]{1,200}$",
-        description="the same key on a retry stores and delivers the event only once",
+        description="the same key on a retry stores the event only once",
     ),
 ]
 
@@ -81,15 +83,15 @@ IdempotencyKey = Annotated[
 async def post_event(
     body: EventIn,
     pool: PoolDep,
-    client: TemporalDep,
-    settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> EventOut:
-    """Store the event and deliver it to every journey the contact is in.
+    """Store the event; the worker delivers it to every journey the contact is in and
+    enrols the contact in journeys entered by this event, within moments.
 
-    Send an `Idempotency-Key` header to make retries safe: a retry (after a 503,
-    say) stores nothing new and finishes a delivery the first call could not.
+    The answer comes once the event is stored: Temporal being down delays the
+    delivery, it loses nothing. Send an `Idempotency-Key` header to make retries
+    (after a 503, say) store the event only once.
     """
     stored = await store_contact_event(
         pool, body.contact_id, body.external_id, body.name, body.data, idempotency_key
@@ -108,29 +110,22 @@ async def post_event(
                 "this Idempotency-Key was used for a different event",
             )
         response.status_code = status.HTTP_200_OK
-    delivered, entries = stored.delivered_to, []
-    if delivered is None:
-        event = ContactEvent(id=stored.id, name=body.name, data=body.data, at=stored.at)
-        delivered = [
-            workflow_id
-            for workflow_id in stored.workflow_ids
-            if await deliver(client, workflow_id, JourneyWorkflow.contact_event, event)
-        ]
-        entries = await enter_journeys(
-            client,
-            pool,
-            settings.task_queue,
-            {"type": "event", "name": body.name},
-            stored.contact_id,
-        )
-        await finish_event_delivery(pool, stored.id, delivered)
-    return EventOut(
-        id=stored.id,
-        contact_id=stored.contact_id,
-        name=body.name,
-        at=stored.at,
-        delivered_to=delivered,
-        entries=[
-            JourneyEntry(journey_key=key, status=e.status, reason=e.reason) for key, e in entries
-        ],
+    return EventOut(id=stored.id, contact_id=stored.contact_id, name=body.name, at=stored.at)
+
+
+@router.get("/{event_id}", response_model=EventDelivery)
+async def read_event(
+    event_id: Annotated[int, Path(ge=1, le=2**63 - 1)], pool: PoolDep
+) -> EventDelivery:
+    """The event and how far its delivery got."""
+    row = await contact_event(pool, event_id)
+    if row is None:
+        raise not_found(f"event {event_id} does not exist")
+    return EventDelivery(
+        **{k: row[k] for k in ("id", "contact_id", "name", "data", "at", "delivered_at")},
+        status="pending" if row["delivered_at"] is None else "delivered",
+        delivered_to=row["delivered_to"] or [],
+        entries=[JourneyEntry.model_validate(e) for e in row["entries"] or []],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
     )

@@ -17,6 +17,7 @@ from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
+from journeys.definition.graph import duplicate_action_warnings
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import Removal, StepVisit
 from journeys.outages import Unavailable, bounded
@@ -54,6 +55,18 @@ class JourneyView(Published):
     versions: list[dict[str, Any]]
 
 
+class PublishWarning(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class PublishedWithWarnings(Published):
+    warnings: list[PublishWarning] = Field(
+        default_factory=list,
+        description="published all the same: steps that repeat what a link action does",
+    )
+
+
 class EnrolmentRequest(BaseModel):
     contact_ids: list[uuid.UUID] = Field(min_length=1, max_length=10_000)
 
@@ -68,7 +81,9 @@ class ParticipantView(BaseModel):
     contact_id: uuid.UUID
     workflow_id: str
     version: int
-    status: str = Field(description="running, completed, exited, removed or failed")
+    status: str = Field(
+        description="running, completed, exited, removed, skipped (run_if) or failed"
+    )
     reason: str | None = Field(default=None, description="why it exited or was removed")
     current_step: str | None
     history: list[StepVisit]
@@ -86,8 +101,8 @@ async def definition_schema() -> dict[str, Any]:
     return JourneyDefinition.model_json_schema(by_alias=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=Published)
-async def publish_journey(body: JourneyDefinition, pool: PoolDep) -> Published:
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PublishedWithWarnings)
+async def publish_journey(body: JourneyDefinition, pool: PoolDep) -> PublishedWithWarnings:
     """Validate the definition and store it as the journey's next version."""
     problems = (
         definition_problems(body) or template_problems(body) or await reference_problems(pool, body)
@@ -95,7 +110,13 @@ async def publish_journey(body: JourneyDefinition, pool: PoolDep) -> Published:
     if problems:
         raise unprocessable(problems)
     journey = await publish(pool, body)
-    return Published.model_validate(journey.model_dump())
+    return PublishedWithWarnings(
+        **Published.model_validate(journey.model_dump()).model_dump(),
+        warnings=[
+            PublishWarning(loc=["body", *loc], msg=msg)
+            for loc, msg in duplicate_action_warnings(body)
+        ],
+    )
 
 
 @router.get("/{key}", response_model=JourneyView)
@@ -166,7 +187,7 @@ async def read_participant(
             API_CALL_SECONDS,
         )
         current_step, history, reason = progress.current_step, progress.history, progress.reason
-        if progress.status in ("exited", "removed"):
+        if progress.status in ("exited", "removed", "skipped"):
             status = progress.status
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, Unavailable):
         # No worker to answer, or a failed run whose history no longer replays:

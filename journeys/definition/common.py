@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import AfterValidator, ConfigDict, Field
 
@@ -21,7 +21,21 @@ FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 # Profile columns a journey may read and write; anything else is a free field.
 CONTACT_COLUMNS = ("email", "phone", "first_name", "last_name", "time_zone")
 # Fields that identify a contact and are never written by a journey.
-READ_ONLY_FIELDS = ("id", "external_id", "created_at", "updated_at", "unsubscribed_at")
+READ_ONLY_FIELDS = (
+    "id",
+    "external_id",
+    "created_at",
+    "updated_at",
+    "unsubscribed_at",
+    # Set by an unsubscribe, and by a hard bounce or complaint on the contact's address.
+    "unsubscribed",
+    "bounced",
+)
+
+# What a provider or the send itself reports about a message that did not arrive.
+DeliveryErrorKind = Literal["soft_bounce", "hard_bounce", "complaint", "rejected"]
+# What can happen to a message after it was sent (the `event` of a wait or condition).
+MessageEventName = Literal["opened", "clicked", "delivery_error", "unsubscribed"]
 
 DURATION = re.compile(
     r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
@@ -41,13 +55,14 @@ _UNIT_SECONDS = {
 }
 
 
-def parse_duration(text: str) -> timedelta:
-    """An ISO-8601 duration such as `PT10M`, `P3D` or `P2Y` as a timedelta."""
+def parse_duration(text: str, *, zero: bool = False) -> timedelta:
+    """An ISO-8601 duration such as `PT10M`, `P3D` or `P2Y` as a timedelta; `PT0M`
+    only where `zero` says it may be."""
     match = DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not an ISO-8601 duration such as PT10M, P3D or P2Y")
     seconds = sum(int(v) * _UNIT_SECONDS[k] for k, v in match.groupdict().items() if v)
-    if seconds <= 0:
+    if seconds <= 0 and not zero:
         raise ValueError(f"duration {text!r} must be longer than zero")
     return timedelta(seconds=seconds)
 
@@ -57,10 +72,21 @@ def _check_duration(text: str) -> str:
     return text
 
 
+def _check_duration_or_zero(text: str) -> str:
+    parse_duration(text, zero=True)
+    return text
+
+
 IsoDuration = Annotated[
     str,
     AfterValidator(_check_duration),
     Field(description="ISO-8601 duration, e.g. PT10M, P3D, P2Y", examples=["P3D"]),
+]
+# A wait that may be none at all (a follow-up's PT0M).
+IsoDurationOrZero = Annotated[
+    str,
+    AfterValidator(_check_duration_or_zero),
+    Field(description="ISO-8601 duration; PT0M for none", examples=["PT0M", "P2D"]),
 ]
 StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN)]
 FieldName = Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]

@@ -9,7 +9,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from journeys.definition.common import FieldName, Key, StepId, Strict
+from journeys.definition.common import (
+    DeliveryErrorKind,
+    FieldName,
+    Key,
+    MessageEventName,
+    StepId,
+    Strict,
+)
 
 Operator = Literal[
     "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists", "not_exists"
@@ -28,8 +35,11 @@ class MessageWas(Strict):
     """What happened to a message this journey sent: `{"message": "mail1", "event": "clicked"}`."""
 
     message: StepId
-    event: Literal["sent", "opened", "clicked"]
+    event: Literal["sent"] | MessageEventName
     link: str | None = Field(default=None, description="only clicks on this URL count")
+    kinds: list[DeliveryErrorKind] | None = Field(
+        default=None, description="only these delivery errors count (delivery_error)"
+    )
 
 
 class InSelection(Strict):
@@ -73,3 +83,11 @@ def condition_parts(cond: Condition) -> list[FieldIs | MessageWas | Membership]:
     if isinstance(cond, NotOf):
         return condition_parts(cond.not_)
     return [cond]
+
+
+def message_kinds_for(cond: MessageWas) -> tuple[str, ...]:
+    """The step types a condition on `cond.event` may name: any message is sent and may
+    fail to arrive; only an e-mail is opened, clicked or unsubscribed from."""
+    if cond.event in ("sent", "delivery_error"):
+        return ("send_email", "send_sms")
+    return ("send_email",)

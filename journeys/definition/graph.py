@@ -7,11 +7,25 @@ API can report them all at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from journeys.definition.common import Problem, step_problem
-from journeys.definition.conditions import MessageWas, condition_parts
+from journeys.definition.conditions import MessageWas, condition_parts, message_kinds_for
+from journeys.definition.followups import FollowUp
 from journeys.definition.journey import JourneyDefinition
+from journeys.definition.steps.profile import action_signatures, describe_signature
+
+
+def every_step(
+    steps: dict[str, Any], prefix: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str, Any]]:
+    """(location of its `steps` mapping, id, step) of every step, those of follow-ups
+    (and of their follow-ups) included; a journey's own steps have the prefix ()."""
+    for sid, step in steps.items():
+        yield prefix, sid, step
+        for i, rule in enumerate(getattr(step, "follow_ups", None) or []):
+            yield from every_step(rule.steps, (*prefix, "steps", sid, "follow_ups", i))
 
 
 def successors(step: Any) -> list[str]:
@@ -20,11 +34,29 @@ def successors(step: Any) -> list[str]:
 
 
 def definition_problems(defn: JourneyDefinition) -> list[Problem]:
-    """Every graph-level problem of a definition as (location, message)."""
+    """Every graph-level problem of a definition as (location, message), its
+    follow-ups' steps included."""
     problems: list[Problem] = []
-    steps = defn.steps
-    if defn.start not in steps:
-        problems.append((("start",), f"start step '{defn.start}' is not a step of this journey"))
+    if defn.exit_if is not None:
+        problems.extend(
+            (
+                ("exit_if",),
+                f"exit_if: message '{leaf.message}' is not a "
+                + " or ".join(message_kinds_for(leaf))
+                + " step",
+            )
+            for leaf in condition_parts(defn.exit_if)
+            if isinstance(leaf, MessageWas)
+            and getattr(defn.steps.get(leaf.message), "type", None) not in message_kinds_for(leaf)
+        )
+    return graph_problems(defn.start, defn.steps) + problems
+
+
+def graph_problems(start: str, steps: dict[str, Any]) -> list[Problem]:
+    """The problems of one graph of steps (a journey's, or a follow-up's)."""
+    problems: list[Problem] = []
+    if start not in steps:
+        problems.append((("start",), f"start step '{start}' is not a step of this journey"))
     for sid, step in steps.items():
         for edge in step.edges():
             if edge.target not in steps:
@@ -34,20 +66,15 @@ def definition_problems(defn: JourneyDefinition) -> list[Problem]:
                     )
                 )
         problems.extend(step.problems(sid, steps))
-    if defn.exit_if is not None:
-        problems.extend(
-            (("exit_if",), f"exit_if: message '{leaf.message}' is not a send_email step")
-            for leaf in condition_parts(defn.exit_if)
-            if isinstance(leaf, MessageWas)
-            and getattr(steps.get(leaf.message), "type", None) != "send_email"
-        )
+        for i, rule in enumerate(getattr(step, "follow_ups", None) or []):
+            problems += _follow_up_problems(sid, i, rule)
     if problems:
         return problems
-    reachable = _reachable(defn.start, steps)
+    reachable = _reachable(start, steps)
     for sid in steps:
         if sid not in reachable:
             problems.append(
-                (("steps", sid), f"step '{sid}' cannot be reached from start '{defn.start}'")
+                (("steps", sid), f"step '{sid}' cannot be reached from start '{start}'")
             )
     cycle = _loop_without_wait(steps)
     if cycle:
@@ -56,6 +83,21 @@ def definition_problems(defn: JourneyDefinition) -> list[Problem]:
             (("steps", cycle[0]), f"step '{cycle[0]}' is on a loop without a wait: {path}")
         )
     return problems
+
+
+def _follow_up_problems(sid: str, index: int, rule: FollowUp) -> list[Problem]:
+    """A follow-up's own graph, located inside its message step."""
+    inner: list[Problem] = []
+    for name in ("schedule_if", "run_if"):
+        cond = getattr(rule, name)
+        if cond is not None and any(isinstance(leaf, MessageWas) for leaf in condition_parts(cond)):
+            inner.append(((name,), f"{name} is about the contact; it cannot ask about messages"))
+    inner += graph_problems(rule.start, rule.steps)
+    prefix = ("steps", sid, "follow_ups", index)
+    return [
+        ((*prefix, *loc), f"step '{sid}', follow-up '{rule.key}': {message}")
+        for loc, message in inner
+    ]
 
 
 def _reachable(start: str, steps: dict[str, Any]) -> set[str]:
@@ -92,3 +134,26 @@ def _loop_without_wait(steps: dict[str, Any]) -> list[str] | None:
         if sid not in state and (found := visit(sid)):
             return found
     return None
+
+
+def duplicate_action_warnings(defn: JourneyDefinition) -> list[Problem]:
+    """Steps that do what a link action already does for a participant who clicks the
+    link (A10): not wrong, but likely done twice."""
+    by_link: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
+    for _, sid, step in every_step(defn.steps):
+        for url, actions in (getattr(step, "link_actions", None) or {}).items():
+            for action in actions:
+                for signature in action_signatures(action):
+                    by_link.setdefault(signature, []).append((sid, url))
+    warnings: list[Problem] = []
+    for prefix, sid, step in every_step(defn.steps):
+        for signature in sorted(action_signatures(step), key=repr):
+            for message, url in by_link.get(signature, []):
+                warnings.append(
+                    (
+                        (*prefix, "steps", sid),
+                        f"step '{sid}' {describe_signature(signature)}, which the link action "
+                        f"on {url} of step '{message}' already does for whoever clicks it",
+                    )
+                )
+    return warnings

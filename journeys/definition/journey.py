@@ -6,7 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from journeys.definition.common import KEY_PATTERN, FieldName, IsoDuration, StepId, Strict
+from journeys.definition.common import (
+    KEY_PATTERN,
+    FieldName,
+    IsoDuration,
+    IsoDurationOrZero,
+    StepId,
+    Strict,
+)
 from journeys.definition.conditions import Condition
 from journeys.definition.steps import Step
 
@@ -17,14 +24,29 @@ class ApiEntry(Strict):
     type: Literal["api"]
 
 
-class EventEntry(Strict):
+class TriggeredEntry(Strict):
+    """An entry set off by something the contact did: like a follow-up, it may wait
+    and be conditional (checked when it fires, and again when the wait is over)."""
+
+    schedule_if: Condition | None = Field(
+        default=None, description="checked when the entry fires; not met: no entry"
+    )
+    wait: IsoDurationOrZero | None = Field(
+        default=None, description="before the first step (PT0M or absent: at once)"
+    )
+    run_if: Condition | None = Field(
+        default=None, description="checked when the wait is over; not met: skipped"
+    )
+
+
+class EventEntry(TriggeredEntry):
     """`POST /events` with this name starts the journey for the contact."""
 
     type: Literal["event"]
     name: str = Field(min_length=1, max_length=200)
 
 
-class FieldChangeEntry(Strict):
+class FieldChangeEntry(TriggeredEntry):
     """A `POST /contacts` that changes the field to `to` starts the journey."""
 
     type: Literal["field_change"]

@@ -7,12 +7,18 @@ from typing import Any
 
 import asyncpg
 
-from journeys.contacts import Contact, ContactIn
+from journeys.contacts import Contact, ContactIn, profile
+from journeys.db import Executor
 from journeys.definition import CONTACT_COLUMNS
+from journeys.models import ContactSnapshot
+from journeys.store import groups
+
+# Whether the contact's address is suppressed (`store.delivery`); {c}: the contacts row.
+BOUNCED = "EXISTS (SELECT 1 FROM suppressed_addresses s WHERE s.address = lower({c}.email))"
 
 
 async def upsert_contact(
-    pool: asyncpg.Pool, data: ContactIn
+    pool: Executor, data: ContactIn
 ) -> tuple[Contact, bool, dict[str, Any] | None]:
     """Create the contact, or update the one with the same external id.
 
@@ -24,7 +30,7 @@ async def upsert_contact(
     """
     given = data.model_fields_set
     row = await pool.fetchrow(
-        """
+        f"""
         WITH before AS (SELECT to_jsonb(c) AS old FROM contacts c WHERE external_id = $2),
         up AS (
             INSERT INTO contacts (id, external_id, email, phone, first_name, last_name,
@@ -43,7 +49,8 @@ async def upsert_contact(
                 fields = contacts.fields || EXCLUDED.fields,
                 updated_at = now()
             RETURNING *, (xmax = 0) AS created)
-        SELECT up.*, (SELECT old FROM before) AS before FROM up
+        SELECT up.*, (SELECT old FROM before) AS before, {BOUNCED.format(c="up")} AS bounced
+        FROM up
         """,
         uuid.uuid4(),
         data.external_id,
@@ -71,7 +78,10 @@ async def upsert_contact(
 async def get_contact(
     pool: asyncpg.Pool | asyncpg.Connection, contact_id: uuid.UUID
 ) -> Contact | None:
-    row = await pool.fetchrow("SELECT * FROM contacts WHERE id = $1", contact_id)
+    row = await pool.fetchrow(
+        f"SELECT c.*, {BOUNCED.format(c='c')} AS bounced FROM contacts c WHERE c.id = $1",
+        contact_id,
+    )
     return Contact.model_validate(dict(row)) if row else None
 
 
@@ -80,3 +90,15 @@ async def missing_contacts(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[uui
     rows = await pool.fetch("SELECT id FROM contacts WHERE id = ANY($1::uuid[])", ids)
     found = {r["id"] for r in rows}
     return [i for i in ids if i not in found]
+
+
+async def contact_snapshot(
+    pool: asyncpg.Pool, contact_id: uuid.UUID, memberships: list[str]
+) -> ContactSnapshot | None:
+    """The profile and the asked-for memberships as conditions see them; None when the
+    contact does not exist."""
+    contact = await get_contact(pool, contact_id)
+    if contact is None:
+        return None
+    found = await groups.memberships(pool, contact.id, memberships) if memberships else {}
+    return ContactSnapshot(fields=profile(contact), memberships=found)

@@ -6,6 +6,8 @@ import uuid
 
 import asyncpg
 
+from journeys.store.journal import write_journal
+
 
 async def record_enrolments(
     pool: asyncpg.Pool, rows: list[tuple[str, uuid.UUID, int, str, str]]
@@ -55,6 +57,44 @@ async def latest_enrolments(
         contact_ids,
     )
     return {r["contact_id"]: r for r in rows}
+
+
+async def runs_of_contact(pool: asyncpg.Pool, contact_id: uuid.UUID) -> list[str]:
+    """Workflow ids of the contact's latest run in each journey, and of its follow-ups."""
+    rows = await pool.fetch(
+        """SELECT workflow_id FROM enrolments WHERE contact_id = $1
+           UNION ALL SELECT workflow_id FROM follow_up_runs WHERE contact_id = $1""",
+        contact_id,
+    )
+    return [r["workflow_id"] for r in rows]
+
+
+async def record_follow_up_run(
+    pool: asyncpg.Pool,
+    workflow_id: str,
+    contact_id: uuid.UUID,
+    journey_key: str,
+    message_id: uuid.UUID,
+    key: str,
+    trigger: str,
+    title: str,
+) -> None:
+    """Note a follow-up that fired, and its line in the dossier; once per run."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO follow_up_runs (workflow_id, contact_id, journey_key, message_id,
+                                           follow_up_key, trigger)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workflow_id) DO NOTHING""",
+            workflow_id,
+            contact_id,
+            journey_key,
+            message_id,
+            key,
+            trigger,
+        )
+        await write_journal(
+            conn, contact_id, "follow_up", title, journey_key, idempotency_key=workflow_id
+        )
 
 
 async def runs_watching_profile(pool: asyncpg.Pool, contact_id: uuid.UUID) -> list[str]:

@@ -84,3 +84,21 @@ async def journeys_entered_by(pool: asyncpg.Pool, entry: dict[str, Any]) -> list
         entry,
     )
     return [PublishedJourney.model_validate(dict(r)) for r in rows]
+
+
+async def journeys_entered_on_fields(
+    pool: asyncpg.Pool, fields: list[str]
+) -> list[PublishedJourney]:
+    """The latest versions of the journeys entered when one of `fields` changes."""
+    rows = await pool.fetch(
+        """
+        SELECT v.journey_key AS key, j.name, v.version, v.published_at, v.definition
+        FROM journeys j JOIN journey_versions v
+             ON v.journey_key = j.key AND v.version = j.latest_version
+        WHERE v.definition -> 'entry' ->> 'type' = 'field_change'
+          AND v.definition -> 'entry' ->> 'field' = ANY($1::text[])
+        ORDER BY j.key
+        """,
+        fields,
+    )
+    return [PublishedJourney.model_validate(dict(r)) for r in rows]

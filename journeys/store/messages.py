@@ -44,19 +44,28 @@ async def messages_of(pool: asyncpg.Pool, workflow_id: str) -> list[MessageView]
 
 
 async def record_message_event(
-    pool: asyncpg.Pool, message_id: uuid.UUID, kind: str, url: str | None
-) -> asyncpg.Record | None:
-    """Store an open/click/unsubscribe; returns the message's workflow id, step and contact."""
-    return await pool.fetchrow(
-        """
-        WITH m AS (SELECT id, workflow_id, step, contact_id FROM messages WHERE id = $1),
-             e AS (INSERT INTO message_events (message_id, kind, url) SELECT id, $2, $3 FROM m)
-        SELECT workflow_id, step, contact_id FROM m
-        """,
+    pool: asyncpg.Pool,
+    message_id: uuid.UUID,
+    kind: str,
+    url: str | None,
+    *,
+    at: datetime,
+    hit_id: uuid.UUID,
+) -> bool:
+    """Store an open or a click for the dispatcher, once per `hit_id`; False when there
+    is no such message."""
+    found = await pool.fetchval(
+        """WITH m AS (SELECT id FROM messages WHERE id = $1),
+                e AS (INSERT INTO message_events (message_id, kind, url, at, hit_id)
+                      SELECT id, $2, $3, $4, $5 FROM m ON CONFLICT (hit_id) DO NOTHING)
+           SELECT true FROM m""",
         message_id,
         kind,
         url,
+        at,
+        hit_id,
     )
+    return bool(found)
 
 
 async def record_unsubscribe(pool: asyncpg.Pool, message_id: uuid.UUID) -> bool:
@@ -99,6 +108,7 @@ async def claim_message(
     skip: str | None,
     lease_owner: uuid.UUID,
     lease: timedelta,
+    follow_up_path: list[str] | None = None,
 ) -> asyncpg.Record:
     """Insert the send's row under its idempotency key, or return the row already there.
 
@@ -108,9 +118,9 @@ async def claim_message(
         """
         INSERT INTO messages (id, idempotency_key, channel, workflow_id, journey_key,
                               journey_version, step, contact_id, recipient, status, error,
-                              lease_owner, lease_until)
+                              lease_owner, lease_until, follow_up_path)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                CASE WHEN $11::text IS NULL THEN now() + $13::interval END)
+                CASE WHEN $11::text IS NULL THEN now() + $13::interval END, $14)
         ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
         RETURNING id, status, error, lease_owner, lease_until, (xmax = 0) AS claimed,
                   lease_until - now() AS lease_left
@@ -128,6 +138,7 @@ async def claim_message(
         skip,
         lease_owner,
         lease,
+        follow_up_path,
     )
     assert row is not None
     return row
@@ -200,11 +211,15 @@ async def mark_message_sent(
     body: str | None = None,
     segments: int | None = None,
 ) -> None:
+    # A message with follow-ups also gets its `sent` event, once: a retry of this write
+    # after it committed finds the row sent already.
     await pool.execute(
-        """UPDATE messages SET status = 'sent', subject = $2, provider_id = $3, body = $4,
-                               segments = $5, sent_at = now(),
-                               lease_owner = NULL, lease_until = NULL
-           WHERE id = $1""",
+        """WITH m AS (UPDATE messages SET status = 'sent', subject = $2, provider_id = $3,
+                                          body = $4, segments = $5, sent_at = now(),
+                                          lease_owner = NULL, lease_until = NULL
+                      WHERE id = $1 AND status <> 'sent' RETURNING id, follow_up_path)
+           INSERT INTO message_events (message_id, kind)
+           SELECT id, 'sent' FROM m WHERE follow_up_path IS NOT NULL""",
         message_id,
         subject,
         provider_id,

@@ -12,13 +12,19 @@ import asyncio
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import pytest
 
 from bench.faults import (
     ANSWER_WITHIN,
     DUPLICATES_PER_KILL,
+    LANDING,
     FaultStack,
     Outcome,
+    clicks_postgres_down,
+    clicks_temporal_down,
     postgres_restart,
     smtp_down,
     temporal_restart,
@@ -97,6 +103,28 @@ async def test_temporal_restart_while_participants_sleep(faults: FaultStack) -> 
     assert_all_delivered(o)
     assert o.duplicates == 0, figures(o)
     assert_answers_503(o)
+
+
+def assert_clicks_redirected(o: Outcome, n: int) -> None:
+    """Every reader who clicked got the page the link leads to, in time."""
+    answers = [(p.status, p.location, round(p.seconds, 2)) for p in o.probes]
+    assert len(o.probes) == n, answers
+    assert {(p.status, p.location) for p in o.probes} == {(302, LANDING)}, answers
+    assert all(p.seconds <= ANSWER_WITHIN for p in o.probes), answers
+
+
+@pytest.mark.parametrize(
+    "scenario", [clicks_temporal_down, clicks_postgres_down], ids=["temporal", "postgres"]
+)
+async def test_clicks_during_an_outage_reach_their_journeys(
+    faults: FaultStack, scenario: Callable[[FaultStack], Awaitable[Outcome]]
+) -> None:
+    o = await scenario(faults)
+    assert o.received_at_fault == faults.n, figures(o)
+    assert_clicks_redirected(o, faults.n)
+    # The second mail goes only to those whose click reached the journey.
+    assert_all_delivered(o)
+    assert o.duplicates == 0, figures(o)
 
 
 async def test_api_matches_its_openapi_document(faults: FaultStack, tmp_path: Path) -> None:

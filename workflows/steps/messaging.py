@@ -15,6 +15,8 @@ with workflow.unsafe.imports_passed_through():
 
 
 def _note_send(p: Participant, step_id: str, result: SendResult) -> None:
+    # A refused message has its id too: its delivery error may be waited for.
+    p.state.message_ids[step_id] = result.message_id
     if result.status == "sent":
         p.state.sent[step_id] = result.message_id
         p.record_outcome("sent")
@@ -22,8 +24,13 @@ def _note_send(p: Participant, step_id: str, result: SendResult) -> None:
         p.record_outcome(f"skipped: {result.reason}")
 
 
-def _send(p: Participant, step_id: str) -> dict[str, Any]:
-    """What every send input carries, with this visit's idempotency key."""
+def _send(p: Participant, step_id: str, step: Any = None) -> dict[str, Any]:
+    """What every send input carries, with this visit's idempotency key, and where the
+    step's follow-ups are found (its path in the journey version) when it has some."""
+    path = None
+    if getattr(step, "follow_ups", None) or getattr(step, "link_actions", None):
+        follow_up = p.input.follow_up
+        path = [*(follow_up.path if follow_up else []), step_id]
     return {
         "idempotency_key": visit_key(p, step_id),
         "workflow_id": workflow.info().workflow_id,
@@ -31,6 +38,7 @@ def _send(p: Participant, step_id: str) -> dict[str, Any]:
         "version": p.input.version,
         "contact_id": p.input.contact_id,
         "step": step_id,
+        "follow_up_path": path,
     }
 
 
@@ -38,7 +46,7 @@ async def send_email(p: Participant, step_id: str, step: SendEmail) -> str:
     result = await workflow.execute_activity_method(
         EmailActivities.send_email,
         SendEmailInput(
-            **_send(p, step_id),
+            **_send(p, step_id, step),
             subject=step.subject,
             html=step.html,
             text=step.text,
@@ -71,7 +79,7 @@ async def notify(p: Participant, step_id: str, step: Notify) -> str:
 async def send_sms(p: Participant, step_id: str, step: SendSms) -> str:
     result = await workflow.execute_activity_method(
         SmsActivities.send_sms,
-        SendSmsInput(**_send(p, step_id), sender=step.sender, text=step.text),
+        SendSmsInput(**_send(p, step_id, step), sender=step.sender, text=step.text),
         summary=f"send SMS {step_id}",
         **SEND_OPTIONS,
     )

@@ -43,17 +43,28 @@ async def load_profile_for(
 async def note_exit(p: Participant, reason: str) -> None:
     """The participant left early: a line in the contact's dossier."""
     info = workflow.info()
+    await note(
+        p,
+        "journey_exited",
+        f"Left journey {p.input.journey_key}: {reason}",
+        f"exited/{info.workflow_id}/{info.first_execution_run_id}",
+        summary="note the exit in the dossier",
+    )
+
+
+async def note(p: Participant, kind: str, title: str, idempotency_key: str, summary: str) -> None:
+    """A line in the contact's dossier about this run, written once."""
     await workflow.execute_activity_method(
         ContactActivities.note_journal,
         JournalInput(
             contact_id=p.input.contact_id,
-            kind="journey_exited",
-            title=f"Left journey {p.input.journey_key}: {reason}",
+            kind=kind,
+            title=title,
             journey_key=p.input.journey_key,
             step=p.state.current_step,
-            idempotency_key=f"exited/{info.workflow_id}/{info.first_execution_run_id}",
+            idempotency_key=idempotency_key,
         ),
-        summary="note the exit in the dossier",
+        summary=summary,
         **ACTIVITY_OPTIONS,
     )
 

@@ -53,15 +53,18 @@ async def _sleep_until(p: Participant, step_id: str, until: datetime, next_step:
 
 async def wait_for_event(p: Participant, step_id: str, step: WaitForEvent) -> str:
     timeout = parse_duration(step.timeout)
-    first_new = len(p.state.contact_events)
+    # Counted from the journey's first event, so that dropping old ones keeps the place.
+    first_new = p.state.contact_events_dropped + len(p.state.contact_events)
 
     def happened() -> bool:
         if step.event == "custom":
-            return any(e.name == step.name for e in p.state.contact_events[first_new:])
+            start = max(0, first_new - p.state.contact_events_dropped)
+            return any(e.name == step.name for e in p.state.contact_events[start:])
         assert step.message is not None  # the definition check guarantees it
         # An open or click counts also when it came before this step started.
         return message_was(
-            MessageWas(message=step.message, event=step.event, link=step.link), p.state
+            MessageWas(message=step.message, event=step.event, link=step.link, kinds=step.kinds),
+            p.state,
         )
 
     what = step.name if step.event == "custom" else f"{step.event} on `{step.message}`"

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from journeys.definition.followups import FollowUp
 from journeys.definition.steps.crm import CreateActivity, CreateRequest, CreateSale, RunScript
 from journeys.definition.steps.flow import Branch, End, Split
 from journeys.definition.steps.messaging import Notify, SendEmail, SendSms
@@ -38,6 +39,11 @@ Step = Annotated[
     | End,
     Field(discriminator="type"),
 ]
+
+# A follow-up holds steps of any kind, messages with follow-ups of their own included.
+FollowUp.model_rebuild(_types_namespace={"Step": Step})
+SendEmail.model_rebuild()
+SendSms.model_rebuild()
 
 __all__ = [
     "AddToProject",

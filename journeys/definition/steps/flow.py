@@ -15,7 +15,12 @@ from journeys.definition.common import (
     message_ref_problems,
     step_problem,
 )
-from journeys.definition.conditions import Condition, MessageWas, condition_parts
+from journeys.definition.conditions import (
+    Condition,
+    MessageWas,
+    condition_parts,
+    message_kinds_for,
+)
 
 
 class Branch(StepBase):
@@ -34,7 +39,9 @@ class Branch(StepBase):
             problem
             for leaf in condition_parts(self.if_)
             if isinstance(leaf, MessageWas)
-            for problem in message_ref_problems(sid, "if", leaf.message, steps, ("send_email",))
+            for problem in message_ref_problems(
+                sid, "if", leaf.message, steps, message_kinds_for(leaf)
+            )
         ]
 
 

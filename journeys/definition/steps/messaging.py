@@ -2,14 +2,124 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from journeys.definition.common import StepBase, StepId
+from journeys.definition.common import IsoDuration, Problem, StepBase, StepId, step_problem
+from journeys.definition.followups import FollowUp
+from journeys.definition.steps.profile import (
+    AddToProject,
+    AddToSelection,
+    RemoveFromProject,
+    RemoveFromSelection,
+    UpdateContact,
+)
 
 
-class SendEmail(StepBase):
+# A link action is one of these step kinds without `next`: they run in order on a click.
+class UpdateContactAction(UpdateContact):
+    next: StepId | None = None  # type: ignore[assignment]
+
+
+class AddToSelectionAction(AddToSelection):
+    next: StepId | None = None  # type: ignore[assignment]
+
+
+class RemoveFromSelectionAction(RemoveFromSelection):
+    next: StepId | None = None  # type: ignore[assignment]
+
+
+class AddToProjectAction(AddToProject):
+    next: StepId | None = None  # type: ignore[assignment]
+
+
+class RemoveFromProjectAction(RemoveFromProject):
+    next: StepId | None = None  # type: ignore[assignment]
+
+
+LinkAction = Annotated[
+    UpdateContactAction
+    | AddToSelectionAction
+    | RemoveFromSelectionAction
+    | AddToProjectAction
+    | RemoveFromProjectAction,
+    Field(discriminator="type"),
+]
+WebUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+# The follow-ups that carry out link actions are named link-1, link-2, … in the order
+# of the links.
+LINK_RULE_PREFIX = "link-"
+
+
+class MessageStep(StepBase):
+    """What every message to the participant has: follow-ups, link actions, and how
+    long they listen."""
+
+    follow_ups: list[FollowUp] | None = Field(
+        default=None, max_length=50, description="runs that fire on what happens to the message"
+    )
+    link_actions: dict[WebUrl, list[LinkAction]] | None = Field(
+        default=None,
+        max_length=50,
+        description="profile and membership changes made when the link is clicked (once)",
+    )
+    listen: IsoDuration | None = Field(
+        default=None, description="how long after sending follow-ups fire (P30D if absent)"
+    )
+
+    def rules(self) -> list[FollowUp]:
+        """The follow-ups, and one per link with actions: fired on a click on that link,
+        at once, doing the actions in order."""
+        rules = list(self.follow_ups or [])
+        for i, (url, actions) in enumerate((self.link_actions or {}).items(), 1):
+            ids = [f"action{j}" for j in range(1, len(actions) + 1)]
+            steps: dict[str, Any] = {
+                sid: {**action.model_dump(mode="json", exclude_none=True), "next": after}
+                for sid, action, after in zip(ids, actions, [*ids[1:], "end"], strict=True)
+            }
+            steps["end"] = {"type": "end"}
+            rules.append(
+                FollowUp.model_validate(
+                    {
+                        "key": f"{LINK_RULE_PREFIX}{i}",
+                        "on": "clicked",
+                        "link": url,
+                        "start": ids[0],
+                        "steps": steps,
+                    }
+                )
+            )
+        return rules
+
+    def problems(self, sid: str, steps: dict[str, Any]) -> list[Problem]:
+        problems: list[Problem] = []
+        seen: set[str] = set()
+        for url, actions in (self.link_actions or {}).items():
+            if not actions:
+                problems.append(step_problem(sid, ("link_actions", url), "no actions"))
+        for i, rule in enumerate(self.follow_ups or []):
+            if rule.key.startswith(LINK_RULE_PREFIX):
+                problems.append(
+                    step_problem(
+                        sid,
+                        ("follow_ups", i, "key"),
+                        f"follow-up keys starting with '{LINK_RULE_PREFIX}' name link actions",
+                    )
+                )
+            if rule.key in seen:
+                problems.append(
+                    step_problem(sid, ("follow_ups", i, "key"), f"follow-up key '{rule.key}' twice")
+                )
+            seen.add(rule.key)
+            problems += [
+                step_problem(sid, ("follow_ups", i, *loc), f"follow-up '{rule.key}': {msg}")
+                for loc, msg in rule.problems()
+            ]
+        return problems
+
+
+class SendEmail(MessageStep):
     """Render the templates with the contact's fields and send one tracked e-mail."""
 
     templates: ClassVar[dict[str, bool]] = {"subject": False, "html": True, "text": False}
@@ -29,7 +139,7 @@ class SendEmail(StepBase):
     next: StepId
 
 
-class SendSms(StepBase):
+class SendSms(MessageStep):
     """Render the text with the contact's fields and send one SMS to the contact's phone."""
 
     templates: ClassVar[dict[str, bool]] = {"text": False}

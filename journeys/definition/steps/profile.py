@@ -130,3 +130,30 @@ class RemoveFromProject(_Membership):
 
 
 MembershipStep = AddToSelection | RemoveFromSelection | AddToProject | RemoveFromProject
+
+
+def action_signatures(step: Any) -> set[tuple[Any, ...]]:
+    """What a profile step does, one tuple per effect, so that two steps doing the same
+    thing to a participant can be told apart from two that do not (A10)."""
+    if isinstance(step, UpdateContact):
+        found: set[tuple[Any, ...]] = {
+            ("set", name, repr(value)) for name, value in (step.set or {}).items()
+        }
+        found |= {(op.op, op.field, repr(op.value)) for op in step.ops or []}
+        return found
+    if isinstance(step, (AddToSelection, RemoveFromSelection)):
+        return {(step.type, step.selection)}
+    if isinstance(step, (AddToProject, RemoveFromProject)):
+        return {(step.type, step.project)}
+    return set()
+
+
+def describe_signature(signature: tuple[Any, ...]) -> str:
+    """`adds to selection 'hot'`, `does increment on field 'clicks' (1)`."""
+    kind, target, *value = signature
+    verb, _, group = kind.partition("_")
+    if group.endswith(("selection", "project")):
+        where = "to" if verb == "add" else "from"
+        return f"{verb}s {where} {group.split('_')[-1]} '{target}'"
+    shown = f" ({value[0]})" if value and value[0] != "None" else ""
+    return f"does {kind} on field '{target}'{shown}"

@@ -7,9 +7,11 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, AwareDatetime, Field, model_validator
 
 from journeys.definition.common import (
+    DeliveryErrorKind,
     Edge,
     FieldName,
     IsoDuration,
+    MessageEventName,
     Problem,
     StepBase,
     StepId,
@@ -87,14 +89,18 @@ class Wait(StepBase):
 
 
 class WaitForEvent(StepBase):
-    """Wait until a message is opened or clicked, or a named event arrives; else time out."""
+    """Wait until something happens to a message (opened, clicked, a delivery error, an
+    unsubscribe) or a named event arrives; else time out."""
 
     waits: ClassVar[bool] = True
 
     type: Literal["wait_for_event"]
-    event: Literal["opened", "clicked", "custom"]
-    message: StepId | None = Field(default=None, description="the send_email step (opened/clicked)")
+    event: MessageEventName | Literal["custom"]
+    message: StepId | None = Field(default=None, description="the message step it is about")
     link: str | None = Field(default=None, description="only a click on this URL counts")
+    kinds: list[DeliveryErrorKind] | None = Field(
+        default=None, description="only these delivery errors count (delivery_error)"
+    )
     name: str | None = Field(default=None, description="the event name (custom)")
     timeout: IsoDuration
     on_event: StepId
@@ -118,7 +124,11 @@ class WaitForEvent(StepBase):
                     sid, ("message",), f"waiting for '{self.event}' needs the message step"
                 )
             )
-        problems += message_ref_problems(sid, "message", self.message, steps, ("send_email",))
+        # An SMS can fail to arrive; only an e-mail is opened, clicked or unsubscribed from.
+        kinds = ("send_email", "send_sms") if self.event == "delivery_error" else ("send_email",)
+        problems += message_ref_problems(sid, "message", self.message, steps, kinds)
         if self.link is not None and self.event != "clicked":
             problems.append(step_problem(sid, ("link",), "link only applies to clicked"))
+        if self.kinds is not None and self.event != "delivery_error":
+            problems.append(step_problem(sid, ("kinds",), "kinds only applies to delivery_error"))
         return problems

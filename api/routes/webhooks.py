@@ -1,0 +1,193 @@
+"""Delivery reports from mail and SMS providers: bounces, complaints, refusals.
+
+`POST /webhooks/delivery` takes the product's own format, signed with
+`X-Journeys-Signature: sha256=<hex HMAC-SHA256 of the raw body>` under
+JOURNEYS_WEBHOOK_SECRET. The body is verified before it is parsed, and nothing
+is stored for a body that fails either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Annotated, Literal
+
+import httpx
+import structlog
+from fastapi import APIRouter, Header, HTTPException, Request, status
+from pydantic import BaseModel, Field, ValidationError
+
+from api.deps import PoolDep, SettingsDep
+from api.errors import error_response, unprocessable
+from api.outages import OUTAGE_RESPONSE
+from journeys.definition.common import DeliveryErrorKind
+from journeys.sns import (
+    NotTrusted,
+    SnsClient,
+    is_sns_url,
+    parse_ses_message,
+    ses_reports,
+    verify,
+)
+from journeys.store.delivery import record_delivery_error
+from journeys.text import StorableModel
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses={**OUTAGE_RESPONSE})
+log = structlog.get_logger(__name__)
+
+# A delivery report is a few hundred bytes; a provider's batch a few kB.
+MAX_REPORT_BYTES = 64 * 1024
+
+
+class DeliveryReport(StorableModel):
+    message_id: str = Field(
+        min_length=1,
+        max_length=500,
+        description="the product's message id, or the Message-ID header it gave the mail",
+    )
+    kind: DeliveryErrorKind
+    detail: str | None = Field(default=None, max_length=2000)
+
+
+class DeliveryReportOut(BaseModel):
+    status: Literal["recorded", "orphan"] = Field(
+        description="orphan: no message has this id; the report is kept to be looked into"
+    )
+    message_id: str | None = Field(description="the product's id of the message it concerns")
+
+
+def _verify(settings: SettingsDep, body: bytes, signature: str | None) -> None:
+    if settings.webhook_secret is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "delivery reports are not configured: set JOURNEYS_WEBHOOK_SECRET",
+            headers={"Retry-After": "60"},
+        )
+    if not signature:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing X-Journeys-Signature: sha256=<hex HMAC-SHA256 of the body>",
+        )
+    key = settings.webhook_secret.get_secret_value().encode()
+    expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(signature.strip().encode(errors="replace"), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "X-Journeys-Signature does not match")
+
+
+@router.post(
+    "/delivery",
+    response_model=DeliveryReportOut,
+    responses={
+        401: error_response("unsigned, or the signature does not match the body"),
+        413: error_response("the body is larger than 64 kB"),
+        422: error_response("the body is not a delivery report"),
+        503: error_response("JOURNEYS_WEBHOOK_SECRET is not set, or a backend is down"),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": DeliveryReport.model_json_schema()}},
+        }
+    },
+)
+async def delivery_report(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    x_journeys_signature: Annotated[str | None, Header()] = None,
+) -> DeliveryReportOut:
+    """A bounce, complaint or refusal for a message. A hard bounce or a complaint
+    suppresses the address: no e-mail goes to it again, from any journey."""
+    body = await request.body()
+    if len(body) > MAX_REPORT_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a report is at most 64 kB")
+    _verify(settings, body, x_journeys_signature)
+    try:
+        report = DeliveryReport.model_validate(json.loads(body))
+    except ValueError as exc:  # not JSON, or not a report
+        if isinstance(exc, ValidationError):
+            raise unprocessable(
+                [(tuple(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+            ) from None
+        raise unprocessable([((), f"the body is not JSON: {exc}")]) from None
+    found = await record_delivery_error(
+        pool, report.message_id, report.kind, report.detail, source="webhook"
+    )
+    if found is None:
+        log.warning("delivery.orphan", kind=report.kind)
+        return DeliveryReportOut(status="orphan", message_id=None)
+    return DeliveryReportOut(status="recorded", message_id=str(found))
+
+
+class SesOut(BaseModel):
+    status: Literal["recorded", "ignored", "subscribed"] = Field(
+        description="ignored: a notification without a bounce or complaint (a delivery)"
+    )
+    recorded: int = Field(0, description="delivery errors recorded for known messages")
+    orphans: int = Field(0, description="reports for messages this product does not know")
+
+
+@router.post(
+    "/ses",
+    response_model=SesOut,
+    responses={
+        403: error_response("not a genuine SNS message of an accepted topic (says why)"),
+        413: error_response("the body is larger than 64 kB"),
+        422: error_response("the body is not an SNS message"),
+        503: error_response("JOURNEYS_SNS_TOPICS is not set, or a backend is down"),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def ses_notification(request: Request, pool: PoolDep, settings: SettingsDep) -> SesOut:
+    """Amazon SES bounce and complaint notifications delivered by Amazon SNS (subscribe
+    this URL to the topics named in JOURNEYS_SNS_TOPICS; the subscription is confirmed
+    by itself). The SNS signature is verified against Amazon's certificate."""
+    if not settings.sns_topics:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "SES notifications are not configured: set JOURNEYS_SNS_TOPICS",
+            headers={"Retry-After": "60"},
+        )
+    body = await request.body()
+    if len(body) > MAX_REPORT_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a report is at most 64 kB")
+    try:
+        message = json.loads(body)
+    except ValueError as exc:
+        raise unprocessable([((), f"the body is not JSON: {exc}")]) from None
+    if not isinstance(message, dict):
+        raise unprocessable([((), "the body is not an SNS message")])
+    sns: SnsClient = request.app.state.sns
+    try:
+        await verify(message, settings.sns_topics, sns.certificate)
+        if message["Type"] == "SubscriptionConfirmation":
+            if not is_sns_url(str(message.get("SubscribeURL", ""))):
+                raise NotTrusted("SubscribeURL is not Amazon SNS")
+            await sns.confirm(str(message["SubscribeURL"]))
+            log.info("ses.subscribed")
+            return SesOut(status="subscribed")
+        if message["Type"] != "Notification":
+            return SesOut(status="ignored")
+        reports = ses_reports(parse_ses_message(message))
+    except NotTrusted as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"Amazon SNS could not be reached: {type(exc).__name__}",
+            headers={"Retry-After": "5"},
+        ) from None
+    recorded = orphans = 0
+    for r in reports:
+        if await record_delivery_error(pool, r.reference, r.kind, r.detail, source="ses"):
+            recorded += 1
+        else:
+            orphans += 1
+            log.warning("delivery.orphan", kind=r.kind, source="ses")
+    return SesOut(status="recorded" if reports else "ignored", recorded=recorded, orphans=orphans)

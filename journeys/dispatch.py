@@ -1,0 +1,341 @@
+"""The event dispatcher: delivers stored events to the journeys they concern.
+
+Every event (open, click, unsubscribe, `POST /events`, a profile change) is one
+row, inserted by the HTTP handler, which answers at once. This loop, in the
+worker process, takes undelivered rows and routes them:
+
+- an open, a click, a delivery error or an unsubscribe: a signal to the run that
+  sent the message, and the start of each follow-up of the message it fires
+  (`journeys.followups`; a message's `sent` event fires only follow-ups);
+- a contact's event: a signal to each of the contact's runs, and an enrolment in
+  the journeys whose entry is that event;
+- a profile change: a signal to the runs whose journey has an `exit_if`, and an
+  enrolment in the journeys entered on that field change.
+
+A row is marked delivered when every part succeeded; otherwise it is tried
+again with a backoff, and workflows drop a second delivery by the event's id. A
+NOTIFY from the inserting statement wakes the loop; a poll is the safety net.
+Rows are claimed with `SKIP LOCKED` and a lease, so several workers share them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from temporalio.client import Client
+
+from journeys.conditions import evaluate, memberships_read
+from journeys.definition.journey import FieldChangeEntry
+from journeys.enrolment import enrol
+from journeys.followups import message_step, start_follow_up, triggered
+from journeys.models import ContactEvent, JourneyState, MessageEvent, ProfileChange
+from journeys.outages import outage_of
+from journeys.signals import deliver
+from journeys.store.contacts import contact_snapshot
+from journeys.store.enrolments import record_follow_up_run, runs_of_contact, runs_watching_profile
+from journeys.store.journeys import (
+    PublishedJourney,
+    get_journey,
+    journeys_entered_by,
+    journeys_entered_on_fields,
+)
+from journeys.store.outbox import (
+    claim_contact_events,
+    claim_message_events,
+    mark_contact_event_delivered,
+    mark_failed,
+    mark_message_events_delivered,
+    next_due_in,
+)
+from workflows.journey import JourneyWorkflow
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "journeys_events"
+# Rows taken per claim; a full batch is followed at once by the next claim.
+BATCH = 200
+# Signals in flight at once. Temporal's frontend is the limit, as for enrolment.
+CONCURRENCY = 64
+# A claimed row goes back to the others when its dispatcher has not finished it by then.
+LEASE = timedelta(seconds=60)
+# The safety net when a notification was missed (the listening connection was down).
+POLL_SECONDS = 1.0
+# Waits after the database itself failed, growing to the last.
+DATABASE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+# schedule_if asks about the contact only (checked at publish), never about a run.
+NO_STATE = JourneyState(current_step="")
+
+# Message event kinds a journey can wait for.
+SIGNALLED_KINDS = ("opened", "clicked", "delivery_error", "unsubscribed")
+
+
+def _error(exc: BaseException) -> str:
+    backend = outage_of(exc)
+    text = f"{type(exc).__name__}: {exc}"[:500]
+    return f"{backend} unavailable: {text}" if backend else text
+
+
+class Dispatcher:
+    def __init__(
+        self, pool: asyncpg.Pool, client: Client, task_queue: str, database_url: str
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.task_queue = task_queue
+        self.database_url = database_url
+        self._wake = asyncio.Event()
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._journeys: dict[tuple[str, int], PublishedJourney] = {}
+
+    async def run(self) -> None:
+        """Dispatch until cancelled, whatever the backends do meanwhile."""
+        listener = asyncio.create_task(self._listen())
+        failures = 0
+        try:
+            while True:
+                # Cleared before claiming: a notification during the claim wakes the wait.
+                self._wake.clear()
+                try:
+                    busy = await self.dispatch_once()
+                    wait = 0.0 if busy else await self._idle_wait()
+                    failures = 0
+                except Exception as exc:
+                    if outage_of(exc) is None:
+                        log.exception("dispatch.failed")
+                    else:
+                        log.warning("dispatch.outage", error=_error(exc))
+                    wait = DATABASE_BACKOFF[min(failures, len(DATABASE_BACKOFF) - 1)]
+                    failures += 1
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _idle_wait(self) -> float:
+        due = await next_due_in(self.pool)
+        return POLL_SECONDS if due is None else min(POLL_SECONDS, max(due, 0.0))
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection; reconnect after it is lost."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self.database_url, timeout=5)
+            except Exception as exc:
+                log.warning("dispatch.listen_failed", error=_error(exc))
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            try:
+                await self._listen_on(conn)
+            except Exception as exc:
+                log.warning("dispatch.listen_lost", error=_error(exc))
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=1)
+
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(CHANNEL, lambda *_args: self._wake.set())
+        self._wake.set()  # anything inserted while we were not listening
+        while not lost.is_set() and not conn.is_closed():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), 5)
+
+    async def dispatch_once(self) -> bool:
+        """Deliver one batch of each table; True when a batch was full (more may wait)."""
+        messages = await claim_message_events(self.pool, BATCH, LEASE)
+        contacts = await claim_contact_events(self.pool, BATCH, LEASE)
+        await asyncio.gather(self._message_events(messages), self._contact_events(contacts))
+        return len(messages) == BATCH or len(contacts) == BATCH
+
+    async def _message_events(self, rows: list[asyncpg.Record]) -> None:
+        if not rows:
+            return
+        failures: dict[int, str] = {}
+
+        async def one(row: asyncpg.Record) -> None:
+            if row["kind"] not in SIGNALLED_KINDS:
+                if row["kind"] == "sent" and row["follow_up_path"]:
+                    try:
+                        async with self._limit:
+                            await self._follow_ups(row)
+                    except Exception as exc:
+                        failures[row["id"]] = _error(exc)
+                return
+            event = MessageEvent(
+                id=row["id"],
+                message_id=str(row["message_id"]),
+                step=row["step"],
+                kind=row["kind"],
+                url=row["url"],
+                error=(row["data"] or {}).get("kind") if row["kind"] == "delivery_error" else None,
+                at=row["at"],
+            )
+            try:
+                async with self._limit:
+                    # A run that has ended does not wait for anything any more.
+                    await deliver(
+                        self.client, row["workflow_id"], JourneyWorkflow.message_event, event
+                    )
+                    if row["follow_up_path"]:
+                        await self._follow_ups(row)
+            except Exception as exc:
+                failures[row["id"]] = _error(exc)
+
+        await asyncio.gather(*(one(r) for r in rows))
+        delivered = [r["id"] for r in rows if r["id"] not in failures]
+        if delivered:
+            await mark_message_events_delivered(self.pool, delivered)
+        if failures:
+            log.warning("dispatch.retry", events=len(failures), error=next(iter(failures.values())))
+            await mark_failed(self.pool, "message_events", failures)
+
+    async def _follow_ups(self, row: asyncpg.Record) -> None:
+        """Start the follow-ups the event fires (each once per message)."""
+        journey = await self._journey(row["journey_key"], row["journey_version"])
+        path: list[str] = list(row["follow_up_path"])
+        step = message_step(journey.definition, path) if journey else None
+        if journey is None or step is None:
+            return
+        data = row["data"] or {}
+        rules = triggered(
+            step,
+            row["kind"],
+            url=row["url"],
+            error=data.get("kind"),
+            at=row["at"],
+            listening_since=row["listening_since"],
+        )
+        contact_id: uuid.UUID = row["contact_id"]
+        for rule in rules:
+            if rule.schedule_if is not None:
+                snapshot = await contact_snapshot(
+                    self.pool, contact_id, memberships_read(rule.schedule_if)
+                )
+                if snapshot is None or not evaluate(
+                    rule.schedule_if, snapshot.fields, NO_STATE, snapshot.memberships
+                ):
+                    continue
+            workflow_id = await start_follow_up(
+                self.client, self.task_queue, journey, contact_id, row["message_id"], path, rule
+            )
+            await record_follow_up_run(
+                self.pool,
+                workflow_id,
+                contact_id,
+                journey.key,
+                row["message_id"],
+                rule.key,
+                rule.on,
+                f"Follow-up '{rule.key}' of {'/'.join(path)} fired ({rule.on})",
+            )
+
+    async def _journey(self, key: str, version: int) -> PublishedJourney | None:
+        # Published versions never change: each is read once per process.
+        found = self._journeys.get((key, version))
+        if found is None:
+            found = await get_journey(self.pool, key, version)
+            if found is not None:
+                self._journeys[(key, version)] = found
+        return found
+
+    async def _contact_events(self, rows: list[asyncpg.Record]) -> None:
+        failures: dict[int, str] = {}
+
+        async def one(row: asyncpg.Record) -> None:
+            try:
+                async with self._limit:
+                    delivered_to, entries = await self._route_contact_event(row)
+                await mark_contact_event_delivered(self.pool, row["id"], delivered_to, entries)
+            except Exception as exc:
+                failures[row["id"]] = _error(exc)
+
+        # A contact's events go in the order they came (one after the other), and
+        # contacts side by side.
+        by_contact: dict[uuid.UUID, list[asyncpg.Record]] = {}
+        for row in rows:
+            by_contact.setdefault(row["contact_id"], []).append(row)
+
+        async def in_order(batch: list[asyncpg.Record]) -> None:
+            for i, row in enumerate(batch):
+                await one(row)
+                if row["id"] in failures:
+                    for later in batch[i + 1 :]:
+                        failures[later["id"]] = "waits for the contact's earlier event"
+                    return
+
+        await asyncio.gather(*(in_order(b) for b in by_contact.values()))
+        if failures:
+            log.warning("dispatch.retry", events=len(failures), error=next(iter(failures.values())))
+            await mark_failed(self.pool, "contact_events", failures)
+
+    async def _route_contact_event(
+        self, row: asyncpg.Record
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        contact_id: uuid.UUID = row["contact_id"]
+        data: dict[str, Any] = row["data"] or {}
+        delivered: list[str] = []
+        if row["kind"] == "profile_change":
+            fields: list[str] = data.get("fields", [])
+            if not data.get("created"):
+                change = ProfileChange(fields=fields)
+                for workflow_id in await runs_watching_profile(self.pool, contact_id):
+                    if await deliver(
+                        self.client, workflow_id, JourneyWorkflow.profile_changed, change
+                    ):
+                        delivered.append(workflow_id)
+            values = data.get("values", {})
+            entered = [
+                journey
+                for journey in await journeys_entered_on_fields(self.pool, fields)
+                if isinstance(entry := journey.definition.entry, FieldChangeEntry)
+                and values.get(entry.field) == entry.to
+            ]
+            return delivered, await self._enter(entered, contact_id)
+        event = ContactEvent(id=row["id"], name=row["name"], data=data, at=row["at"])
+        for workflow_id in await runs_of_contact(self.pool, contact_id):
+            if await deliver(self.client, workflow_id, JourneyWorkflow.contact_event, event):
+                delivered.append(workflow_id)
+        by_event = await journeys_entered_by(self.pool, {"type": "event", "name": row["name"]})
+        return delivered, await self._enter(by_event, contact_id)
+
+    async def _enter(
+        self, journeys: list[PublishedJourney], contact_id: uuid.UUID
+    ) -> list[dict[str, Any]]:
+        """Enrol the contact in each journey whose entry's schedule_if holds now."""
+        entries: list[dict[str, Any]] = []
+        for journey in journeys:
+            entry = journey.definition.entry
+            schedule_if = getattr(entry, "schedule_if", None)
+            if schedule_if is not None:
+                snapshot = await contact_snapshot(
+                    self.pool, contact_id, memberships_read(schedule_if)
+                )
+                if snapshot is None or not evaluate(
+                    schedule_if, snapshot.fields, NO_STATE, snapshot.memberships
+                ):
+                    entries.append(
+                        {
+                            "journey_key": journey.key,
+                            "status": "refused",
+                            "reason": "the entry's schedule_if does not hold",
+                        }
+                    )
+                    continue
+            (enrolment,) = await enrol(
+                self.client, self.pool, self.task_queue, journey, [contact_id]
+            )
+            entries.append(
+                {"journey_key": journey.key, "status": enrolment.status, "reason": enrolment.reason}
+            )
+        return entries

@@ -1,0 +1,103 @@
+"""Delivery errors: bounces, complaints and refusals reported for sent messages.
+
+A report names its message by the product's message id, by the Message-ID header
+the product gave it (`<id@host>`), or by the provider's id. Each error becomes a
+message event (`kind = 'delivery_error'`) the dispatcher delivers like a click;
+a hard bounce or a complaint also suppresses the recipient's address.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Literal
+
+import asyncpg
+
+from journeys.db import Executor
+from journeys.store.messages import WRITE_TIMEOUT
+
+DeliveryErrorKind = Literal["soft_bounce", "hard_bounce", "complaint", "rejected"]
+# These make the address undeliverable for good.
+SUPPRESSING = ("hard_bounce", "complaint")
+
+_HEADER = re.compile(r"^<?([^<>@\s]+)@[^<>@\s]+>?$")
+
+
+def _candidate_id(reference: str) -> uuid.UUID | None:
+    """The product's message id inside `reference` (the id itself, or a Message-ID)."""
+    text = reference.strip()
+    found = _HEADER.match(text)
+    if found:
+        text = found.group(1)
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+async def record_delivery_error(
+    pool: asyncpg.Pool,
+    reference: str,
+    kind: DeliveryErrorKind,
+    detail: str | None,
+    source: str,
+) -> uuid.UUID | None:
+    """Record the error against its message; the message's id, or None for an orphan
+    (then kept in `orphan_delivery_reports`)."""
+    async with pool.acquire() as conn, conn.transaction():
+        message = await conn.fetchrow(
+            """SELECT id, recipient, channel FROM messages
+               WHERE id = $1 OR provider_id = $2 OR provider_id = $3 LIMIT 1""",
+            _candidate_id(reference),
+            reference,
+            f"<{reference.strip('<>')}>",
+        )
+        if message is None:
+            await conn.execute(
+                """INSERT INTO orphan_delivery_reports (reference, kind, detail, source)
+                   VALUES ($1, $2, $3, $4)""",
+                reference,
+                kind,
+                detail,
+                source,
+            )
+            return None
+        await insert_delivery_error(conn, message["id"], kind, detail, source)
+        if kind in SUPPRESSING and message["channel"] == "email" and message["recipient"]:
+            await conn.execute(
+                """INSERT INTO suppressed_addresses (address, reason, message_id)
+                   VALUES (lower($1), $2, $3) ON CONFLICT (address) DO NOTHING""",
+                message["recipient"],
+                kind,
+                message["id"],
+            )
+        message_id: uuid.UUID = message["id"]
+        return message_id
+
+
+async def insert_delivery_error(
+    db: Executor, message_id: uuid.UUID, kind: str, detail: str | None, source: str
+) -> None:
+    await db.execute(
+        """INSERT INTO message_events (message_id, kind, data)
+           VALUES ($1, 'delivery_error', $2)""",
+        message_id,
+        {"kind": kind, "detail": detail, "source": source},
+    )
+
+
+async def reject_message(pool: asyncpg.Pool, message_id: uuid.UUID, refusal: str) -> None:
+    """The provider refused the message for good (an SMTP 5xx): the row says so, and a
+    `rejected` delivery error is recorded once, whatever the retries of this write."""
+    await pool.execute(
+        """WITH m AS (UPDATE messages SET status = 'rejected', error = $2,
+                                          lease_owner = NULL, lease_until = NULL
+                      WHERE id = $1 AND status <> 'rejected' RETURNING id)
+           INSERT INTO message_events (message_id, kind, data)
+           SELECT id, 'delivery_error', $3 FROM m""",
+        message_id,
+        refusal,
+        {"kind": "rejected", "detail": refusal, "source": "send"},
+        timeout=WRITE_TIMEOUT,
+    )

@@ -1,0 +1,198 @@
+"""Delivery errors and unsubscribes on the real stack: the signed webhook, the address
+it suppresses, the dev sink's refusals as `rejected` errors, and journeys that wait
+for them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.builders import journey, linear_journey, mail
+from tests.conftest import WEBHOOK_SECRET, Stack
+from tests.helpers import (
+    create_contact,
+    enrol,
+    publish,
+    read_mail,
+    wait_for_step,
+    wait_until_done,
+)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Journeys-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+async def report(http: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+    raw = json.dumps(body).encode()
+    return await http.post("/webhooks/delivery", content=raw, headers=signed(raw))
+
+
+def wait_for_error(key: str, kinds: list[str] | None = None) -> dict[str, Any]:
+    """mail1 -> wait for a delivery error on it (else time out) -> end."""
+    waiting: dict[str, Any] = {
+        "type": "wait_for_event",
+        "event": "delivery_error",
+        "message": "mail1",
+        "timeout": "PT30M",
+        "on_event": "flag",
+        "on_timeout": "end",
+    }
+    if kinds is not None:
+        waiting["kinds"] = kinds
+    return journey(
+        key,
+        name="Bounce watcher",
+        start="mail1",
+        steps={
+            "mail1": {**mail("Hello"), "next": "wait_error"},
+            "wait_error": waiting,
+            "flag": {"type": "update_contact", "set": {"needs_cleanup": True}, "next": "end"},
+            "end": {"type": "end"},
+        },
+    )
+
+
+async def counts(stack: Stack) -> tuple[int, int]:
+    errors = await stack.pool.fetchval(
+        "SELECT count(*) FROM message_events WHERE kind = 'delivery_error'"
+    )
+    orphans = await stack.pool.fetchval("SELECT count(*) FROM orphan_delivery_reports")
+    return int(errors), int(orphans)
+
+
+async def test_unsigned_wrongly_signed_or_malformed_reports_change_nothing(stack: Stack) -> None:
+    http = stack.http
+    before = await counts(stack)
+    good = json.dumps({"message_id": str(uuid.uuid4()), "kind": "hard_bounce"}).encode()
+    unsigned = await http.post("/webhooks/delivery", content=good)
+    assert unsigned.status_code == 401 and "X-Journeys-Signature" in unsigned.json()["detail"]
+    wrong = await http.post(
+        "/webhooks/delivery", content=good, headers=signed(good, "another-secret")
+    )
+    assert wrong.status_code == 401 and "does not match" in wrong.json()["detail"]
+    # Signed for another body.
+    other = await http.post("/webhooks/delivery", content=good + b" ", headers=signed(good))
+    assert other.status_code == 401
+    not_json = b"kind=hard_bounce"
+    answer = await http.post("/webhooks/delivery", content=not_json, headers=signed(not_json))
+    assert answer.status_code == 422 and "not JSON" in answer.text
+    bad_kind = json.dumps({"message_id": "x", "kind": "exploded"}).encode()
+    answer = await http.post("/webhooks/delivery", content=bad_kind, headers=signed(bad_kind))
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "kind"]
+    assert await counts(stack) == before
+
+
+async def test_an_unknown_message_is_an_orphan_kept_and_answered_200(stack: Stack) -> None:
+    errors, orphans = await counts(stack)
+    answer = await report(
+        stack.http, {"message_id": "<nobody@example.org>", "kind": "soft_bounce", "detail": "?"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"status": "orphan", "message_id": None}
+    assert await counts(stack) == (errors, orphans + 1)
+
+
+async def test_a_hard_bounce_suppresses_the_address_and_wakes_the_journey(stack: Stack) -> None:
+    http = stack.http
+    key = unique("bounce")
+    await publish(http, wait_for_error(key, kinds=["hard_bounce", "complaint"]))
+    email = f"{unique('hb')}@example.com"
+    contact = await create_contact(http, email=email)
+    await enrol(http, key, contact)
+    msg = await read_mail(http, email, "Hello")
+    await wait_for_step(http, key, contact, "wait_error")
+    # A soft bounce is recorded, and neither suppresses nor counts for this wait.
+    soft = await report(http, {"message_id": msg["Message-ID"], "kind": "soft_bounce"})
+    assert soft.json()["status"] == "recorded"
+    # The provider names the message by the Message-ID header the product gave it.
+    hard = await report(
+        http, {"message_id": msg["Message-ID"], "kind": "hard_bounce", "detail": "5.1.1"}
+    )
+    assert hard.status_code == 200, hard.text
+    view = await wait_until_done(http, key, contact)
+    assert [(h["step"], h["outcome"]) for h in view["history"]][:2] == [
+        ("mail1", "sent"),
+        ("wait_error", "delivery_error"),
+    ]
+    assert hard.json() == {"status": "recorded", "message_id": view["messages"][0]["id"]}
+    stored = (await http.get(f"/contacts/{contact}")).json()
+    assert stored["bounced"] is True and stored["fields"]["needs_cleanup"] is True
+    # No e-mail goes to the address again, from any journey, whichever contact has it.
+    again = unique("again")
+    await publish(http, linear_journey(again, "Again", ("m", mail("Second try"))))
+    twin = await create_contact(http, email=email.upper())
+    await enrol(http, again, contact, twin)
+    for who in (contact, twin):
+        done = await wait_until_done(http, again, who)
+        assert done["messages"][0]["status"] == "skipped"
+        assert done["messages"][0]["error"] == "the address bounced or complained"
+    assert [m["subject"] for m in stack.mail_to(email)] == ["Hello"]
+
+
+async def test_a_refusal_at_send_time_is_a_rejected_delivery_error(stack: Stack) -> None:
+    """The dev sink refuses bounce* addresses with 550, as a real server refuses an
+    unknown mailbox."""
+    http = stack.http
+    key = unique("rejected")
+    await publish(http, wait_for_error(key))
+    contact = await create_contact(http, email=f"{unique('bounce')}@example.com")
+    await enrol(http, key, contact)
+    view = await wait_until_done(http, key, contact)
+    assert [(h["step"], h["outcome"]) for h in view["history"]][:2] == [
+        ("mail1", "skipped: rejected by the mail server (550)"),
+        ("wait_error", "delivery_error"),
+    ]
+    (message,) = view["messages"]
+    assert message["status"] == "rejected"
+    assert [e["kind"] for e in message["events"]] == ["delivery_error"]
+    # A refusal is not a bounce report: the address is not suppressed.
+    assert (await http.get(f"/contacts/{contact}")).json()["bounced"] is False
+
+
+async def test_an_unsubscribe_is_readable_and_can_be_waited_for(stack: Stack) -> None:
+    http = stack.http
+    key = unique("unsub-wait")
+    await publish(
+        http,
+        journey(
+            key,
+            name="Unsubscribe watcher",
+            start="mail1",
+            steps={
+                "mail1": {**mail("Hello"), "next": "wait_unsub"},
+                "wait_unsub": {
+                    "type": "wait_for_event",
+                    "event": "unsubscribed",
+                    "message": "mail1",
+                    "timeout": "PT30M",
+                    "on_event": "end",
+                    "on_timeout": "end",
+                },
+                "end": {"type": "end"},
+            },
+        ),
+    )
+    email = f"{unique('us')}@example.com"
+    contact = await create_contact(http, email=email)
+    await enrol(http, key, contact)
+    msg = await read_mail(http, email, "Hello")
+    url = msg["List-Unsubscribe"].strip().strip("<>")
+    async with httpx.AsyncClient() as mail_client:
+        for _ in range(2):  # mail clients retry; the second records nothing
+            done = await mail_client.post(url, data={"List-Unsubscribe": "One-Click"})
+            assert done.status_code == 200
+    view = await wait_until_done(http, key, contact)
+    assert view["history"][1]["outcome"] == "unsubscribed"
+    assert (await http.get(f"/contacts/{contact}")).json()["unsubscribed"] is True
