@@ -26,6 +26,7 @@ from activities.sms import SmsActivities
 from activities.smtp import SmtpSender
 from activities.timing import TimingActivities
 from activities.twilio import SmsProvider, TwilioProvider, parse_sms_url
+from api.routes.webhooks import SMS_STATUS_PATH
 from journeys.db import create_pool
 from journeys.dispatch import Dispatcher
 from journeys.settings import Settings
@@ -111,7 +112,12 @@ async def running_worker(
     outbound = Outbound(
         smtp=SmtpSender(settings.smtp_url),
         http=httpx.AsyncClient(timeout=SCRIPT_TIMEOUT, follow_redirects=False),
-        sms=TwilioProvider(parse_sms_url(settings.sms_url)) if settings.sms_url else None,
+        sms=TwilioProvider(
+            parse_sms_url(settings.sms_url),
+            status_callback=f"{settings.public_url.rstrip('/')}{SMS_STATUS_PATH}",
+        )
+        if settings.sms_url
+        else None,
     )
     dispatcher = None
     if dispatch:

@@ -10,11 +10,16 @@ credentials); a request that was sent but got no answer may have been sent.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import httpx
+
+from journeys.definition.common import DeliveryErrorKind
 
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 
@@ -70,8 +75,10 @@ def parse_sms_url(url: str) -> TwilioConfig:
 
 
 class TwilioProvider:
-    def __init__(self, config: TwilioConfig) -> None:
+    def __init__(self, config: TwilioConfig, status_callback: str | None = None) -> None:
         self.config = config
+        # Where the provider reports what became of each message (delivered, failed).
+        self.status_callback = status_callback
         self.client = httpx.AsyncClient(
             auth=(config.account_sid, config.auth_token),
             timeout=TIMEOUT,
@@ -80,7 +87,10 @@ class TwilioProvider:
     async def send(self, to: str, sender: str, text: str) -> str:
         path = f"{self.config.base_url}/2010-04-01/Accounts/{self.config.account_sid}/Messages.json"
         try:
-            response = await self.client.post(path, data={"To": to, "From": sender, "Body": text})
+            data = {"To": to, "From": sender, "Body": text}
+            if self.status_callback:
+                data["StatusCallback"] = self.status_callback
+            response = await self.client.post(path, data=data)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise SmsProviderUnavailable(f"{type(exc).__name__}: {exc}") from None
         except httpx.HTTPError as exc:  # sent, then the connection failed or timed out
@@ -110,3 +120,28 @@ def _reason(response: httpx.Response) -> str:
     if isinstance(body, dict) and "code" in body:
         return f"{response.status_code} ({body['code']}: {body.get('message', '')})"
     return str(response.status_code)
+
+
+def request_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """The provider's signature of a callback: base64 HMAC-SHA1, under the auth token,
+    of the URL followed by each form field's name and value in name order."""
+    message = url + "".join(name + params[name] for name in sorted(params))
+    digest = hmac.new(auth_token.encode(), message.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+# Error codes of messages that cannot reach the number (an unknown or unreachable
+# destination, a landline, an opted-out recipient); other failures may pass later.
+HARD_ERRORS = {"21610", "21614", "30003", "30005", "30006"}
+FILTERED_ERRORS = {"30007"}  # the carrier filtered it as spam
+
+
+def delivery_error_kind(status: str, error_code: str | None) -> DeliveryErrorKind | None:
+    """The delivery error a status callback reports; None when it reports none."""
+    if status not in ("failed", "undelivered"):
+        return None
+    if error_code in HARD_ERRORS:
+        return "hard_bounce"
+    if error_code in FILTERED_ERRORS:
+        return "rejected"
+    return "soft_bounce"

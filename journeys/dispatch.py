@@ -51,7 +51,6 @@ from journeys.store.outbox import (
     mark_contact_event_delivered,
     mark_failed,
     mark_message_events_delivered,
-    next_due_in,
 )
 from workflows.journey import JourneyWorkflow
 
@@ -62,9 +61,12 @@ CHANNEL = "journeys_events"
 BATCH = 200
 # Signals in flight at once. Temporal's frontend is the limit, as for enrolment.
 CONCURRENCY = 64
+# Batches being delivered at once, while the loop claims the next.
+BATCHES_IN_FLIGHT = 4
 # A claimed row goes back to the others when its dispatcher has not finished it by then.
 LEASE = timedelta(seconds=60)
-# The safety net when a notification was missed (the listening connection was down).
+# The safety net when a notification was missed (the listening connection was down),
+# and how soon a failed row (backoff 1 s and more) is looked at again.
 POLL_SECONDS = 1.0
 # Waits after the database itself failed, growing to the last.
 DATABASE_BACKOFF = (0.5, 1.0, 2.0, 5.0)
@@ -93,18 +95,21 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._journeys: dict[tuple[str, int], PublishedJourney] = {}
+        self._batches = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        self._contacts_busy = False
 
     async def run(self) -> None:
         """Dispatch until cancelled, whatever the backends do meanwhile."""
         listener = asyncio.create_task(self._listen())
+        in_flight: set[asyncio.Task[None]] = set()
         failures = 0
         try:
             while True:
                 # Cleared before claiming: a notification during the claim wakes the wait.
                 self._wake.clear()
                 try:
-                    busy = await self.dispatch_once()
-                    wait = 0.0 if busy else await self._idle_wait()
+                    busy = await self._claim_and_deliver(in_flight)
+                    wait = 0.0 if busy else POLL_SECONDS
                     failures = 0
                 except Exception as exc:
                     if outage_of(exc) is None:
@@ -118,12 +123,45 @@ class Dispatcher:
                         await asyncio.wait_for(self._wake.wait(), wait)
         finally:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(listener, *in_flight, return_exceptions=True)
 
-    async def _idle_wait(self) -> float:
-        due = await next_due_in(self.pool)
-        return POLL_SECONDS if due is None else min(POLL_SECONDS, max(due, 0.0))
+    async def _claim_and_deliver(self, in_flight: set[asyncio.Task[None]]) -> bool:
+        """Claim a batch and deliver it in the background: the next claim does not wait
+        for the signals of this one, so a hit waits for no batch before it. True when a
+        batch was full (more may wait)."""
+        await self._batches.acquire()
+        try:
+            # A contact's events go in order: one batch of them at a time.
+            claims = [claim_message_events(self.pool, BATCH, LEASE)]
+            if not self._contacts_busy:
+                claims.append(claim_contact_events(self.pool, BATCH, LEASE))
+            messages, *rest = await asyncio.gather(*claims)
+            contacts = rest[0] if rest else []
+        except BaseException:
+            self._batches.release()
+            raise
+        if not messages and not contacts:
+            self._batches.release()
+            return False
+        self._contacts_busy = bool(contacts) or self._contacts_busy
+        task = asyncio.create_task(self._deliver(messages, contacts))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+        return len(messages) == BATCH or len(contacts) == BATCH
+
+    async def _deliver(
+        self, messages: list[asyncpg.Record], contacts: list[asyncpg.Record]
+    ) -> None:
+        try:
+            await asyncio.gather(self._message_events(messages), self._contact_events(contacts))
+        except Exception as exc:  # marking failed: the rows' leases run out, then a retry
+            log.warning("dispatch.unmarked", error=_error(exc))
+        finally:
+            if contacts:
+                self._contacts_busy = False
+            self._batches.release()
 
     async def _listen(self) -> None:
         """Hold a LISTEN connection; reconnect after it is lost."""
@@ -150,13 +188,6 @@ class Dispatcher:
         while not lost.is_set() and not conn.is_closed():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lost.wait(), 5)
-
-    async def dispatch_once(self) -> bool:
-        """Deliver one batch of each table; True when a batch was full (more may wait)."""
-        messages = await claim_message_events(self.pool, BATCH, LEASE)
-        contacts = await claim_contact_events(self.pool, BATCH, LEASE)
-        await asyncio.gather(self._message_events(messages), self._contact_events(contacts))
-        return len(messages) == BATCH or len(contacts) == BATCH
 
     async def _message_events(self, rows: list[asyncpg.Record]) -> None:
         if not rows:

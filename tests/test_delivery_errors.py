@@ -4,6 +4,7 @@ for them."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from activities.twilio import parse_sms_url, request_signature
 from tests.builders import journey, linear_journey, mail
 from tests.conftest import WEBHOOK_SECRET, Stack
 from tests.helpers import (
@@ -196,3 +198,67 @@ async def test_an_unsubscribe_is_readable_and_can_be_waited_for(stack: Stack) ->
     view = await wait_until_done(http, key, contact)
     assert view["history"][1]["outcome"] == "unsubscribed"
     assert (await http.get(f"/contacts/{contact}")).json()["unsubscribed"] is True
+
+
+async def test_an_sms_status_callback_is_a_delivery_error(stack: Stack) -> None:
+    """The provider's signed status callback: an undelivered text fires the message's
+    follow-up on delivery errors; a forged one changes nothing."""
+    http = stack.http
+    key = unique("sms-status")
+    bad_number = {
+        "key": "bad",
+        "on": "delivery_error",
+        "kinds": ["hard_bounce"],
+        "start": "m",
+        "steps": {
+            "m": {"type": "update_contact", "set": {"sms_bad": True}, "next": "end"},
+            "end": {"type": "end"},
+        },
+    }
+    await publish(
+        http,
+        journey(
+            key,
+            name="Texts",
+            start="text",
+            steps={
+                "text": {
+                    "type": "send_sms",
+                    "text": "Hi",
+                    "follow_ups": [bad_number],
+                    "next": "end",
+                },
+                "end": {"type": "end"},
+            },
+        ),
+    )
+    # A number of its own: other tests count the texts to theirs.
+    contact = await create_contact(http, phone=f"+3162{uuid.uuid4().int % 10**7:07d}")
+    await enrol(http, key, contact)
+    view = await wait_until_done(http, key, contact)
+    sid = await stack.pool.fetchval(
+        "SELECT provider_id FROM messages WHERE id = $1", uuid.UUID(view["messages"][0]["id"])
+    )
+    assert stack.settings.sms_url is not None
+    token = parse_sms_url(stack.settings.sms_url).auth_token
+    url = f"{stack.settings.public_url}/webhooks/sms-status"
+
+    async def callback(params: dict[str, str], signature: str | None = None) -> httpx.Response:
+        signed = signature or request_signature(token, url, params)
+        return await http.post(
+            "/webhooks/sms-status", data=params, headers={"X-Twilio-Signature": signed}
+        )
+
+    failed = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30005"}
+    assert (await callback(failed, signature="forged")).status_code == 403
+    assert (await callback({**failed, "MessageStatus": "delivered"})).json() == {
+        "status": "ignored"
+    }
+    assert (await callback({**failed, "MessageSid": "SMunknown"})).json() == {"status": "orphan"}
+    assert (await callback(failed)).json() == {"status": "recorded"}
+    for _ in range(100):
+        if (await http.get(f"/contacts/{contact}")).json()["fields"].get("sms_bad"):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the follow-up on the undelivered text did not run")

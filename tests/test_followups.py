@@ -158,7 +158,9 @@ def fired(
 
 def test_each_trigger_fires_its_rules_only() -> None:
     assert fired("sent") == ["survey"]
-    assert fired("opened") == []
+    assert fired("opened") == []  # the example has no rule on opens
+    defn = JourneyDefinition.model_validate(brochure("o", [*three_follow_ups(), SEEN]))
+    assert fired_on(defn, "opened", "") == ["seen"]
     assert fired("clicked", url="https://EXAMPLE.com/pricing?utm=x&c=42#top") == ["hot"]
     assert fired("clicked", url="https://example.com/pricing/other") == []
     assert fired("delivery_error", error="hard_bounce") == ["bad"]
@@ -201,19 +203,34 @@ async def fire(
     )
 
 
-@pytest.mark.parametrize("key", ["hot", "survey", "bad"])
+# The fourth trigger, beside the example's three.
+SEEN = {
+    "key": "seen",
+    "on": "opened",
+    "wait": "PT1H",
+    "start": "mark",
+    "steps": {
+        "mark": {"type": "update_contact", "set": {"opened_brochure": True}, "next": "end"},
+        "end": {"type": "end"},
+    },
+}
+
+
+@pytest.mark.parametrize("key", ["hot", "survey", "bad", "seen"])
 async def test_each_rule_runs_its_steps_after_its_wait(harness: Harness, key: str) -> None:
-    p = published(brochure(f"fu-{key}"))
+    p = published(brochure(f"fu-{key}", [*three_follow_ups(), SEEN]))
     before = await harness.env.get_current_time()
     workflow_id = await fire(harness, p, key, uuid.uuid4(), uuid.uuid4())
     # A run started elsewhere (the dispatcher) skips time only when told to.
     await harness.env.sleep(timedelta(days=7, minutes=1))
     progress = await result(run_of(harness, workflow_id))
     assert progress.status == "completed"
-    (visit,) = [v for v in progress.history if v.step in ("s", "flag", "m")]
+    (visit,) = [v for v in progress.history if v.step in ("s", "flag", "m", "mark")]
     if key == "survey":
         assert visit.at - before >= timedelta(days=7)
         assert [s.subject for s in harness.fakes.sent] == ["How was it?"]
+    elif key == "seen":
+        assert timedelta(hours=1) <= visit.at - before < timedelta(days=1)
     else:
         assert visit.at - before < timedelta(days=1) and harness.fakes.updates
 

@@ -18,6 +18,7 @@ import structlog
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel, Field, ValidationError
 
+from activities.twilio import delivery_error_kind, parse_sms_url, request_signature
 from api.deps import PoolDep, SettingsDep
 from api.errors import error_response, unprocessable
 from api.outages import OUTAGE_RESPONSE
@@ -38,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 # A delivery report is a few hundred bytes; a provider's batch a few kB.
 MAX_REPORT_BYTES = 64 * 1024
+# Where the SMS provider reports each message's fate (sent with every message).
+SMS_STATUS_PATH = "/webhooks/sms-status"
 
 
 class DeliveryReport(StorableModel):
@@ -191,3 +194,57 @@ async def ses_notification(request: Request, pool: PoolDep, settings: SettingsDe
             orphans += 1
             log.warning("delivery.orphan", kind=r.kind, source="ses")
     return SesOut(status="recorded" if reports else "ignored", recorded=recorded, orphans=orphans)
+
+
+class SmsStatusOut(BaseModel):
+    status: Literal["recorded", "orphan", "ignored"] = Field(
+        description="ignored: a status that is no delivery error (queued, sent, delivered)"
+    )
+
+
+@router.post(
+    "/sms-status",
+    response_model=SmsStatusOut,
+    responses={
+        403: error_response("X-Twilio-Signature is missing or does not match"),
+        413: error_response("the body is larger than 64 kB"),
+        422: error_response("MessageSid or MessageStatus is missing"),
+        503: error_response("SMS_URL is not set, or a backend is down"),
+    },
+)
+async def sms_status(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    x_twilio_signature: Annotated[str | None, Header()] = None,
+) -> SmsStatusOut:
+    """The SMS provider's status callback (Twilio's form fields, signed with the auth
+    token of SMS_URL): `failed` and `undelivered` messages become delivery errors."""
+    if not settings.sms_url:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "SMS status callbacks need SMS_URL (its auth token signs them)",
+            headers={"Retry-After": "60"},
+        )
+    if int(request.headers.get("content-length") or 0) > MAX_REPORT_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a report is at most 64 kB")
+    form = await request.form()
+    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    token = parse_sms_url(settings.sms_url).auth_token
+    url = f"{settings.public_url.rstrip('/')}{SMS_STATUS_PATH}"
+    expected = request_signature(token, url, params)
+    if not x_twilio_signature or not hmac.compare_digest(
+        x_twilio_signature.encode(errors="replace"), expected.encode()
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "X-Twilio-Signature does not match")
+    sid, state = params.get("MessageSid"), params.get("MessageStatus")
+    if not sid or not state:
+        raise unprocessable([(("MessageSid",), "MessageSid and MessageStatus are required")])
+    kind = delivery_error_kind(state, params.get("ErrorCode"))
+    if kind is None:
+        return SmsStatusOut(status="ignored")
+    detail = f"{state} ({params.get('ErrorCode') or 'no error code'})"
+    if await record_delivery_error(pool, sid, kind, detail, source="sms-status") is None:
+        log.warning("delivery.orphan", kind=kind, source="sms-status")
+        return SmsStatusOut(status="orphan")
+    return SmsStatusOut(status="recorded")

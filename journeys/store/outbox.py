@@ -95,14 +95,3 @@ async def queue_profile_change(
         contact_id,
         {"fields": fields, "values": values, "created": created},
     )
-
-
-async def next_due_in(pool: asyncpg.Pool) -> float | None:
-    """Seconds until the earliest undelivered row is due; None when there is none."""
-    value = await pool.fetchval(
-        """SELECT extract(epoch FROM least(
-               (SELECT min(next_attempt_at) FROM message_events WHERE delivered_at IS NULL),
-               (SELECT min(next_attempt_at) FROM contact_events WHERE delivered_at IS NULL)
-           ) - now())"""
-    )
-    return None if value is None else float(value)
