@@ -33,6 +33,11 @@ def _error(status: int, code: int, message: str) -> JSONResponse:
 @router.post(
     "/2010-04-01/Accounts/{account}/Messages.json",
     summary="the SMS provider's Messages endpoint, for the worker in development",
+    responses={
+        201: {"description": "taken, in the provider's shape"},
+        400: {"description": "a refused number, in the provider's shape"},
+        401: {"description": "not the dev account's credentials, in the provider's shape"},
+    },
 )
 async def provider_messages(
     account: str,
