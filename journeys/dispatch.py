@@ -161,6 +161,7 @@ class Dispatcher:
         finally:
             if contacts:
                 self._contacts_busy = False
+                self._wake.set()  # contact events that came meanwhile go next, not after a poll
             self._batches.release()
 
     async def _listen(self) -> None:
