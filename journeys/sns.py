@@ -91,7 +91,10 @@ async def verify(
         signature = base64.b64decode(str(message.get("Signature", "")), validate=True)
     except ValueError:
         raise NotTrusted("Signature is not base64") from None
-    certificate = x509.load_pem_x509_certificate(await fetch_certificate(cert_url))
+    try:
+        certificate = x509.load_pem_x509_certificate(await fetch_certificate(cert_url))
+    except ValueError:
+        raise NotTrusted("SigningCertURL does not hold a PEM certificate") from None
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise NotTrusted("the certificate's key is not RSA")

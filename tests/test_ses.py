@@ -127,6 +127,14 @@ async def test_a_changed_or_foreign_message_is_not_trusted(
         await verify({**signed, **change}, [TOPIC], FakeSns(signer).certificate)
 
 
+async def test_a_certificate_that_is_not_one_is_not_trusted(signer: Signer) -> None:
+    async def garbage(url: str) -> bytes:
+        return b"<html>not a certificate</html>"
+
+    with pytest.raises(NotTrusted, match="PEM certificate"):
+        await verify(signer.sign(notification(bounce("<a@b>"))), [TOPIC], garbage)
+
+
 async def test_an_old_message_is_not_trusted(signer: Signer) -> None:
     old = signer.sign(notification(bounce("<a@b>"), at=datetime.now(UTC) - timedelta(hours=2)))
     with pytest.raises(NotTrusted, match="an hour old"):
