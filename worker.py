@@ -25,8 +25,7 @@ from activities.scripts import ScriptActivities
 from activities.sms import SmsActivities
 from activities.smtp import SmtpSender
 from activities.timing import TimingActivities
-from activities.twilio import SmsProvider, TwilioProvider, parse_sms_url
-from api.routes.webhooks import SMS_STATUS_PATH
+from activities.twilio import SMS_STATUS_PATH, SmsProvider, TwilioProvider, parse_sms_url
 from journeys.db import create_pool
 from journeys.dispatch import Dispatcher
 from journeys.settings import Settings

@@ -22,6 +22,8 @@ import httpx
 from journeys.definition.common import DeliveryErrorKind
 
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+# Where, under JOURNEYS_PUBLIC_URL, the provider reports each message's fate.
+SMS_STATUS_PATH = "/webhooks/sms-status"
 
 
 class SmsRejected(Exception):

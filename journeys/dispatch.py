@@ -31,6 +31,7 @@ import structlog
 from temporalio.client import Client
 
 from journeys.conditions import evaluate, memberships_read
+from journeys.definition import Condition
 from journeys.definition.journey import FieldChangeEntry
 from journeys.enrolment import enrol
 from journeys.followups import message_step, start_follow_up, triggered
@@ -250,14 +251,8 @@ class Dispatcher:
         )
         contact_id: uuid.UUID = row["contact_id"]
         for rule in rules:
-            if rule.schedule_if is not None:
-                snapshot = await contact_snapshot(
-                    self.pool, contact_id, memberships_read(rule.schedule_if)
-                )
-                if snapshot is None or not evaluate(
-                    rule.schedule_if, snapshot.fields, NO_STATE, snapshot.memberships
-                ):
-                    continue
+            if not await self._holds(rule.schedule_if, contact_id):
+                continue
             workflow_id = await start_follow_up(
                 self.client, self.task_queue, journey, contact_id, row["message_id"], path, rule
             )
@@ -271,6 +266,16 @@ class Dispatcher:
                 rule.on,
                 f"Follow-up '{rule.key}' of {'/'.join(path)} fired ({rule.on})",
             )
+
+    async def _holds(self, schedule_if: Condition | None, contact_id: uuid.UUID) -> bool:
+        """Whether a follow-up's or an entry's schedule_if holds for the contact now (on
+        its profile and memberships; it cannot ask about a run)."""
+        if schedule_if is None:
+            return True
+        snapshot = await contact_snapshot(self.pool, contact_id, memberships_read(schedule_if))
+        return snapshot is not None and evaluate(
+            schedule_if, snapshot.fields, NO_STATE, snapshot.memberships
+        )
 
     async def _journey(self, key: str, version: int) -> PublishedJourney | None:
         # Published versions never change: each is read once per process.
@@ -347,23 +352,16 @@ class Dispatcher:
         """Enrol the contact in each journey whose entry's schedule_if holds now."""
         entries: list[dict[str, Any]] = []
         for journey in journeys:
-            entry = journey.definition.entry
-            schedule_if = getattr(entry, "schedule_if", None)
-            if schedule_if is not None:
-                snapshot = await contact_snapshot(
-                    self.pool, contact_id, memberships_read(schedule_if)
+            schedule_if = getattr(journey.definition.entry, "schedule_if", None)
+            if not await self._holds(schedule_if, contact_id):
+                entries.append(
+                    {
+                        "journey_key": journey.key,
+                        "status": "refused",
+                        "reason": "the entry's schedule_if does not hold",
+                    }
                 )
-                if snapshot is None or not evaluate(
-                    schedule_if, snapshot.fields, NO_STATE, snapshot.memberships
-                ):
-                    entries.append(
-                        {
-                            "journey_key": journey.key,
-                            "status": "refused",
-                            "reason": "the entry's schedule_if does not hold",
-                        }
-                    )
-                    continue
+                continue
             (enrolment,) = await enrol(
                 self.client, self.pool, self.task_queue, journey, [contact_id]
             )

@@ -18,7 +18,12 @@ import structlog
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel, Field, ValidationError
 
-from activities.twilio import delivery_error_kind, parse_sms_url, request_signature
+from activities.twilio import (
+    SMS_STATUS_PATH,
+    delivery_error_kind,
+    parse_sms_url,
+    request_signature,
+)
 from api.deps import PoolDep, SettingsDep
 from api.errors import error_response, unprocessable
 from api.outages import OUTAGE_RESPONSE
@@ -39,8 +44,18 @@ log = structlog.get_logger(__name__)
 
 # A delivery report is a few hundred bytes; a provider's batch a few kB.
 MAX_REPORT_BYTES = 64 * 1024
-# Where the SMS provider reports each message's fate (sent with every message).
-SMS_STATUS_PATH = "/webhooks/sms-status"
+
+
+def _not_configured(what: str) -> HTTPException:
+    """503: the provider retries until the operator has set what is missing."""
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, what, headers={"Retry-After": "60"})
+
+
+async def _report_body(request: Request) -> bytes:
+    body = await request.body()
+    if len(body) > MAX_REPORT_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a report is at most 64 kB")
+    return body
 
 
 class DeliveryReport(StorableModel):
@@ -62,11 +77,7 @@ class DeliveryReportOut(BaseModel):
 
 def _verify(settings: SettingsDep, body: bytes, signature: str | None) -> None:
     if settings.webhook_secret is None:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "delivery reports are not configured: set JOURNEYS_WEBHOOK_SECRET",
-            headers={"Retry-After": "60"},
-        )
+        raise _not_configured("delivery reports are not configured: set JOURNEYS_WEBHOOK_SECRET")
     if not signature:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -102,9 +113,7 @@ async def delivery_report(
 ) -> DeliveryReportOut:
     """A bounce, complaint or refusal for a message. A hard bounce or a complaint
     suppresses the address: no e-mail goes to it again, from any journey."""
-    body = await request.body()
-    if len(body) > MAX_REPORT_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a report is at most 64 kB")
+    body = await _report_body(request)
     _verify(settings, body, x_journeys_signature)
     try:
         report = DeliveryReport.model_validate(json.loads(body))
@@ -152,14 +161,8 @@ async def ses_notification(request: Request, pool: PoolDep, settings: SettingsDe
     this URL to the topics named in JOURNEYS_SNS_TOPICS; the subscription is confirmed
     by itself). The SNS signature is verified against Amazon's certificate."""
     if not settings.sns_topics:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "SES notifications are not configured: set JOURNEYS_SNS_TOPICS",
-            headers={"Retry-After": "60"},
-        )
-    body = await request.body()
-    if len(body) > MAX_REPORT_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a report is at most 64 kB")
+        raise _not_configured("SES notifications are not configured: set JOURNEYS_SNS_TOPICS")
+    body = await _report_body(request)
     try:
         message = json.loads(body)
     except ValueError as exc:
@@ -221,13 +224,8 @@ async def sms_status(
     """The SMS provider's status callback (Twilio's form fields, signed with the auth
     token of SMS_URL): `failed` and `undelivered` messages become delivery errors."""
     if not settings.sms_url:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "SMS status callbacks need SMS_URL (its auth token signs them)",
-            headers={"Retry-After": "60"},
-        )
-    if int(request.headers.get("content-length") or 0) > MAX_REPORT_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "a report is at most 64 kB")
+        raise _not_configured("SMS status callbacks need SMS_URL (its auth token signs them)")
+    await _report_body(request)  # bounded before the form is parsed (from the same bytes)
     form = await request.form()
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     token = parse_sms_url(settings.sms_url).auth_token

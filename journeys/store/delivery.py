@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Literal
+from typing import Any
 
 import asyncpg
 
 from journeys.db import Executor
+from journeys.definition.common import DeliveryErrorKind
 from journeys.store.messages import WRITE_TIMEOUT
 
-DeliveryErrorKind = Literal["soft_bounce", "hard_bounce", "complaint", "rejected"]
 # These make the address undeliverable for good.
 SUPPRESSING = ("hard_bounce", "complaint")
 
@@ -76,6 +76,11 @@ async def record_delivery_error(
         return message_id
 
 
+def _error_data(kind: str, detail: str | None, source: str) -> dict[str, Any]:
+    """A delivery error event's `data`, as the dispatcher reads it."""
+    return {"kind": kind, "detail": detail, "source": source}
+
+
 async def insert_delivery_error(
     db: Executor, message_id: uuid.UUID, kind: str, detail: str | None, source: str
 ) -> None:
@@ -83,7 +88,7 @@ async def insert_delivery_error(
         """INSERT INTO message_events (message_id, kind, data)
            VALUES ($1, 'delivery_error', $2)""",
         message_id,
-        {"kind": kind, "detail": detail, "source": source},
+        _error_data(kind, detail, source),
     )
 
 
@@ -98,6 +103,6 @@ async def reject_message(pool: asyncpg.Pool, message_id: uuid.UUID, refusal: str
            SELECT id, 'delivery_error', $3 FROM m""",
         message_id,
         refusal,
-        {"kind": "rejected", "detail": refusal, "source": "send"},
+        _error_data("rejected", refusal, "send"),
         timeout=WRITE_TIMEOUT,
     )

@@ -73,32 +73,32 @@ async def list_versions(pool: asyncpg.Pool, key: str) -> list[dict[str, Any]]:
 async def journeys_entered_by(pool: asyncpg.Pool, entry: dict[str, Any]) -> list[PublishedJourney]:
     """The latest versions of the journeys whose entry contains `entry`
     (`{"type": "event", "name": "order_placed"}`)."""
-    rows = await pool.fetch(
-        """
-        SELECT v.journey_key AS key, j.name, v.version, v.published_at, v.definition
-        FROM journeys j JOIN journey_versions v
-             ON v.journey_key = j.key AND v.version = j.latest_version
-        WHERE v.definition -> 'entry' @> $1::jsonb
-        ORDER BY j.key
-        """,
-        entry,
-    )
-    return [PublishedJourney.model_validate(dict(r)) for r in rows]
+    return await _latest_versions(pool, "v.definition -> 'entry' @> $1::jsonb", entry)
 
 
 async def journeys_entered_on_fields(
     pool: asyncpg.Pool, fields: list[str]
 ) -> list[PublishedJourney]:
     """The latest versions of the journeys entered when one of `fields` changes."""
+    return await _latest_versions(
+        pool,
+        """v.definition -> 'entry' ->> 'type' = 'field_change'
+           AND v.definition -> 'entry' ->> 'field' = ANY($1::text[])""",
+        fields,
+    )
+
+
+async def _latest_versions(pool: asyncpg.Pool, where: str, arg: Any) -> list[PublishedJourney]:
+    """The latest version of each journey whose definition `where` (a constant
+    condition on `v.definition`, with `$1`) selects."""
     rows = await pool.fetch(
-        """
+        f"""
         SELECT v.journey_key AS key, j.name, v.version, v.published_at, v.definition
         FROM journeys j JOIN journey_versions v
              ON v.journey_key = j.key AND v.version = j.latest_version
-        WHERE v.definition -> 'entry' ->> 'type' = 'field_change'
-          AND v.definition -> 'entry' ->> 'field' = ANY($1::text[])
+        WHERE {where}
         ORDER BY j.key
         """,
-        fields,
+        arg,
     )
     return [PublishedJourney.model_validate(dict(r)) for r in rows]
