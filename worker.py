@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from activities.timing import TimingActivities
 from activities.twilio import SMS_STATUS_PATH, SmsProvider, TwilioProvider, parse_sms_url
 from journeys.db import create_pool
 from journeys.dispatch import Dispatcher
+from journeys.enrolment import sweep_intents_forever
 from journeys.settings import Settings
 from journeys.temporal import connect
 from workflows.journey import JourneyWorkflow
@@ -104,8 +104,9 @@ async def running_worker(
     settings: Settings, client: Client | None = None, *, dispatch: bool = True
 ) -> AsyncIterator[Worker]:
     """Run a worker (with its database pool and SMTP connections) for the block, and
-    the event dispatcher beside it unless `dispatch` is False (a second worker
-    against another Temporal server must leave the database's events alone)."""
+    beside it the event dispatcher and the sweep of interrupted enrolments unless
+    `dispatch` is False (a second worker against another Temporal server must leave
+    the database's events and intents alone)."""
     client = client or await connect(settings)
     pool = await create_pool(settings.database_url, max_size=20)
     outbound = Outbound(
@@ -118,20 +119,22 @@ async def running_worker(
         if settings.sms_url
         else None,
     )
-    dispatcher = None
+    background: list[asyncio.Task[None]] = []
     if dispatch:
-        dispatcher = asyncio.create_task(
-            Dispatcher(pool, client, settings.task_queue, settings.database_url).run()
-        )
+        background = [
+            asyncio.create_task(
+                Dispatcher(pool, client, settings.task_queue, settings.database_url).run()
+            ),
+            asyncio.create_task(sweep_intents_forever(client, pool, settings.task_queue)),
+        ]
     try:
         async with build_worker(client, settings, pool, outbound) as worker:
             log.info("worker.started", task_queue=settings.task_queue)
             yield worker
     finally:
-        if dispatcher is not None:
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await outbound.smtp.close()
         await outbound.http.aclose()
         if outbound.sms is not None:

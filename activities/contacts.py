@@ -17,8 +17,9 @@ from journeys.models import (
     LoadContactInput,
     UpdateContactInput,
 )
-from journeys.store.contacts import contact_snapshot, get_contact
+from journeys.store.contacts import get_contact
 from journeys.store.journal import write_journal
+from journeys.store.queries import contact_snapshot
 from journeys.store.updates import apply_update
 
 
@@ -37,7 +38,9 @@ class ContactActivities:
 
     @activity.defn(name="load_contact")
     async def load_contact(self, input: LoadContactInput) -> ContactSnapshot:
-        snapshot = await contact_snapshot(self.pool, uuid.UUID(input.contact_id), input.memberships)
+        snapshot = await contact_snapshot(
+            self.pool, uuid.UUID(input.contact_id), input.memberships, self.default_time_zone
+        )
         if snapshot is None:
             raise ApplicationError(f"contact {input.contact_id} does not exist", non_retryable=True)
         return snapshot

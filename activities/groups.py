@@ -32,7 +32,7 @@ class GroupActivities:
                 step=input.step,
                 idempotency_key=input.idempotency_key,
             )
-        except groups.UnknownGroup as exc:
+        except (groups.UnknownGroup, groups.QuerySelection) as exc:
             raise ApplicationError(f"step '{input.step}': {exc}", non_retryable=True) from None
         except asyncpg.ForeignKeyViolationError:
             raise ApplicationError(

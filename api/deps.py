@@ -10,7 +10,7 @@ import hmac
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
@@ -62,3 +62,13 @@ async def require_api_key(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+# A client's retry key: the same key on a retry does the work once (events, enrolments).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        pattern=r"^[\x21-\x7e]{1,200}$",
+        description="the same key on a retry does the work only once and answers the same",
+    ),
+]

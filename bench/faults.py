@@ -719,6 +719,48 @@ async def temporal_restart(fs: FaultStack) -> Outcome:
         return await run.finish()
 
 
+async def enrol_postgres_down(fs: FaultStack) -> Outcome:
+    """One call enrols the N contacts; PostgreSQL stops once the first mail arrived (the
+    call is still starting runs) and starts again after the call answered. Once every run
+    that started has ended, the same call is made again: it must finish the enrolment,
+    not start the journey a second time."""
+    key = f"fault-enrol-postgres-{fs.run_id}"
+    await fs.publish(two_mails(key))
+    run = Run(fs, "enrol-postgres-down", key, fs.recorder.offset())
+    call = Call(
+        "POST /journeys/{key}/enrolments",
+        "POST",
+        f"/journeys/{key}/enrolments",
+        lambda: {"contact_ids": fs.contacts},
+    )
+
+    async def enrol_all() -> None:
+        run.probes.append(await fs.probe(call))
+
+    run.enrolling = asyncio.create_task(enrol_all())
+    await run.received_at_least(1)
+    run.fault()
+    await asyncio.to_thread(fs.postgres.stop)
+    try:
+        await run.enrolling
+    finally:
+        await asyncio.to_thread(fs.postgres.start)
+        run.healed()
+
+    async def none_running() -> bool:
+        with suppress(Exception):
+            return await fs.participants(key, "ExecutionStatus = 'Running'") == 0
+        return False
+
+    await wait_until(none_running, timeout=120 + fs.n * 0.15, what="every run to end")
+    run.enrolling = asyncio.create_task(enrol_all())
+    await run.enrolling
+    # A retry that started the journey again shows as runs that send their mails again.
+    await asyncio.sleep(1)
+    await wait_until(none_running, timeout=120 + fs.n * 0.15, what="every run to end")
+    return await run.finish()
+
+
 async def _clicks_during(
     fs: FaultStack,
     scenario: str,
@@ -769,6 +811,7 @@ SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[Outcome]]] = {
     "Temporal restart": temporal_restart,
     "clicks, Temporal down": clicks_temporal_down,
     "clicks, PostgreSQL down": clicks_postgres_down,
+    "enrolment, PostgreSQL down": enrol_postgres_down,
 }
 
 

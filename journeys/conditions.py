@@ -14,7 +14,13 @@ from journeys.definition import (
     NotOf,
     condition_parts,
 )
-from journeys.definition.conditions import InProject, InSelection, Membership
+from journeys.definition.conditions import (
+    Anniversary,
+    InProject,
+    InSelection,
+    Received,
+    StoredFact,
+)
 from journeys.models import JourneyState
 
 
@@ -24,7 +30,7 @@ def evaluate(
     state: JourneyState,
     memberships: Mapping[str, bool] | None = None,
 ) -> bool:
-    """Whether `cond` holds for a profile, its memberships (see `membership_key`)
+    """Whether `cond` holds for a profile, its stored facts (see `fact_key`)
     and what happened in the journey so far."""
     if isinstance(cond, AllOf):
         return all(evaluate(c, fields, state, memberships) for c in cond.all)
@@ -34,26 +40,32 @@ def evaluate(
         return not evaluate(cond.not_, fields, state, memberships)
     if isinstance(cond, MessageWas):
         return message_was(cond, state)
-    if isinstance(cond, (InSelection, InProject)):
-        return bool((memberships or {}).get(membership_key(cond)))
+    if isinstance(cond, STORED_FACTS):
+        return bool((memberships or {}).get(fact_key(cond)))
     return field_is(cond, fields)
 
 
-def membership_key(cond: Membership) -> str:
-    """`selection:vip` or `project:seminar`: how a load asks for and returns membership."""
+STORED_FACTS = (InSelection, InProject, Received, Anniversary)
+
+
+def fact_key(cond: StoredFact) -> str:
+    """How a contact load asks for a leaf the database answers, and returns the answer:
+    `selection:vip`, `project:seminar`, `anniversary:birthday`, `received:<the leaf as
+    JSON>`."""
     if isinstance(cond, InSelection):
         return f"selection:{cond.selection}"
-    return f"project:{cond.project}"
+    if isinstance(cond, InProject):
+        return f"project:{cond.project}"
+    if isinstance(cond, Anniversary):
+        return f"anniversary:{cond.anniversary}"
+    return "received:" + cond.model_dump_json(exclude_none=True)
 
 
-def memberships_read(cond: Condition) -> list[str]:
-    """The memberships a condition asks about, as `membership_key`s."""
+def facts_read(cond: Condition) -> list[str]:
+    """The stored facts (memberships, message history, anniversaries) a condition asks
+    about, as `fact_key`s."""
     return sorted(
-        {
-            membership_key(leaf)
-            for leaf in condition_parts(cond)
-            if isinstance(leaf, (InSelection, InProject))
-        }
+        {fact_key(leaf) for leaf in condition_parts(cond) if isinstance(leaf, STORED_FACTS)}
     )
 
 
@@ -89,7 +101,9 @@ def field_is(cond: FieldIs, fields: Mapping[str, Any]) -> bool:
     if op == "not_in":
         return isinstance(expected, list) and value not in expected
     if op == "contains":
-        return isinstance(value, (list, str)) and expected in value
+        if isinstance(value, str):  # a substring; a list is never inside a text
+            return isinstance(expected, str) and expected in value
+        return isinstance(value, list) and expected in value
     if value is None or expected is None:
         return False
     try:

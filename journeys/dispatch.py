@@ -30,7 +30,7 @@ import asyncpg
 import structlog
 from temporalio.client import Client
 
-from journeys.conditions import evaluate, memberships_read
+from journeys.conditions import evaluate, facts_read
 from journeys.definition import Condition
 from journeys.definition.journey import FieldChangeEntry
 from journeys.enrolment import enrol
@@ -38,7 +38,6 @@ from journeys.followups import message_step, start_follow_up, triggered
 from journeys.models import ContactEvent, JourneyState, MessageEvent, ProfileChange
 from journeys.outages import outage_of
 from journeys.signals import deliver
-from journeys.store.contacts import contact_snapshot
 from journeys.store.enrolments import record_follow_up_run, runs_of_contact, runs_watching_profile
 from journeys.store.journeys import (
     PublishedJourney,
@@ -53,6 +52,7 @@ from journeys.store.outbox import (
     mark_failed,
     mark_message_events_delivered,
 )
+from journeys.store.queries import contact_snapshot
 from workflows.journey import JourneyWorkflow
 
 log = structlog.get_logger(__name__)
@@ -272,7 +272,7 @@ class Dispatcher:
         its profile and memberships; it cannot ask about a run)."""
         if schedule_if is None:
             return True
-        snapshot = await contact_snapshot(self.pool, contact_id, memberships_read(schedule_if))
+        snapshot = await contact_snapshot(self.pool, contact_id, facts_read(schedule_if))
         return snapshot is not None and evaluate(
             schedule_if, snapshot.fields, NO_STATE, snapshot.memberships
         )
@@ -338,18 +338,19 @@ class Dispatcher:
                 if isinstance(entry := journey.definition.entry, FieldChangeEntry)
                 and values.get(entry.field) == entry.to
             ]
-            return delivered, await self._enter(entered, contact_id)
+            return delivered, await self._enter(entered, contact_id, row["id"])
         event = ContactEvent(id=row["id"], name=row["name"], data=data, at=row["at"])
         for workflow_id in await runs_of_contact(self.pool, contact_id):
             if await deliver(self.client, workflow_id, JourneyWorkflow.contact_event, event):
                 delivered.append(workflow_id)
         by_event = await journeys_entered_by(self.pool, {"type": "event", "name": row["name"]})
-        return delivered, await self._enter(by_event, contact_id)
+        return delivered, await self._enter(by_event, contact_id, row["id"])
 
     async def _enter(
-        self, journeys: list[PublishedJourney], contact_id: uuid.UUID
+        self, journeys: list[PublishedJourney], contact_id: uuid.UUID, event_id: int
     ) -> list[dict[str, Any]]:
-        """Enrol the contact in each journey whose entry's schedule_if holds now."""
+        """Enrol the contact in each journey whose entry's schedule_if holds now; under
+        the event's id, so that delivering the event again enrols nobody twice."""
         entries: list[dict[str, Any]] = []
         for journey in journeys:
             schedule_if = getattr(journey.definition.entry, "schedule_if", None)
@@ -363,7 +364,12 @@ class Dispatcher:
                 )
                 continue
             (enrolment,) = await enrol(
-                self.client, self.pool, self.task_queue, journey, [contact_id]
+                self.client,
+                self.pool,
+                self.task_queue,
+                journey,
+                [contact_id],
+                request_key=f"contact-event/{event_id}",
             )
             entries.append(
                 {"journey_key": journey.key, "status": enrolment.status, "reason": enrolment.reason}

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
+import structlog
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
@@ -31,17 +39,25 @@ from journeys.models import (
 )
 from journeys.outages import bounded
 from journeys.store.enrolments import (
-    get_enrolment,
+    Intent,
+    IntentDone,
+    done_intents,
     latest_enrolments,
-    record_enrolments,
-    write_journal_line,
+    mark_intents,
+    record_intents,
+    record_refusals,
+    stale_intents,
 )
-from journeys.store.journeys import PublishedJourney
+from journeys.store.journeys import PublishedJourney, get_journey
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
 
+log = structlog.get_logger()
+
 # Starts in flight at once for one request; Temporal's frontend is the limit.
 START_CONCURRENCY = 64
+# The memo field naming the enrolment intent a run was started for.
+MEMO_INTENT = "enrolment"
 
 
 class Enrolment(BaseModel):
@@ -67,9 +83,13 @@ def _search_attributes(journey: PublishedJourney, contact_id: uuid.UUID) -> Type
 
 
 async def start_participant(
-    client: Client, task_queue: str, journey: PublishedJourney, contact_id: uuid.UUID
+    client: Client,
+    task_queue: str,
+    journey: PublishedJourney,
+    contact_id: uuid.UUID,
+    intent_id: uuid.UUID | None = None,
 ) -> WorkflowHandle[Any, Any]:
-    """Start the contact's run of `journey`.
+    """Start the contact's run of `journey`; its memo names the enrolment intent.
 
     Raises `WorkflowAlreadyStartedError` (with the open run's id) when the
     contact is inside already; a run that has ended does not count.
@@ -87,6 +107,7 @@ async def start_participant(
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         rpc_timeout=API_RPC_TIMEOUT,
         search_attributes=_search_attributes(journey, contact_id),
+        memo={MEMO_INTENT: str(intent_id)} if intent_id else None,
         static_summary=f"{journey.name} (v{journey.version}), participant {contact_id}",
     )
     return await bounded("Temporal", start, API_CALL_SECONDS)
@@ -98,70 +119,167 @@ async def enrol(
     task_queue: str,
     journey: PublishedJourney,
     contact_ids: list[uuid.UUID],
+    request_key: str | None = None,
 ) -> list[Enrolment]:
     """Start a run for each contact; a contact already in an open run keeps that run,
-    and one the journey's re-entry rule keeps out is refused with the reason."""
-    limit = asyncio.Semaphore(START_CONCURRENCY)
+    and one the journey's re-entry rule keeps out is refused with the reason.
+
+    Recorded intent: pending intents are written first (one statement), then the
+    runs started, then the intents marked (one statement). An interruption
+    anywhere (PostgreSQL or Temporal gone, the process killed) leaves pending
+    intents that the same call made again, or the worker's sweep, finishes
+    without a second run. Under a `request_key` (the caller's Idempotency-Key,
+    an operation, an event) asking again answers what was done the first time.
+    """
     contact_ids = list(dict.fromkeys(contact_ids))
-    refused = await _refused_by_reentry(client, pool, journey, contact_ids)
-    contact_ids = [c for c in contact_ids if c not in refused]
+    answered = (
+        await done_intents(pool, journey.key, request_key, contact_ids) if request_key else {}
+    )
+    todo = [c for c in contact_ids if c not in answered]
+    refused = await _refused_by_reentry(client, pool, journey, todo)
+    if refused:
+        await record_refusals(pool, journey.key, journey.version, refused, request_key)
+    intents = await record_intents(
+        pool, journey.key, journey.version, [c for c in todo if c not in refused], request_key
+    )
+    done = await finish_intents(client, pool, task_queue, intents, known=[journey])
+    outcome = {d.contact_id: d for d in done} | answered
+    for contact_id, reason in refused.items():
+        outcome[contact_id] = IntentDone(
+            None, contact_id, "refused", journey.version, reason=reason
+        )
+    return [
+        Enrolment(
+            contact_id=c,
+            workflow_id=outcome[c].workflow_id,
+            run_id=outcome[c].run_id,
+            version=outcome[c].version,
+            status=outcome[c].state,
+            reason=outcome[c].reason,
+        )
+        for c in contact_ids
+        if c in outcome
+    ]
 
-    async def start(contact_id: uuid.UUID) -> tuple[uuid.UUID, str, str, bool]:
+
+async def finish_intents(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    intents: list[Intent],
+    known: Sequence[PublishedJourney] = (),
+) -> list[IntentDone]:
+    """Start the run of each pending intent (unless one already carries its id) and mark
+    them all. Starts that failed leave their intents pending; the first failure is raised
+    after the others were marked."""
+    versions = {(j.key, j.version): j for j in known}
+    limit = asyncio.Semaphore(START_CONCURRENCY)
+
+    async def version(intent: Intent) -> PublishedJourney:
+        key = (intent.journey_key, intent.version)
+        if key not in versions:
+            found = await get_journey(pool, *key)
+            if found is None:
+                raise LookupError(f"journey {key[0]} v{key[1]} is not published")
+            versions[key] = found
+        return versions[key]
+
+    async def finish(intent: Intent) -> IntentDone:
+        journey = await version(intent)
+
+        def done(state: str, workflow_id: str, run_id: str | None) -> IntentDone:
+            return IntentDone(
+                intent.id, intent.contact_id, state, intent.version, workflow_id, run_id or ""
+            )
+
         async with limit:
+            if not intent.fresh:
+                # An interrupted call may have started this intent's run, which may have ended.
+                run = await _run_of_intent(client, journey, intent)
+                if run is not None:
+                    return done("enrolled", *run)
             try:
-                handle = await start_participant(client, task_queue, journey, contact_id)
+                handle = await start_participant(
+                    client, task_queue, journey, intent.contact_id, intent.id
+                )
             except WorkflowAlreadyStartedError as exc:
-                return contact_id, exc.workflow_id, exc.run_id or "", False
-        return contact_id, handle.id, handle.result_run_id or "", True
+                run = await _run_of_intent(client, journey, intent)
+                if run is not None:
+                    return done("enrolled", *run)
+                return done("already_enrolled", exc.workflow_id, exc.run_id)
+            return done("enrolled", handle.id, handle.result_run_id)
 
-    outcomes = await asyncio.gather(*(start(c) for c in contact_ids), return_exceptions=True)
-    results = [o for o in outcomes if not isinstance(o, BaseException)]
-    # Record the runs that did start even when others failed (Temporal went away
-    # mid-call): the caller's retry finds them running and must find them here too.
-    new = [(journey.key, c, journey.version, w, r) for c, w, r, started in results if started]
-    if new:
-        await record_enrolments(pool, new)
+    outcomes = await asyncio.gather(*(finish(i) for i in intents), return_exceptions=True)
+    by_journey: dict[str, list[IntentDone]] = {}
+    for intent, o in zip(intents, outcomes, strict=True):
+        if not isinstance(o, BaseException):
+            by_journey.setdefault(intent.journey_key, []).append(o)
+    for journey_key, marks in by_journey.items():
+        await mark_intents(pool, journey_key, marks)
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     if failed:
         raise failed[0]
-    enrolments = []
-    for contact_id, workflow_id, run_id, started in results:
-        version = journey.version
-        if not started:
-            row = await get_enrolment(pool, journey.key, contact_id)
-            if row is None:  # started by a call that failed before it could record it
-                await record_enrolments(
-                    pool, [(journey.key, contact_id, journey.version, workflow_id, run_id)]
-                )
-            version = row["version"] if row and row["run_id"] == run_id else version
-        enrolments.append(
-            Enrolment(
-                contact_id=contact_id,
-                workflow_id=workflow_id,
-                run_id=run_id,
-                version=version,
-                status="enrolled" if started else "already_enrolled",
-            )
-        )
-    for contact_id, reason in refused.items():
-        enrolments.append(
-            Enrolment(
-                contact_id=contact_id,
-                workflow_id=None,
-                run_id=None,
-                version=journey.version,
-                status="refused",
-                reason=reason,
-            )
-        )
-        await write_journal_line(
-            pool,
-            contact_id,
-            "journey_refused",
-            f"Not entered in {journey.name}: {reason}",
-            journey.key,
-        )
-    return enrolments
+    return [d for key, marks in by_journey.items() for d in await _kept_versions(pool, key, marks)]
+
+
+async def _run_of_intent(
+    client: Client, journey: PublishedJourney, intent: Intent
+) -> tuple[str, str] | None:
+    """(workflow id, run id) of the contact's latest run when its memo names `intent`."""
+    workflow_id = journey_workflow_id(journey.key, str(intent.contact_id))
+    description = await _latest_run(client, workflow_id)
+    if description is None:
+        return None
+    memo = await description.memo()
+    if memo.get(MEMO_INTENT) != str(intent.id):
+        return None
+    return workflow_id, description.run_id
+
+
+async def _kept_versions(
+    pool: asyncpg.Pool, journey_key: str, done: list[IntentDone]
+) -> list[IntentDone]:
+    """A contact that kept its open run is on that run's version, not the one asked for."""
+    kept = [d.contact_id for d in done if d.state == "already_enrolled"]
+    if not kept:
+        return done
+    rows = await latest_enrolments(pool, journey_key, kept)
+    return [
+        replace(d, version=rows[d.contact_id]["version"])
+        if d.state == "already_enrolled"
+        and d.contact_id in rows
+        and rows[d.contact_id]["run_id"] == d.run_id
+        else d
+        for d in done
+    ]
+
+
+# How long a pending intent is left to its own call before the worker finishes it.
+STALE_INTENT_SECONDS = 120.0
+SWEEP_SECONDS = 10.0
+
+
+async def sweep_intents_forever(client: Client, pool: asyncpg.Pool, task_queue: str) -> None:
+    """The worker's safety net for enrolments whose call was interrupted for good."""
+    while True:
+        try:
+            finished = await sweep_intents(client, pool, task_queue, STALE_INTENT_SECONDS)
+            if finished:
+                log.info("enrolment.intents_finished", count=finished)
+        except Exception as exc:
+            log.warning("enrolment.sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        await asyncio.sleep(SWEEP_SECONDS)
+
+
+async def sweep_intents(
+    client: Client, pool: asyncpg.Pool, task_queue: str, older_than: float = 30.0
+) -> int:
+    """Finish the pending intents that no call finished within `older_than` seconds
+    (the caller was interrupted and did not ask again); how many were finished."""
+    intents = await stale_intents(pool, older_than, limit=1000)
+    if intents:
+        await finish_intents(client, pool, task_queue, intents)
+    return len(intents)
 
 
 async def _refused_by_reentry(
@@ -197,14 +315,18 @@ async def _refused_by_reentry(
 
 
 async def _run_is_open(client: Client, workflow_id: str) -> bool:
+    description = await _latest_run(client, workflow_id)
+    return description is not None and description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def _latest_run(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:
     try:
-        description = await bounded(
+        return await bounded(
             "Temporal",
             client.get_workflow_handle(workflow_id).describe(rpc_timeout=API_RPC_TIMEOUT),
             API_CALL_SECONDS,
         )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
+            return None
         raise
-    return description.status == WorkflowExecutionStatus.RUNNING

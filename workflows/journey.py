@@ -19,7 +19,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from journeys.conditions import evaluate, memberships_read
+    from journeys.conditions import evaluate, facts_read
     from journeys.definition import WaitForEvent, parse_duration
     from journeys.definition.journey import TriggeredEntry
     from journeys.models import (
@@ -122,7 +122,7 @@ class JourneyWorkflow:
             await self.pause(delay, "wait before the first step")
         if run_if is None:
             return True
-        snapshot = await load_profile_for(self, "run_if", run_if, memberships_read(run_if))
+        snapshot = await load_profile_for(self, "run_if", run_if, facts_read(run_if))
         if evaluate(run_if, snapshot.fields, self.state, snapshot.memberships):
             return True
         self.status, self.reason = "skipped", "run_if no longer held when the wait was over"
@@ -165,7 +165,7 @@ class JourneyWorkflow:
         exit_if = self.input.definition.exit_if
         if exit_if is None:
             return
-        snapshot = await load_profile_for(self, step_id, exit_if, memberships_read(exit_if))
+        snapshot = await load_profile_for(self, step_id, exit_if, facts_read(exit_if))
         if evaluate(exit_if, snapshot.fields, self.state, snapshot.memberships):
             raise Left("exited", f"exit_if held {when} `{step_id}`")
 

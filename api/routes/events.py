@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from pydantic import BaseModel, Field, model_validator
 
-from api.deps import PoolDep, require_api_key
+from api.deps import IdempotencyKey, PoolDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found
 from api.outages import OUTAGE_RESPONSE
 from journeys.store.events import contact_event, store_contact_event
@@ -57,15 +57,6 @@ class EventDelivery(EventOut):
     entries: list[JourneyEntry] = Field(description="journeys with this event as their entry")
     attempts: int = Field(description="deliveries tried so far")
     last_error: str | None = Field(description="why the last try failed, while pending")
-
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        pattern=r"^[\x21-\x7e]{1,200}$",
-        description="the same key on a retry stores the event only once",
-    ),
-]
 
 
 @router.post(

@@ -13,7 +13,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import IdempotencyKey, PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
@@ -80,6 +80,7 @@ class ParticipantView(BaseModel):
     journey_key: str
     contact_id: uuid.UUID
     workflow_id: str
+    run_id: str = Field(description="the contact's latest run of the journey")
     version: int
     status: str = Field(
         description="running, completed, exited, removed, skipped (run_if) or failed"
@@ -134,8 +135,15 @@ async def enrol_contacts(
     pool: PoolDep,
     client: TemporalDep,
     settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> EnrolmentResponse:
-    """Enrol contacts in the latest version; a contact already inside keeps its run."""
+    """Enrol contacts in the latest version; a contact already inside keeps its run.
+
+    The enrolment is recorded before any run starts: after a 503 (or no answer),
+    the same call finishes it and starts no run twice. Send an `Idempotency-Key`
+    header to make a retry of a call that did finish answer the same too (without
+    one, a contact whose run ended meanwhile enters again where re-entry allows).
+    """
     journey = await get_journey(pool, key)
     if journey is None:
         raise not_found(f"journey '{key}' does not exist")
@@ -147,7 +155,14 @@ async def enrol_contacts(
                 for m in missing
             ]
         )
-    enrolments = await enrol(client, pool, settings.task_queue, journey, body.contact_ids)
+    enrolments = await enrol(
+        client,
+        pool,
+        settings.task_queue,
+        journey,
+        body.contact_ids,
+        request_key=f"api/{idempotency_key}" if idempotency_key else None,
+    )
     return EnrolmentResponse(journey_key=key, enrolments=enrolments)
 
 
@@ -197,6 +212,7 @@ async def read_participant(
         journey_key=key,
         contact_id=contact_id,
         workflow_id=enrolment["workflow_id"],
+        run_id=enrolment["run_id"],
         version=enrolment["version"],
         status=status,
         reason=reason,

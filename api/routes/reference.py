@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, UploadFile, status
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from api.deps import PoolDep, require_api_key
+from api.deps import PoolDep, SettingsDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
 from journeys.contacts import _check_email, _check_time_zone
 from journeys.definition import CONTACT_COLUMNS, FIELD_NAME_PATTERN, KEY_PATTERN, READ_ONLY_FIELDS
+from journeys.definition.conditions import Condition
 from journeys.fieldtypes import FieldType
 from journeys.references import MAX_ATTACHMENTS_BYTES
-from journeys.store import crm, fields, files, groups, users
+from journeys.store import crm, fields, files, groups, queries, users
+from journeys.store.conditions_sql import CONDITION, QueryProblem
 from journeys.store.contacts import missing_contacts
+from journeys.store.queries import check_query
 from journeys.text import StorableModel
 
 router = APIRouter(
@@ -140,9 +143,23 @@ class GroupIn(StorableModel):
 
 
 class SelectionIn(GroupIn):
-    type: Literal["static"] = Field(
-        description="static: members are added and removed (query selections come later)"
+    type: Literal["static", "query"] = Field(
+        description="static: members are added and removed; query: members are the "
+        "contacts `query` finds when the selection is used"
     )
+    query: Condition | None = Field(
+        default=None,
+        description="a query selection's condition: the language of `branch` (fields, "
+        "selection and project membership, all/any/not) plus message history "
+        "(`received`) and `anniversary`",
+        examples=[{"field": "country", "op": "eq", "value": "NL"}],
+    )
+
+    @model_validator(mode="after")
+    def _query_with_type(self) -> SelectionIn:
+        if (self.type == "query") != (self.query is not None):
+            raise ValueError("give 'query' exactly when the type is 'query'")
+        return self
 
 
 class GroupOut(BaseModel):
@@ -150,6 +167,11 @@ class GroupOut(BaseModel):
     name: str
     type: str
     created_at: datetime
+    query: dict[str, Any] | None = Field(default=None, description="a query selection's")
+
+
+class Count(BaseModel):
+    count: int
 
 
 class Members(BaseModel):
@@ -169,9 +191,28 @@ class MembersAdded(BaseModel):
 def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
     tag = f"{kind}s"
 
-    async def create(body: GroupIn, pool: PoolDep, response: Response) -> GroupOut:
+    async def create(
+        body: GroupIn, pool: PoolDep, settings: SettingsDep, response: Response
+    ) -> GroupOut:
+        query = None
+        if isinstance(body, SelectionIn):
+            earlier = await groups.get_group(pool, kind, body.key)
+            if earlier is not None and earlier.type != body.type:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    f"selection '{body.key}' is a {earlier.type} selection; "
+                    f"it cannot become a {body.type} one (use a new key)",
+                )
+            if body.query is not None:
+                try:
+                    await check_query(pool, body.key, body.query, settings.default_time_zone)
+                except QueryProblem as exc:
+                    raise unprocessable([(("query", *exc.loc), str(exc))]) from None
+                query = CONDITION.dump_python(
+                    body.query, mode="json", by_alias=True, exclude_none=True
+                )
         group, created = await groups.upsert_group(
-            pool, kind, body.key, body.name, getattr(body, "type", "static")
+            pool, kind, body.key, body.name, getattr(body, "type", "static"), query
         )
         response.status_code = 201 if created else 200
         return GroupOut(**group.__dict__)
@@ -181,8 +222,12 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
         path,
         tags=[tag],
         response_model=GroupOut,
-        summary=f"create or rename a {kind}",
-        responses={200: {"description": "renamed"}, 201: {"description": "created"}},
+        summary=f"create or change a {kind}",
+        responses={
+            200: {"description": "changed"},
+            201: {"description": "created"},
+            409: error_response("the selection exists with the other type"),
+        },
     )(create)
 
     @router.get(path, tags=[tag], response_model=list[GroupOut], summary=f"list {kind}s")
@@ -216,7 +261,11 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
                     for m in missing
                 ]
             )
-        return MembersAdded(added=await groups.add_members(pool, kind, key, body.contact_ids))
+        try:
+            added = await groups.add_members(pool, kind, key, body.contact_ids)
+        except groups.QuerySelection as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        return MembersAdded(added=added)
 
     @router.delete(
         f"{path}/{{key}}/members/{{contact_id}}",
@@ -226,7 +275,11 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
     )
     async def remove(key: Key, contact_id: uuid.UUID, pool: PoolDep) -> Response:
         await existing(pool, key)
-        if not await groups.change_member(pool, kind, key, contact_id, add=False):
+        try:
+            changed = await groups.change_member(pool, kind, key, contact_id, add=False)
+        except groups.QuerySelection as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        if not changed:
             raise not_found(f"contact {contact_id} is not in {kind} '{key}'")
         return Response(status_code=204)
 
@@ -239,18 +292,51 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
     async def members(
         key: Key,
         pool: PoolDep,
+        settings: SettingsDep,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> MembersPage:
         await existing(pool, key)
         try:
-            page = await groups.members_page(pool, kind, key, cursor, limit)
+            if kind == "selection":
+                page = await queries.selection_page(
+                    pool, key, cursor, limit, settings.default_time_zone
+                )
+            else:
+                page = await groups.members_page(pool, kind, key, cursor, limit)
+        except QueryProblem as exc:
+            raise _no_longer_compiles(key, exc) from None
         except ValueError as exc:
             raise unprocessable([(("cursor",), str(exc))], prefix=("query",)) from None
         return MembersPage(**page.__dict__)
 
 
 _group_routes("selection", "/selections", SelectionIn)
+
+
+def _no_longer_compiles(key: str, exc: QueryProblem) -> HTTPException:
+    """A stored query that no longer compiles: a field or selection it names was dropped."""
+    return HTTPException(
+        status.HTTP_409_CONFLICT, f"selection '{key}' cannot be used as it is: {exc}"
+    )
+
+
+@router.get(
+    "/selections/{key}/count",
+    tags=["selections"],
+    response_model=Count,
+    responses={409: error_response("the selection's query names what no longer exists")},
+)
+async def count_selection(key: Key, pool: PoolDep, settings: SettingsDep) -> Count:
+    """How many contacts the selection holds now (a query selection: finds now)."""
+    if await groups.get_group(pool, "selection", key) is None:
+        raise not_found(f"selection '{key}' does not exist")
+    try:
+        return Count(count=await queries.count_selection(pool, key, settings.default_time_zone))
+    except QueryProblem as exc:
+        raise _no_longer_compiles(key, exc) from None
+
+
 _group_routes("project", "/projects", GroupIn)
 
 

@@ -12,6 +12,7 @@ from pydantic import Field
 from journeys.definition.common import (
     DeliveryErrorKind,
     FieldName,
+    IsoDuration,
     Key,
     MessageEventName,
     StepId,
@@ -57,6 +58,33 @@ class InProject(Strict):
 Membership = InSelection | InProject
 
 
+class ReceivedFrom(Strict):
+    """Which messages count: a journey's, or one step of it."""
+
+    journey: Key
+    step: StepId | None = Field(default=None, description="only this step's messages")
+
+
+class Received(Strict):
+    """Message history, answered by the database: the contact was sent a message of
+    `received` within the last `within` (ever, without it):
+    `{"received": {"journey": "welcome", "step": "mail1"}, "within": "P7D"}`."""
+
+    received: ReceivedFrom
+    within: IsoDuration | None = None
+
+
+class Anniversary(Strict):
+    """`{"anniversary": "birthday"}`: the month and day of this date field is today in
+    the contact's time zone (29 February counts on 28 February in other years)."""
+
+    anniversary: FieldName
+
+
+# Leaves answered by the database when the contact is loaded (or by a selection's SQL).
+StoredFact = InSelection | InProject | Received | Anniversary
+
+
 class AllOf(Strict):
     all: list[Condition] = Field(min_length=1)
 
@@ -69,12 +97,14 @@ class NotOf(Strict):
     not_: Condition = Field(alias="not")
 
 
-Condition = FieldIs | MessageWas | InSelection | InProject | AllOf | AnyOf | NotOf
+Condition = (
+    FieldIs | MessageWas | InSelection | InProject | Received | Anniversary | AllOf | AnyOf | NotOf
+)
 for _model in (AllOf, AnyOf, NotOf):
     _model.model_rebuild()
 
 
-def condition_parts(cond: Condition) -> list[FieldIs | MessageWas | Membership]:
+def condition_parts(cond: Condition) -> list[FieldIs | MessageWas | StoredFact]:
     """The leaves of a condition tree."""
     if isinstance(cond, AllOf):
         return [leaf for c in cond.all for leaf in condition_parts(c)]

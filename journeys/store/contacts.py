@@ -7,11 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from journeys.contacts import Contact, ContactIn, profile
+from journeys.contacts import Contact, ContactIn
 from journeys.db import Executor
 from journeys.definition import CONTACT_COLUMNS
-from journeys.models import ContactSnapshot
-from journeys.store import groups
 
 # Whether the contact's address is suppressed (`store.delivery`); {c}: the contacts row.
 BOUNCED = "EXISTS (SELECT 1 FROM suppressed_addresses s WHERE s.address = lower({c}.email))"
@@ -90,15 +88,3 @@ async def missing_contacts(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[uui
     rows = await pool.fetch("SELECT id FROM contacts WHERE id = ANY($1::uuid[])", ids)
     found = {r["id"] for r in rows}
     return [i for i in ids if i not in found]
-
-
-async def contact_snapshot(
-    pool: asyncpg.Pool, contact_id: uuid.UUID, memberships: list[str]
-) -> ContactSnapshot | None:
-    """The profile and the asked-for memberships as conditions see them; None when the
-    contact does not exist."""
-    contact = await get_contact(pool, contact_id)
-    if contact is None:
-        return None
-    found = await groups.memberships(pool, contact.id, memberships) if memberships else {}
-    return ContactSnapshot(fields=profile(contact), memberships=found)

@@ -10,10 +10,11 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 
+from journeys.db import Executor
 from journeys.store.journal import write_journal
 
 Kind = Literal["selection", "project"]
@@ -35,23 +36,37 @@ class Group:
     name: str
     type: str
     created_at: datetime
+    query: dict[str, Any] | None = None
 
 
 async def upsert_group(
-    pool: asyncpg.Pool, kind: Kind, key: str, name: str, type: str = "static"
+    pool: asyncpg.Pool,
+    kind: Kind,
+    key: str,
+    name: str,
+    type: str = "static",
+    query: dict[str, Any] | None = None,
 ) -> tuple[Group, bool]:
-    """Create the group or rename it; returns it and whether it was created."""
-    table = _TABLES[kind][0]
-    type_column = ", type" if kind == "selection" else ""
-    type_value = ", $3" if kind == "selection" else ""
-    row = await pool.fetchrow(
-        f"""INSERT INTO {table} (key, name{type_column}) VALUES ($1, $2{type_value})
-            ON CONFLICT (key) DO UPDATE SET name = EXCLUDED.name
-            RETURNING *, (xmax = 0) AS created""",
-        key,
-        name,
-        *([type] if kind == "selection" else []),
-    )
+    """Create the group or rename it (and, for a query selection, change its query);
+    returns it and whether it was created."""
+    if kind == "selection":
+        row = await pool.fetchrow(
+            """INSERT INTO selections (key, name, type, query) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (key) DO UPDATE SET name = EXCLUDED.name, query = EXCLUDED.query
+               RETURNING *, (xmax = 0) AS created""",
+            key,
+            name,
+            type,
+            query,
+        )
+    else:
+        row = await pool.fetchrow(
+            """INSERT INTO projects (key, name) VALUES ($1, $2)
+               ON CONFLICT (key) DO UPDATE SET name = EXCLUDED.name
+               RETURNING *, (xmax = 0) AS created""",
+            key,
+            name,
+        )
     assert row is not None
     return _group(kind, row), bool(row["created"])
 
@@ -73,12 +88,28 @@ def _group(kind: str, row: asyncpg.Record) -> Group:
         name=row["name"],
         type=row["type"] if kind == "selection" else "static",
         created_at=row["created_at"],
+        query=row["query"] if kind == "selection" else None,
     )
 
 
 async def existing_keys(pool: asyncpg.Pool, kind: Kind, keys: list[str]) -> set[str]:
     rows = await pool.fetch(f"SELECT key FROM {_TABLES[kind][0]} WHERE key = ANY($1::text[])", keys)
     return {r["key"] for r in rows}
+
+
+class QuerySelection(ValueError):
+    """Members are added to and removed from static selections only."""
+
+
+async def _static_name(conn: Executor, kind: Kind, key: str) -> str:
+    row = await conn.fetchrow(f"SELECT * FROM {_TABLES[kind][0]} WHERE key = $1", key)
+    if row is None:
+        raise UnknownGroup(f"{kind} '{key}' does not exist")
+    if kind == "selection" and row["type"] != "static":
+        raise QuerySelection(
+            f"selection '{key}' is a query selection: its members are whom its query finds"
+        )
+    return str(row["name"])
 
 
 async def change_member(
@@ -94,7 +125,7 @@ async def change_member(
 ) -> bool:
     """Add or remove the contact; True if that changed its membership. The journal line
     is written in the same transaction (once per idempotency key)."""
-    groups, members, column = _TABLES[kind]
+    _, members, column = _TABLES[kind]
     change = (
         f"""INSERT INTO {members} ({column}, contact_id) VALUES ($1, $2)
             ON CONFLICT DO NOTHING RETURNING true"""
@@ -102,9 +133,7 @@ async def change_member(
         else f"DELETE FROM {members} WHERE {column} = $1 AND contact_id = $2 RETURNING true"
     )
     async with pool.acquire() as conn, conn.transaction():
-        name = await conn.fetchval(f"SELECT name FROM {groups} WHERE key = $1", key)
-        if name is None:
-            raise UnknownGroup(f"{kind} '{key}' does not exist")
+        name = await _static_name(conn, kind, key)
         changed = await conn.fetchval(change, key, contact_id)
         if changed:
             await write_journal(
@@ -123,9 +152,9 @@ async def add_members(
     pool: asyncpg.Pool, kind: Kind, key: str, contact_ids: list[uuid.UUID]
 ) -> int:
     """Add many contacts at once (the API); how many were new."""
-    groups, members, column = _TABLES[kind]
+    _, members, column = _TABLES[kind]
     async with pool.acquire() as conn, conn.transaction():
-        name = await conn.fetchval(f"SELECT name FROM {groups} WHERE key = $1", key)
+        name = await _static_name(conn, kind, key)
         rows = await conn.fetch(
             f"""INSERT INTO {members} ({column}, contact_id)
                 SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING contact_id""",
@@ -137,24 +166,6 @@ async def add_members(
             [(r["contact_id"], f"{kind}_added", f"Added to {kind} {name}") for r in rows],
         )
     return len(rows)
-
-
-async def memberships(
-    pool: asyncpg.Pool, contact_id: uuid.UUID, wanted: list[str]
-) -> dict[str, bool]:
-    """For `selection:<key>` / `project:<key>` names: whether the contact is a member."""
-    answer = dict.fromkeys(wanted, False)
-    for kind, (_, members, column) in _TABLES.items():
-        keys = [w.split(":", 1)[1] for w in wanted if w.startswith(f"{kind}:")]
-        if keys:
-            rows = await pool.fetch(
-                f"""SELECT {column} AS key FROM {members}
-                    WHERE contact_id = $1 AND {column} = ANY($2::text[])""",
-                contact_id,
-                keys,
-            )
-            answer.update({f"{kind}:{r['key']}": True for r in rows})
-    return answer
 
 
 @dataclass(frozen=True)

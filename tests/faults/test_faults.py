@@ -25,6 +25,7 @@ from bench.faults import (
     Outcome,
     clicks_postgres_down,
     clicks_temporal_down,
+    enrol_postgres_down,
     postgres_restart,
     smtp_down,
     temporal_restart,
@@ -125,6 +126,22 @@ async def test_clicks_during_an_outage_reach_their_journeys(
     # The second mail goes only to those whose click reached the journey.
     assert_all_delivered(o)
     assert o.duplicates == 0, figures(o)
+
+
+async def test_postgres_down_during_an_enrolment_then_the_call_again(faults: FaultStack) -> None:
+    """The enrolment is recorded before any run starts: the call interrupted by the outage
+    answers 503, and the same call afterwards finishes it without a second run."""
+    o = await enrol_postgres_down(faults)
+    answers = [(p.status, round(p.seconds, 1)) for p in o.probes]
+    print(f"{o.scenario} enrolment answers: {answers}")
+    assert 0 < o.received_at_fault < o.expected, figures(o)
+    assert [p.status for p in o.probes] == [503, 200], answers
+    assert_all_delivered(o)
+    assert o.duplicates == 0, figures(o)
+    for contact_id in faults.contacts[:: max(1, faults.n // 10)]:
+        view = await faults.http.get(f"/journeys/{o.journey_key}/participants/{contact_id}")
+        assert view.status_code == 200, view.text
+        assert view.json()["status"] == "completed", view.text
 
 
 # The coverage phase enumerates boundary and negative cases of every property, and

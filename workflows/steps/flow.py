@@ -7,14 +7,14 @@ import hashlib
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from journeys.conditions import evaluate, memberships_read
+    from journeys.conditions import evaluate, facts_read
     from journeys.definition import Branch, End, Split
     from workflows.steps.common import Participant
     from workflows.steps.profile import load_profile_for
 
 
 async def branch(p: Participant, step_id: str, step: Branch) -> str:
-    snapshot = await load_profile_for(p, step_id, step.if_, memberships_read(step.if_))
+    snapshot = await load_profile_for(p, step_id, step.if_, facts_read(step.if_))
     taken = evaluate(step.if_, snapshot.fields, p.state, snapshot.memberships)
     p.record_outcome("then" if taken else "else")
     return step.then if taken else step.else_

@@ -1,0 +1,247 @@
+"""The condition language of `branch`, compiled to one parameterised SQL expression over
+`contacts c`: what query selections count, page and freeze, and how the workflow's
+contact load answers memberships, message history and anniversaries.
+
+Nothing from the user is pasted into SQL. Field names are checked against the
+contact-field schema and passed as parameters (`c.fields -> $3`); values are
+parameters; the only identifiers in the text are the fixed columns below.
+
+The semantics follow `journeys.conditions.field_is`, the workflow's evaluation: a
+missing field equals nothing but `null`, comparisons between different JSON types are
+false, and each leaf is true or false, never SQL NULL, so that `not` stays the
+complement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import TypeAdapter
+
+from journeys.definition import parse_duration
+from journeys.definition.conditions import (
+    AllOf,
+    Anniversary,
+    AnyOf,
+    Condition,
+    FieldIs,
+    InProject,
+    InSelection,
+    MessageWas,
+    NotOf,
+    Received,
+)
+from journeys.store.contacts import BOUNCED
+
+# Profile fields that are columns, as JSON (how `journeys.contacts.profile` shows them).
+_COLUMNS = {
+    "id": "to_jsonb(c.id::text)",
+    "external_id": "to_jsonb(c.external_id)",
+    "email": "to_jsonb(c.email)",
+    "phone": "to_jsonb(c.phone)",
+    "first_name": "to_jsonb(c.first_name)",
+    "last_name": "to_jsonb(c.last_name)",
+    "time_zone": "to_jsonb(c.time_zone)",
+    "created_at": "to_jsonb(c.created_at)",
+    "updated_at": "to_jsonb(c.updated_at)",
+    "unsubscribed_at": "to_jsonb(c.unsubscribed_at)",
+    "unsubscribed": "to_jsonb(c.unsubscribed_at IS NOT NULL)",
+    "bounced": f"to_jsonb({BOUNCED.format(c='c')})",
+}
+DATE_TYPES = ("date", "datetime")
+CONDITION: TypeAdapter[Condition] = TypeAdapter(Condition)
+
+
+class QueryProblem(ValueError):
+    """The condition cannot be a query; `loc` is where, inside the condition."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+@dataclass
+class Compiler:
+    """Compiles conditions for one statement: parameters accumulate in `args`.
+
+    `field_types` is the contact-field schema; `selections` maps a selection's key to
+    its query (None for a static one); a key not in it does not exist.
+    """
+
+    field_types: dict[str, str]
+    selections: dict[str, Condition | None]
+    default_time_zone: str = "UTC"
+    # The moment "today" and "within" count from; None: the statement's own now().
+    at: datetime | None = None
+    args: list[Any] = field(default_factory=list)
+    _inside: list[str] = field(default_factory=list)
+
+    def param(self, value: Any, cast: str) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}::{cast}"
+
+    def now(self) -> str:
+        return "now()" if self.at is None else self.param(self.at, "timestamptz")
+
+    def compile(self, cond: Condition, loc: tuple[str | int, ...] = ()) -> str:
+        if isinstance(cond, AllOf):
+            return (
+                "("
+                + " AND ".join(self.compile(c, (*loc, "all", i)) for i, c in enumerate(cond.all))
+                + ")"
+            )
+        if isinstance(cond, AnyOf):
+            return (
+                "("
+                + " OR ".join(self.compile(c, (*loc, "any", i)) for i, c in enumerate(cond.any))
+                + ")"
+            )
+        if isinstance(cond, NotOf):
+            return f"(NOT {self.compile(cond.not_, (*loc, 'not'))})"
+        if isinstance(cond, MessageWas):
+            raise QueryProblem(
+                (*loc, "message"),
+                "a message condition asks about a journey's own message; in a query, "
+                "ask with {'received': {'journey': ..., 'step': ...}}",
+            )
+        if isinstance(cond, InSelection):
+            return self._selection(cond.selection, (*loc, "selection"))
+        if isinstance(cond, InProject):
+            key = self.param(cond.project, "text")
+            return (
+                "EXISTS (SELECT 1 FROM project_members pm "
+                f"WHERE pm.project_key = {key} AND pm.contact_id = c.id)"
+            )
+        if isinstance(cond, Received):
+            return self._received(cond)
+        if isinstance(cond, Anniversary):
+            return self._anniversary(cond, (*loc, "anniversary"))
+        return f"COALESCE({self._field_is(cond, loc)}, false)"
+
+    def _selection(self, key: str, loc: tuple[str | int, ...]) -> str:
+        if key not in self.selections:
+            raise QueryProblem(loc, f"selection '{key}' does not exist")
+        if key in self._inside:
+            raise QueryProblem(
+                loc, f"selection '{key}' contains itself: {' -> '.join([*self._inside, key])}"
+            )
+        query = self.selections[key]
+        if query is None:
+            param = self.param(key, "text")
+            return (
+                "EXISTS (SELECT 1 FROM selection_members sm "
+                f"WHERE sm.selection_key = {param} AND sm.contact_id = c.id)"
+            )
+        try:
+            return self.compile_as(key, query)
+        except QueryProblem as exc:  # inside another selection: point at its use here
+            raise QueryProblem(loc, str(exc)) from None
+
+    def compile_as(self, key: str, query: Condition) -> str:
+        """`query` as selection `key`'s: a use of `key` inside it is a cycle."""
+        self._inside.append(key)
+        try:
+            return self.compile(query)
+        finally:
+            self._inside.pop()
+
+    def _received(self, cond: Received) -> str:
+        journey = self.param(cond.received.journey, "text")
+        where = [f"m.journey_key = {journey}", "m.status = 'sent'", "m.contact_id = c.id"]
+        if cond.received.step is not None:
+            where.append(f"m.step = {self.param(cond.received.step, 'text')}")
+        if cond.within is not None:
+            seconds = self.param(parse_duration(cond.within).total_seconds(), "float8")
+            where.append(f"m.created_at >= {self.now()} - make_interval(secs => {seconds})")
+        return f"EXISTS (SELECT 1 FROM messages m WHERE {' AND '.join(where)})"
+
+    def _anniversary(self, cond: Anniversary, loc: tuple[str | int, ...]) -> str:
+        name = cond.anniversary
+        if self.field_types.get(name) not in DATE_TYPES:
+            raise QueryProblem(loc, f"'{name}' is not a contact field of type date or datetime")
+        raw = f"(c.fields ->> {self.param(name, 'text')})"
+        zone = self.param(self.default_time_zone, "text")
+        today = f"({self.now()} AT TIME ZONE COALESCE(c.time_zone, {zone}))::date"
+        day = f"substr({raw}, 6, 5)"  # MM-DD of an ISO date or datetime
+        # 29 February counts on 28 February in a year without one.
+        leap_day = (
+            f"({day} = '02-29' AND to_char({today}, 'MM-DD') = '02-28' "
+            f"AND extract(day FROM (date_trunc('year', {today}) + interval '2 months' "
+            f"- interval '1 day')) = 28)"
+        )
+        return (
+            f"COALESCE({raw} ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}' "
+            f"AND ({day} = to_char({today}, 'MM-DD') OR {leap_day}), false)"
+        )
+
+    def _value(self, name: str, loc: tuple[str | int, ...]) -> str:
+        if name in _COLUMNS:
+            return _COLUMNS[name]
+        if name not in self.field_types:
+            raise QueryProblem(
+                (*loc, "field"),
+                f"'{name}' is not a contact field; declare it with POST /contact-fields",
+            )
+        return f"(c.fields -> {self.param(name, 'text')})"
+
+    def _field_is(self, cond: FieldIs, loc: tuple[str | int, ...]) -> str:
+        v = self._value(cond.field, loc)
+        op, expected = cond.op, cond.value
+        missing = f"({v} IS NULL OR {v} = 'null'::jsonb)"
+        if op in ("exists", "not_exists"):
+            empty = f"({missing} OR {v} = '\"\"'::jsonb)"
+            return f"NOT {empty}" if op == "exists" else empty
+        if op in ("eq", "ne"):
+            if expected is None:
+                same = missing
+            elif cond.field not in _COLUMNS:
+                # Containment finds the GIN index on `fields` whatever the field's name.
+                obj = self.param({cond.field: expected}, "jsonb")
+                same = f"(c.fields @> {obj} AND {v} = {obj} -> {self.param(cond.field, 'text')})"
+            else:
+                same = f"({v} = {self.param(expected, 'jsonb')})"
+            return same if op == "eq" else f"NOT COALESCE({same}, false)"
+        if op in ("in", "not_in"):
+            if not isinstance(expected, list):
+                raise QueryProblem((*loc, "value"), f"'{op}' takes a list of values")
+            options = self.param(expected, "jsonb")
+            found = (
+                f"EXISTS (SELECT 1 FROM jsonb_array_elements({options}) o "
+                f"WHERE o = COALESCE({v}, 'null'::jsonb))"
+            )
+            return found if op == "in" else f"NOT COALESCE({found}, false)"
+        if op == "contains":
+            as_json = self.param(expected, "jsonb")
+            as_text = self.param(expected if isinstance(expected, str) else None, "text")
+            return (
+                f"(CASE jsonb_typeof({v}) WHEN 'array' THEN EXISTS (SELECT 1 FROM "
+                f"jsonb_array_elements({v}) e WHERE e = {as_json}) "
+                f"WHEN 'string' THEN strpos({v} #>> '{{}}', {as_text}) > 0 ELSE false END)"
+            )
+        if expected is None or isinstance(expected, (list, dict, bool)):
+            raise QueryProblem((*loc, "value"), f"'{op}' compares with a number, a text or a date")
+        sql_op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+        value = self.param(expected, "jsonb")
+        return f"(jsonb_typeof({v}) = jsonb_typeof({value}) AND {v} {sql_op} {value})"
+
+
+async def compiler_for(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    default_time_zone: str = "UTC",
+    overrides: dict[str, Condition | None] | None = None,
+    at: datetime | None = None,
+) -> Compiler:
+    """A compiler that knows the contact-field schema and every selection's query;
+    `overrides` stands in for stored queries (a selection being saved)."""
+    types = {
+        r["name"]: r["type"] for r in await conn.fetch("SELECT name, type FROM contact_fields")
+    }
+    selections: dict[str, Condition | None] = {
+        r["key"]: CONDITION.validate_python(r["query"]) if r["query"] is not None else None
+        for r in await conn.fetch("SELECT key, query FROM selections")
+    }
+    selections.update(overrides or {})
+    return Compiler(types, selections, default_time_zone, at)

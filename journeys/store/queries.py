@@ -1,0 +1,134 @@
+"""Query selections and the stored facts of one contact, through the SQL compiler
+(`journeys.store.conditions_sql`): counting, paging and freezing a selection's members,
+and answering the memberships, message history and anniversaries a journey's
+condition asks about."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+from pydantic import TypeAdapter
+
+from journeys.contacts import profile
+from journeys.definition.conditions import (
+    Anniversary,
+    Condition,
+    InProject,
+    InSelection,
+    Received,
+    StoredFact,
+)
+from journeys.models import ContactSnapshot
+from journeys.store.conditions_sql import CONDITION, QueryProblem, compiler_for
+from journeys.store.contacts import get_contact
+from journeys.store.groups import MembersPage, decode_cursor, encode_cursor
+
+_RECEIVED: TypeAdapter[Received] = TypeAdapter(Received)
+
+
+@dataclass(frozen=True)
+class SelectionSql:
+    """`where` over `contacts c` with its parameters ($1..$n)."""
+
+    where: str
+    args: list[object]
+
+
+async def selection_sql(
+    conn: asyncpg.Pool | asyncpg.Connection, key: str, default_time_zone: str = "UTC"
+) -> SelectionSql:
+    """Who is in selection `key` (static or query), as SQL. `QueryProblem` when it does
+    not exist or its query no longer compiles (a field was dropped, say)."""
+    compiler = await compiler_for(conn, default_time_zone)
+    where = compiler.compile(InSelection(selection=key))
+    return SelectionSql(where, compiler.args)
+
+
+async def check_query(
+    pool: asyncpg.Pool, key: str, query: Condition, default_time_zone: str = "UTC"
+) -> None:
+    """`QueryProblem` unless `query` compiles as selection `key`'s (fields declared, the
+    selections it names exist, none contains itself)."""
+    compiler = await compiler_for(pool, default_time_zone, overrides={key: query})
+    compiler.compile_as(key, query)
+
+
+async def count_selection(pool: asyncpg.Pool, key: str, default_time_zone: str = "UTC") -> int:
+    sql = await selection_sql(pool, key, default_time_zone)
+    return int(await pool.fetchval(f"SELECT count(*) FROM contacts c WHERE {sql.where}", *sql.args))
+
+
+async def selection_page(
+    pool: asyncpg.Pool, key: str, cursor: str | None, limit: int, default_time_zone: str = "UTC"
+) -> MembersPage:
+    """One page of the selection's members in contact-id order, after `cursor`."""
+    sql = await selection_sql(pool, key, default_time_zone)
+    after = decode_cursor(cursor) if cursor else None
+    n = len(sql.args)
+    rows = await pool.fetch(
+        f"""SELECT c.id FROM contacts c
+            WHERE ({sql.where}) AND (${n + 1}::uuid IS NULL OR c.id > ${n + 1}::uuid)
+            ORDER BY c.id LIMIT ${n + 2}""",
+        *sql.args,
+        after,
+        limit + 1,
+    )
+    ids = [r["id"] for r in rows[:limit]]
+    more = len(rows) > limit
+    count = await count_selection(pool, key, default_time_zone)
+    return MembersPage(ids, count, encode_cursor(ids[-1]) if more and ids else None)
+
+
+async def save_query(pool: asyncpg.Pool, key: str, query: Condition) -> None:
+    await pool.execute(
+        "UPDATE selections SET query = $2 WHERE key = $1",
+        key,
+        CONDITION.dump_python(query, mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+def _fact(key: str) -> StoredFact:
+    kind, _, rest = key.partition(":")
+    if kind == "selection":
+        return InSelection(selection=rest)
+    if kind == "project":
+        return InProject(project=rest)
+    if kind == "anniversary":
+        return Anniversary(anniversary=rest)
+    return _RECEIVED.validate_json(rest)
+
+
+async def stored_facts(
+    pool: asyncpg.Pool, contact_id: uuid.UUID, keys: list[str], default_time_zone: str
+) -> dict[str, bool]:
+    """For `journeys.conditions.fact_key`s: whether each holds for the contact now, in one
+    statement. A selection or field deleted since the journey was published is false."""
+    if not keys:
+        return {}
+    compiler = await compiler_for(pool, default_time_zone)
+    columns = []
+    for i, key in enumerate(keys):
+        try:
+            columns.append(f"{compiler.compile(_fact(key))} AS f{i}")
+        except QueryProblem:
+            columns.append(f"false AS f{i}")
+    compiler.args.append(contact_id)
+    row = await pool.fetchrow(
+        f"SELECT {', '.join(columns)} FROM contacts c WHERE c.id = ${len(compiler.args)}::uuid",
+        *compiler.args,
+    )
+    return {key: bool(row and row[f"f{i}"]) for i, key in enumerate(keys)}
+
+
+async def contact_snapshot(
+    pool: asyncpg.Pool, contact_id: uuid.UUID, facts: list[str], default_time_zone: str = "UTC"
+) -> ContactSnapshot | None:
+    """The profile and the asked-for stored facts as conditions see them; None when the
+    contact does not exist."""
+    contact = await get_contact(pool, contact_id)
+    if contact is None:
+        return None
+    found = await stored_facts(pool, contact.id, facts, default_time_zone)
+    return ContactSnapshot(fields=profile(contact), memberships=found)
