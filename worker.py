@@ -15,6 +15,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.bulk import BulkActivities
 from activities.contacts import ContactActivities
 from activities.crm import CrmActivities
 from activities.email import EmailActivities
@@ -30,12 +31,13 @@ from journeys.dispatch import Dispatcher
 from journeys.enrolment import sweep_intents_forever
 from journeys.settings import Settings
 from journeys.temporal import connect
+from workflows.bulk import EnrolSelectionWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.script import ScriptCallWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow]
+WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow, EnrolSelectionWorkflow]
 
 # Shared with the benchmark's bare worker, so that its floor runs with the same tuning.
 WORKER_OPTIONS: dict[str, Any] = {
@@ -60,9 +62,10 @@ class Outbound:
 
 
 def bound_activities(
-    settings: Settings, pool: asyncpg.Pool, outbound: Outbound
+    settings: Settings, pool: asyncpg.Pool, outbound: Outbound, client: Client
 ) -> list[Callable[..., Any]]:
-    """Every activity the workflows call, bound to `pool` and the outbound connections."""
+    """Every activity the workflows call, bound to `pool`, the outbound connections and
+    (for bulk operations, which start journeys) the Temporal client."""
     zone = settings.default_time_zone
     email = EmailActivities(pool, settings, outbound.smtp)
     contacts = ContactActivities(pool, zone)
@@ -71,6 +74,7 @@ def bound_activities(
     crm = CrmActivities(pool, zone)
     scripts = ScriptActivities(pool, settings.secret.get_secret_value(), outbound.http)
     sms = SmsActivities(pool, settings, outbound.sms)
+    bulk = BulkActivities(pool, client, settings.task_queue, zone)
     return [
         email.send_email,
         email.notify,
@@ -83,6 +87,9 @@ def bound_activities(
         crm.create_record,
         scripts.call_script,
         scripts.give_up_script,
+        bulk.freeze_targets,
+        bulk.enrol_targets,
+        bulk.finish_operation,
     ]
 
 
@@ -94,7 +101,7 @@ def build_worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=bound_activities(settings, pool, outbound),
+        activities=bound_activities(settings, pool, outbound, client),
         **WORKER_OPTIONS,
     )
 

@@ -24,6 +24,7 @@ from api.routes import (
     events,
     health,
     journeys,
+    operations,
     reference,
     tracking,
     webhooks,
@@ -103,7 +104,16 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     outages.install(app)
-    for module in (contacts, journeys, events, reference, tracking, webhooks, health):
+    for module in (
+        contacts,
+        journeys,
+        events,
+        operations,
+        reference,
+        tracking,
+        webhooks,
+        health,
+    ):
         app.include_router(module.router)
     if settings.dev_mail_dir is not None:
         app.include_router(dev_mail.router)

@@ -265,6 +265,8 @@ class Outcome:
     # before the fault and that had not arrived by then: how long interrupted sends stalled.
     resumed_seconds: float | None
     probes: list[Probe] = field(default_factory=list)
+    # A scenario run by an operation: how it ended (GET /operations/{id}).
+    operation: dict[str, Any] | None = None
 
 
 # --- the system under test ------------------------------------------------------------------
@@ -419,6 +421,7 @@ class Run:
     enrolling: asyncio.Task[None] = field(init=False)
     fault_at: float = 0.0
     healed_at: float = 0.0
+    operation_id: str | None = None
     received_at_fault: int = 0
     probes: list[Probe] = field(default_factory=list)
 
@@ -563,6 +566,9 @@ class Run:
             recovery_seconds=_since(self.healed_at, last),
             resumed_seconds=_since(self.healed_at, max(interrupted, default=None)),
             probes=self.probes,
+            operation=(await fs.http.get(f"/operations/{self.operation_id}")).json()
+            if self.operation_id
+            else None,
         )
 
 
@@ -761,6 +767,56 @@ async def enrol_postgres_down(fs: FaultStack) -> Outcome:
     return await run.finish()
 
 
+async def bulk_enrol_worker_sigkill(fs: FaultStack) -> Outcome:
+    """Enrol the N contacts through a selection, by an operation in the worker; SIGKILL
+    the worker once the first mail arrived (the operation is starting runs) and start a
+    new one. The operation resumes from its last heartbeat: everyone enrolled once."""
+    key = f"fault-bulk-kill-{fs.run_id}"
+    await fs.publish(two_mails(key))
+    selection = f"fault-everyone-{fs.run_id}"
+    response = await fs.http.post(
+        "/selections", json={"key": selection, "name": "Everyone", "type": "static"}
+    )
+    response.raise_for_status()
+    (
+        await fs.http.post(f"/selections/{selection}/members", json={"contact_ids": fs.contacts})
+    ).raise_for_status()
+    run = Run(fs, "bulk-enrol-kill", key, fs.recorder.offset())
+    started = await fs.http.post(f"/journeys/{key}/enrolments", json={"selection": selection})
+    if started.status_code != 202:
+        raise RuntimeError(f"enrolling the selection answered {started.text}")
+    run.operation_id = started.json()["operation_id"]
+
+    async def operation_ended() -> None:
+        async def ended() -> bool:
+            op = (await fs.http.get(f"/operations/{run.operation_id}")).json()
+            return bool(op["status"] != "running")
+
+        await wait_until(ended, timeout=180, interval=0.5, what="the operation to end")
+
+    run.enrolling = asyncio.create_task(operation_ended())
+    await run.received_at_least(1)
+    run.fault()
+    fs.kill_worker()
+    await fs.stack.start_worker()
+    run.healed()
+    outcome = await run.finish()
+    if outcome.operation is not None:
+        # The attempt that finished the paging: 2 or more when the kill interrupted it.
+        history = await fs.client.get_workflow_handle(
+            outcome.operation["workflow_id"]
+        ).fetch_history()
+        outcome.operation["paging_attempts"] = max(
+            (
+                e.activity_task_started_event_attributes.attempt
+                for e in history.events
+                if e.HasField("activity_task_started_event_attributes")
+            ),
+            default=0,
+        )
+    return outcome
+
+
 async def _clicks_during(
     fs: FaultStack,
     scenario: str,
@@ -812,6 +868,7 @@ SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[Outcome]]] = {
     "clicks, Temporal down": clicks_temporal_down,
     "clicks, PostgreSQL down": clicks_postgres_down,
     "enrolment, PostgreSQL down": enrol_postgres_down,
+    "bulk enrolment, worker SIGKILL": bulk_enrol_worker_sigkill,
 }
 
 

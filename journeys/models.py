@@ -211,7 +211,9 @@ class JournalInput(BaseModel):
 class LoadContactInput(BaseModel):
     contact_id: str
     memberships: list[str] = Field(
-        default_factory=list, description="`selection:<key>` / `project:<key>` to look up"
+        default_factory=list,
+        description="stored facts to look up (`journeys.conditions.fact_key`): "
+        "`selection:<key>`, `project:<key>`, message history, anniversaries",
     )
 
 
@@ -292,3 +294,35 @@ class MembershipInput(BaseModel):
     kind: Literal["selection", "project"]
     key: str
     add: bool
+
+
+def operation_workflow_id(operation_id: str) -> str:
+    return f"operation/{operation_id}"
+
+
+class OperationInput(BaseModel):
+    """A bulk operation (`journeys.store.operations`): the row holds what it works on."""
+
+    operation_id: str
+
+
+class OperationPage(BaseModel):
+    """Where paging the targets stands: in the heartbeat, and at the end."""
+
+    after: str | None = Field(default=None, description="the last contact done")
+    done: int = 0
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class FinishOperation(BaseModel):
+    operation_id: str
+    status: Literal["completed", "failed"]
+    counts: dict[str, int] | None = None
+    error: str | None = None
+
+
+class OperationResult(BaseModel):
+    status: Literal["completed", "failed"]
+    total: int
+    counts: dict[str, int]
+    error: str | None = None

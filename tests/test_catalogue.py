@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, get_args
 
+from activities.bulk import BulkActivities
 from activities.contacts import ContactActivities
 from activities.crm import CrmActivities
 from activities.email import EmailActivities
@@ -28,6 +29,7 @@ ACTIVITY_CLASSES = (
     CrmActivities,
     ScriptActivities,
     SmsActivities,
+    BulkActivities,
 )
 
 
@@ -51,7 +53,7 @@ def test_the_worker_registers_every_activity_and_nothing_else() -> None:
         for _, fn in inspect.getmembers(cls, inspect.isfunction)
         if (name := _activity_name(fn)) is not None
     }
-    registered = [_activity_name(fn) for fn in bound_activities(SETTINGS, None, OUTBOUND)]  # type: ignore[arg-type]
+    registered = [_activity_name(fn) for fn in bound_activities(SETTINGS, None, OUTBOUND, None)]  # type: ignore[arg-type]
     assert None not in registered
     assert sorted(defined) == sorted(registered)  # type: ignore[type-var]
 
@@ -59,7 +61,7 @@ def test_the_worker_registers_every_activity_and_nothing_else() -> None:
 def test_every_activity_a_handler_calls_is_registered() -> None:
     modules = {inspect.getmodule(handler) for handler in HANDLERS.values()}
     source = "".join(inspect.getsource(m) for m in modules)  # type: ignore[arg-type]
-    registered = {_activity_name(fn) for fn in bound_activities(SETTINGS, None, OUTBOUND)}  # type: ignore[arg-type]
+    registered = {_activity_name(fn) for fn in bound_activities(SETTINGS, None, OUTBOUND, None)}  # type: ignore[arg-type]
     for cls in ACTIVITY_CLASSES:
         for attr, fn in inspect.getmembers(cls, inspect.isfunction):
             if f"{cls.__name__}.{attr}" in source:

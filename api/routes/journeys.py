@@ -4,8 +4,8 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from pydantic import BaseModel, Field, model_validator
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
@@ -14,19 +14,29 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import IdempotencyKey, PoolDep, SettingsDep, TemporalDep, require_api_key
-from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
+from api.errors import (
+    AUTH_RESPONSES,
+    NOT_FOUND_RESPONSE,
+    error_response,
+    not_found,
+    unprocessable,
+)
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
 from journeys.definition.graph import duplicate_action_warnings
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import Removal, StepVisit
+from journeys.operations import start_operation
 from journeys.outages import Unavailable, bounded
 from journeys.references import reference_problems
 from journeys.signals import deliver
+from journeys.store import groups
+from journeys.store.conditions_sql import QueryProblem
 from journeys.store.contacts import missing_contacts
 from journeys.store.enrolments import get_enrolment, write_journal_line
 from journeys.store.journeys import get_journey, list_versions, publish
 from journeys.store.messages import MessageView, messages_of
+from journeys.store.queries import selection_sql
 from journeys.templates import template_problems
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
@@ -68,7 +78,25 @@ class PublishedWithWarnings(Published):
 
 
 class EnrolmentRequest(BaseModel):
-    contact_ids: list[uuid.UUID] = Field(min_length=1, max_length=10_000)
+    contact_ids: list[uuid.UUID] | None = Field(
+        default=None, min_length=1, max_length=10_000, description="enrolled in this call"
+    )
+    selection: str | None = Field(
+        default=None,
+        pattern=KEY_PATTERN,
+        description="everyone in this selection, by an operation (answers 202)",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EnrolmentRequest:
+        if (self.contact_ids is None) == (self.selection is None):
+            raise ValueError("give either 'contact_ids' or 'selection'")
+        return self
+
+
+class OperationStarted(BaseModel):
+    operation_id: uuid.UUID
+    status: str = Field(description="running, completed or failed: see GET /operations/{id}")
 
 
 class EnrolmentResponse(BaseModel):
@@ -128,25 +156,59 @@ async def read_journey(key: JourneyKey, pool: PoolDep, version: Version = None) 
     return JourneyView(**journey.model_dump(), versions=await list_versions(pool, key))
 
 
-@router.post("/{key}/enrolments", response_model=EnrolmentResponse)
+@router.post(
+    "/{key}/enrolments",
+    response_model=EnrolmentResponse | OperationStarted,
+    responses={
+        200: {"description": "contact_ids: every contact's enrolment", "model": EnrolmentResponse},
+        202: {"description": "selection: the operation enrolling it", "model": OperationStarted},
+        409: error_response("the selection's query names what no longer exists"),
+    },
+)
 async def enrol_contacts(
     key: JourneyKey,
     body: EnrolmentRequest,
     pool: PoolDep,
     client: TemporalDep,
     settings: SettingsDep,
+    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> EnrolmentResponse:
+) -> EnrolmentResponse | OperationStarted:
     """Enrol contacts in the latest version; a contact already inside keeps its run.
 
-    The enrolment is recorded before any run starts: after a 503 (or no answer),
-    the same call finishes it and starts no run twice. Send an `Idempotency-Key`
-    header to make a retry of a call that did finish answer the same too (without
-    one, a contact whose run ended meanwhile enters again where re-entry allows).
+    With `contact_ids`, in this call. The enrolment is recorded before any run
+    starts: after a 503 (or no answer), the same call finishes it and starts no
+    run twice. Send an `Idempotency-Key` header to make a retry of a call that did
+    finish answer the same too (without one, a contact whose run ended meanwhile
+    enters again where re-entry allows).
+
+    With `selection`, everyone it holds now, by an operation in the background
+    (202): follow it at `GET /operations/{operation_id}`. The same
+    `Idempotency-Key` again answers the same operation.
     """
     journey = await get_journey(pool, key)
     if journey is None:
         raise not_found(f"journey '{key}' does not exist")
+    request_key = f"api/{idempotency_key}" if idempotency_key else None
+    if body.selection is not None:
+        try:
+            await selection_sql(pool, body.selection, settings.default_time_zone)
+        except QueryProblem as exc:
+            if await groups.get_group(pool, "selection", body.selection) is None:
+                raise unprocessable([(("selection",), str(exc))]) from None
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        op = await start_operation(
+            client,
+            pool,
+            settings.task_queue,
+            "enrol_selection",
+            {"journey": key, "selection": body.selection},
+            request_key,
+            f"Enrol selection {body.selection} in {journey.name}",
+        )
+        response.status_code = status.HTTP_202_ACCEPTED
+        return OperationStarted(operation_id=op.id, status=op.status)
+    assert body.contact_ids is not None
     missing = await missing_contacts(pool, body.contact_ids)
     if missing:
         raise unprocessable(
@@ -156,12 +218,7 @@ async def enrol_contacts(
             ]
         )
     enrolments = await enrol(
-        client,
-        pool,
-        settings.task_queue,
-        journey,
-        body.contact_ids,
-        request_key=f"api/{idempotency_key}" if idempotency_key else None,
+        client, pool, settings.task_queue, journey, body.contact_ids, request_key=request_key
     )
     return EnrolmentResponse(journey_key=key, enrolments=enrolments)
 

@@ -190,6 +190,16 @@ class MembersAdded(BaseModel):
 
 def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
     tag = f"{kind}s"
+    query_conflict: dict[int | str, dict[str, Any]] = (
+        {
+            409: error_response(
+                "a query selection: its members are whom its query finds, "
+                "and it names what no longer exists"
+            )
+        }
+        if kind == "selection"
+        else {}
+    )
 
     async def create(
         body: GroupIn, pool: PoolDep, settings: SettingsDep, response: Response
@@ -250,6 +260,7 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
         tags=[tag],
         response_model=MembersAdded,
         summary=f"add contacts to a {kind}",
+        responses=query_conflict,
     )
     async def add(key: Key, body: Members, pool: PoolDep) -> MembersAdded:
         await existing(pool, key)
@@ -272,6 +283,7 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
         tags=[tag],
         status_code=204,
         summary=f"remove a contact from a {kind}",
+        responses=query_conflict,
     )
     async def remove(key: Key, contact_id: uuid.UUID, pool: PoolDep) -> Response:
         await existing(pool, key)
@@ -288,6 +300,7 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
         tags=[tag],
         response_model=MembersPage,
         summary=f"the members of a {kind}, a page at a time",
+        responses=query_conflict,
     )
     async def members(
         key: Key,

@@ -23,6 +23,7 @@ from bench.faults import (
     LANDING,
     FaultStack,
     Outcome,
+    bulk_enrol_worker_sigkill,
     clicks_postgres_down,
     clicks_temporal_down,
     enrol_postgres_down,
@@ -142,6 +143,20 @@ async def test_postgres_down_during_an_enrolment_then_the_call_again(faults: Fau
         view = await faults.http.get(f"/journeys/{o.journey_key}/participants/{contact_id}")
         assert view.status_code == 200, view.text
         assert view.json()["status"] == "completed", view.text
+
+
+async def test_worker_sigkill_during_a_bulk_enrolment(faults: FaultStack) -> None:
+    """The operation's activity dies with the worker mid-page; the next worker resumes it
+    from the heartbeat and enrols every member once."""
+    o = await bulk_enrol_worker_sigkill(faults)
+    assert 0 < o.received_at_fault < o.expected, figures(o)
+    assert_all_delivered(o)
+    assert o.duplicates <= DUPLICATES_PER_KILL, figures(o)
+    assert o.operation is not None
+    assert o.operation["status"] == "completed", o.operation
+    assert (o.operation["total"], o.operation["done"]) == (faults.n, faults.n), o.operation
+    assert o.operation["counts"] == {"enrolled": faults.n}, o.operation
+    assert o.operation["paging_attempts"] >= 2, "the kill did not interrupt the paging"
 
 
 # The coverage phase enumerates boundary and negative cases of every property, and

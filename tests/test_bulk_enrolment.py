@@ -1,0 +1,116 @@
+"""Enrolling a selection: an operation in the background, on the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.builders import journey
+from tests.conftest import Stack
+from tests.helpers import create_contact, publish
+
+
+async def wait_for_operation(
+    http: httpx.AsyncClient, operation_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    for _ in range(int(timeout * 5)):
+        response = await http.get(f"/operations/{operation_id}")
+        assert response.status_code == 200, response.text
+        if (op := response.json())["status"] != "running":
+            return dict(op)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"operation still running after {timeout}s: {op}")
+
+
+async def _query_selection(http: httpx.AsyncClient, key: str, tag: str) -> None:
+    response = await http.post("/contact-fields", json={"name": "bulk_tag", "type": "text"})
+    assert response.status_code in (200, 201), response.text
+    response = await http.post(
+        "/selections",
+        json={
+            "key": key,
+            "name": "Bulk",
+            "type": "query",
+            "query": {"field": "bulk_tag", "op": "eq", "value": tag},
+        },
+    )
+    assert response.status_code == 201, response.text
+
+
+def sleeper(key: str, **extra: Any) -> dict[str, Any]:
+    return journey(
+        key,
+        steps={"nap": {"type": "wait", "duration": "P1Y", "next": "end"}, "end": {"type": "end"}},
+        **extra,
+    )
+
+
+async def test_a_selection_is_enrolled_by_an_operation(stack: Stack) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    key, selection = f"bulk-{tag}", f"bulk-sel-{tag}"
+    await publish(http, sleeper(key))
+    await _query_selection(http, selection, tag)
+    members = {await create_contact(http, fields={"bulk_tag": tag}) for _ in range(25)}
+    outsider = await create_contact(http, fields={"bulk_tag": "other"})
+
+    started = await http.post(f"/journeys/{key}/enrolments", json={"selection": selection})
+    assert started.status_code == 202, started.text
+    op = await wait_for_operation(http, started.json()["operation_id"])
+    assert op["status"] == "completed", op
+    assert (op["total"], op["done"], op["counts"]) == (25, 25, {"enrolled": 25}), op
+    assert op["subject"] == {"journey": key, "selection": selection}
+
+    query = f"JourneyKey = '{key}' AND ExecutionStatus = 'Running'"
+    for _ in range(50):
+        running = {w.id async for w in stack.temporal.list_workflows(query)}
+        if len(running) == 25:
+            break
+        await asyncio.sleep(0.2)
+    assert running == {f"journey/{key}/{c}" for c in members}
+    assert f"journey/{key}/{outsider}" not in running
+    handle = stack.temporal.get_workflow_handle(op["workflow_id"])
+    assert (await handle.describe()).status is not None
+
+    # Again: everyone is inside already, and nobody gets a second run.
+    again = await http.post(f"/journeys/{key}/enrolments", json={"selection": selection})
+    second = await wait_for_operation(http, again.json()["operation_id"])
+    assert second["counts"] == {"already_enrolled": 25}, second
+
+
+async def test_the_same_idempotency_key_answers_the_same_operation(stack: Stack) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    key, selection = f"bulk-key-{tag}", f"bulk-key-sel-{tag}"
+    await publish(http, sleeper(key, reentry={"policy": "once"}))
+    await _query_selection(http, selection, tag)
+    for _ in range(3):
+        await create_contact(http, fields={"bulk_tag": tag})
+    headers = {"Idempotency-Key": f"nightly-{tag}"}
+    ids = []
+    for _ in range(2):
+        response = await http.post(
+            f"/journeys/{key}/enrolments", json={"selection": selection}, headers=headers
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["operation_id"])
+    assert ids[0] == ids[1]
+    op = await wait_for_operation(http, ids[0])
+    assert op["counts"] == {"enrolled": 3}, op
+
+
+async def test_what_an_enrolment_by_selection_refuses(stack: Stack) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    key = f"bulk-bad-{tag}"
+    await publish(http, sleeper(key))
+    missing = await http.post(f"/journeys/{key}/enrolments", json={"selection": "no-such"})
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["detail"][0]["loc"] == ["body", "selection"]
+    both = await http.post(
+        f"/journeys/{key}/enrolments",
+        json={"selection": "x", "contact_ids": [str(uuid.uuid4())]},
+    )
+    assert both.status_code == 422 and "either" in both.text, both.text
+    unknown = await http.get(f"/operations/{uuid.uuid4()}")
+    assert unknown.status_code == 404

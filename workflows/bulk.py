@@ -1,0 +1,61 @@
+"""Bulk operations as workflows: a selection enrolled in a journey (and, with campaigns,
+an action generated). Each freezes its target set first, then pages it in one
+heartbeating activity, so the history stays a handful of events whatever the count."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bulk import BulkActivities
+    from journeys.models import FinishOperation, OperationInput, OperationPage, OperationResult
+
+# A worker that dies is noticed within this; its successor resumes from the heartbeat.
+HEARTBEAT = timedelta(seconds=20)
+# Outages retry for as long as they last; a bug or a missing journey does not.
+RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+@workflow.defn(name="EnrolSelection")
+class EnrolSelectionWorkflow:
+    @workflow.run
+    async def run(self, input: OperationInput) -> OperationResult:
+        try:
+            total: int = await workflow.execute_activity_method(
+                BulkActivities.freeze_targets,
+                input,
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=RETRY,
+                summary="freeze the selection's members",
+            )
+            page: OperationPage = await workflow.execute_activity_method(
+                BulkActivities.enrol_targets,
+                input,
+                start_to_close_timeout=timedelta(days=7),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=RETRY,
+                summary=f"enrol {total} contacts",
+            )
+        except ActivityError as exc:
+            reason = str(exc.cause.message if isinstance(exc.cause, ApplicationError) else exc)
+            await self._finish(
+                FinishOperation(operation_id=input.operation_id, status="failed", error=reason)
+            )
+            return OperationResult(status="failed", total=0, counts={}, error=reason)
+        await self._finish(
+            FinishOperation(operation_id=input.operation_id, status="completed", counts=page.counts)
+        )
+        return OperationResult(status="completed", total=total, counts=page.counts)
+
+    async def _finish(self, finish: FinishOperation) -> None:
+        await workflow.execute_activity_method(
+            BulkActivities.finish_operation,
+            finish,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RETRY,
+            summary=f"mark the operation {finish.status}",
+        )
