@@ -1,4 +1,4 @@
-"""`journeys` command line: dev, api, worker, migrate, bench."""
+"""`journeys` command line: dev, api, worker, enrol, migrate, bench."""
 
 from __future__ import annotations
 
@@ -199,6 +199,13 @@ async def bench(args: argparse.Namespace) -> None:
         sys.exit(2)
 
 
+async def enrol(args: argparse.Namespace) -> None:
+    from journeys.cli_enrol import api_client, enrol_selection
+
+    async with api_client(args.api_url, args.data_dir) as http:
+        await enrol_selection(http, args.journey, args.selection)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +226,13 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("worker", help="run a Temporal worker (configured by environment)")
     p.set_defaults(run=worker)
+
+    p = sub.add_parser("enrol", help="enrol everyone in a selection, with a progress bar")
+    p.add_argument("journey", help="the journey's key")
+    p.add_argument("--selection", required=True, help="the selection's key")
+    p.add_argument("--api-url", default=None, help="default JOURNEYS_API_URL, or journeys dev's")
+    p.add_argument("--data-dir", default=".journeys", help="journeys dev's data (its API key)")
+    p.set_defaults(run=enrol)
 
     p = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p.set_defaults(run=migrate)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
 import uuid
 from typing import Any
 
 import httpx
 
 from tests.builders import journey
-from tests.conftest import Stack
+from tests.conftest import API_KEY, Stack
 from tests.helpers import create_contact, publish
 
 
@@ -114,3 +117,36 @@ async def test_what_an_enrolment_by_selection_refuses(stack: Stack) -> None:
     assert both.status_code == 422 and "either" in both.text, both.text
     unknown = await http.get(f"/operations/{uuid.uuid4()}")
     assert unknown.status_code == 404
+
+
+async def test_the_cli_enrols_a_selection_with_a_progress_bar(stack: Stack) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    key, selection = f"bulk-cli-{tag}", f"bulk-cli-sel-{tag}"
+    await publish(http, sleeper(key))
+    await _query_selection(http, selection, tag)
+    for _ in range(4):
+        await create_contact(http, fields={"bulk_tag": tag})
+    env = {**os.environ, "JOURNEYS_API_URL": stack.base_url, "JOURNEYS_API_KEY": API_KEY}
+
+    async def journeys(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "journeys.cli",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = await journeys("enrol", key, "--selection", selection)
+    assert code == 0, err
+    assert "4/4" in out and "completed" in out, out
+    assert re.search(r"enrolled\s+│\s+4", out), out
+
+    code, out, err = await journeys("enrol", key, "--selection", "no-such-selection")
+    assert code == 1
+    assert "selection 'no-such-selection' does not exist" in err, err
