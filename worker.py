@@ -31,13 +31,13 @@ from journeys.dispatch import Dispatcher
 from journeys.enrolment import sweep_intents_forever
 from journeys.settings import Settings
 from journeys.temporal import connect
-from workflows.bulk import EnrolSelectionWorkflow
+from workflows.bulk import BulkOperationWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.script import ScriptCallWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow, EnrolSelectionWorkflow]
+WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow, BulkOperationWorkflow]
 
 # Shared with the benchmark's bare worker, so that its floor runs with the same tuning.
 WORKER_OPTIONS: dict[str, Any] = {
@@ -74,7 +74,7 @@ def bound_activities(
     crm = CrmActivities(pool, zone)
     scripts = ScriptActivities(pool, settings.secret.get_secret_value(), outbound.http)
     sms = SmsActivities(pool, settings, outbound.sms)
-    bulk = BulkActivities(pool, client, settings.task_queue, zone)
+    bulk = BulkActivities(pool, client, settings.task_queue, zone, email)
     return [
         email.send_email,
         email.notify,
@@ -88,7 +88,7 @@ def bound_activities(
         scripts.call_script,
         scripts.give_up_script,
         bulk.freeze_targets,
-        bulk.enrol_targets,
+        bulk.work_targets,
         bulk.finish_operation,
     ]
 

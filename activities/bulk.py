@@ -1,9 +1,12 @@
 """Bulk operations: freeze the target set, work through it a page at a time, finish.
 
-One long activity pages the frozen targets and heartbeats where it stands; a worker
-crash restarts it from the last heartbeat, and the page in flight is done again
-harmlessly: each target is done under the operation's request key, which answers
-what was done the first time.
+Two kinds share the path: `enrol_selection` (everyone in a selection enters a
+journey) and `generate_action` (a campaign action: a record per contact, and its
+mail or journey). One long activity pages the frozen targets and heartbeats where
+it stands; a worker crash restarts it from the last heartbeat, and the page in
+flight is done again harmlessly: enrolments are made under the operation's
+request key, records and mails under keys of their own, and each answers what
+was done the first time.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -18,18 +22,25 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.email import EmailActivities
 from activities.retries import quiet_outages
+from journeys.campaigns import MAIL_STEP
+from journeys.definition import SendEmail
 from journeys.enrolment import enrol
-from journeys.models import FinishOperation, OperationInput, OperationPage
+from journeys.models import FinishOperation, OperationInput, OperationPage, SendEmailInput
 from journeys.outages import outage_of
-from journeys.store import operations
+from journeys.store import campaigns, operations
 from journeys.store.conditions_sql import QueryProblem
 from journeys.store.journeys import PublishedJourney, get_journey
-from journeys.store.queries import selection_sql
+from journeys.store.queries import SelectionSql, selection_sql
 
 HEARTBEAT_EVERY = 5.0
 # Targets per page: one enrolment call (START_CONCURRENCY starts in flight) per page.
 PAGE = 500
+# Mails of a campaign action in flight at once (the SMTP connections are pooled).
+SENDS_IN_FLIGHT = 16
+
+PageHandler = Callable[[list[uuid.UUID], Counter[str]], Awaitable[list[dict[str, Any]]]]
 
 
 async def _keep_heartbeating(page: OperationPage) -> None:
@@ -39,52 +50,71 @@ async def _keep_heartbeating(page: OperationPage) -> None:
 
 
 def operation_key(operation_id: uuid.UUID) -> str:
-    """The request key each target of the operation is done under."""
+    """The request key each enrolment of the operation is made under."""
     return f"operation/{operation_id}"
+
+
+def _bad(reason: str) -> ApplicationError:
+    return ApplicationError(reason, non_retryable=True)
 
 
 class BulkActivities:
     def __init__(
-        self, pool: asyncpg.Pool, client: Client, task_queue: str, default_time_zone: str
+        self,
+        pool: asyncpg.Pool,
+        client: Client,
+        task_queue: str,
+        default_time_zone: str,
+        email: EmailActivities,
     ) -> None:
         self.pool = pool
         self.client = client
         self.task_queue = task_queue
         self.default_time_zone = default_time_zone
+        self.email = email
 
     async def _operation(self, input: OperationInput) -> operations.Operation:
         op = await operations.get_operation(self.pool, uuid.UUID(input.operation_id))
         if op is None:
-            raise ApplicationError(
-                f"operation {input.operation_id} does not exist", non_retryable=True
-            )
+            raise _bad(f"operation {input.operation_id} does not exist")
         return op
+
+    async def _action(self, op: operations.Operation) -> campaigns.Action:
+        action = await campaigns.get_action(self.pool, op.subject["campaign"], op.subject["action"])
+        if action is None:
+            raise _bad(f"campaign action {op.subject} does not exist")
+        return action
+
+    async def _journey(self, key: str) -> PublishedJourney:
+        journey = await get_journey(self.pool, key)
+        if journey is None:
+            raise _bad(f"journey '{key}' does not exist")
+        return journey
 
     @activity.defn(name="freeze_targets")
     @quiet_outages
     async def freeze_targets(self, input: OperationInput) -> int:
-        """Write the operation's target set (the selection's members now); its size."""
+        """Write the operation's target set once (the selection's members now, less the
+        contacts unlinked from a campaign action); its size."""
         op = await self._operation(input)
+        selection = op.subject["selection"]
         try:
-            members = await selection_sql(
-                self.pool, op.subject["selection"], self.default_time_zone
-            )
+            members = await selection_sql(self.pool, selection, self.default_time_zone)
         except QueryProblem as exc:
-            raise ApplicationError(
-                f"selection '{op.subject['selection']}': {exc}", non_retryable=True
-            ) from None
+            raise _bad(f"selection '{selection}': {exc}") from None
+        if op.kind == "generate_action":
+            unlinked, args = campaigns.unlinked_sql(
+                op.subject["campaign"], op.subject["action"], len(members.args) + 1
+            )
+            members = SelectionSql(f"({members.where}) AND NOT {unlinked}", members.args + args)
         return await operations.freeze_targets(self.pool, op.id, members)
 
-    @activity.defn(name="enrol_targets")
+    @activity.defn(name="work_targets")
     @quiet_outages
-    async def enrol_targets(self, input: OperationInput) -> OperationPage:
-        """Enrol every target in the journey, a page at a time, from the last heartbeat."""
+    async def work_targets(self, input: OperationInput) -> OperationPage:
+        """Do every target, a page at a time, from the last heartbeat on."""
         op = await self._operation(input)
-        journey = await get_journey(self.pool, op.subject["journey"])
-        if journey is None:
-            raise ApplicationError(
-                f"journey '{op.subject['journey']}' does not exist", non_retryable=True
-            )
+        handle = await self._handler(op)
         details = activity.info().heartbeat_details
         page = OperationPage.model_validate(details[0]) if details else OperationPage()
         counts = Counter(page.counts)
@@ -96,7 +126,7 @@ class BulkActivities:
             # A page takes seconds; the heartbeat says the worker is alive meanwhile.
             ticker = asyncio.create_task(_keep_heartbeating(page))
             try:
-                errors = await self._enrol_page(op.id, journey, targets, counts)
+                errors = await _each_or_all(targets, counts, handle)
             finally:
                 ticker.cancel()
             page = OperationPage(
@@ -105,46 +135,127 @@ class BulkActivities:
             await operations.note_progress(self.pool, op.id, page.done, page.counts, errors)
             activity.heartbeat(page.model_dump(mode="json"))
 
-    async def _enrol_page(
+    async def _handler(self, op: operations.Operation) -> PageHandler:
+        if op.kind == "enrol_selection":
+            entered = await self._journey(op.subject["journey"])
+            return lambda targets, counts: self._enrol(op.id, entered, targets, counts)
+        action = await self._action(op)
+        mail = await self._journey(action.mail_journey) if action.mail_journey else None
+        journey = await self._journey(action.journey_key) if action.journey_key else None
+
+        async def generate(targets: list[uuid.UUID], counts: Counter[str]) -> list[dict[str, Any]]:
+            if action.per_destination:
+                await campaigns.write_records(self.pool, action, list(targets))
+                counts["records"] += len(targets)  # there now, whether new or done before
+            errors: list[dict[str, Any]] = []
+            if mail is not None:
+                errors += await self._mail(op, mail, targets, counts)
+            if journey is not None:
+                errors += await self._enrol(op.id, journey, targets, counts)
+            return errors
+
+        return generate
+
+    async def _enrol(
         self,
         operation_id: uuid.UUID,
         journey: PublishedJourney,
         targets: list[uuid.UUID],
         counts: Counter[str],
     ) -> list[dict[str, Any]]:
-        """Enrol one page, adding the outcomes to `counts`; the targets that failed."""
+        outcomes = await enrol(
+            self.client,
+            self.pool,
+            self.task_queue,
+            journey,
+            targets,
+            request_key=operation_key(operation_id),
+        )
+        counts.update(o.status for o in outcomes)
+        return []
+
+    async def _mail(
+        self,
+        op: operations.Operation,
+        mail: PublishedJourney,
+        targets: list[uuid.UUID],
+        counts: Counter[str],
+    ) -> list[dict[str, Any]]:
+        """The action's mail to each target, through the one send path (idempotent per
+        action and contact: a page done again sends nothing twice)."""
+        step = mail.definition.steps.get(MAIL_STEP)
+        if not isinstance(step, SendEmail):
+            raise _bad(f"journey '{mail.key}' has no '{MAIL_STEP}' step to send")
+        limit = asyncio.Semaphore(SENDS_IN_FLIGHT)
         errors: list[dict[str, Any]] = []
 
-        async def enrol_some(contact_ids: list[uuid.UUID]) -> None:
-            outcomes = await enrol(
-                self.client,
-                self.pool,
-                self.task_queue,
-                journey,
-                contact_ids,
-                request_key=operation_key(operation_id),
+        async def one(contact_id: uuid.UUID) -> None:
+            send = SendEmailInput(
+                idempotency_key=f"campaign/{op.subject['campaign']}/{op.subject['action']}/"
+                f"{contact_id}",
+                workflow_id=f"operation/{op.id}",
+                journey_key=mail.key,
+                version=mail.version,
+                contact_id=str(contact_id),
+                step=MAIL_STEP,
+                follow_up_path=[MAIL_STEP] if step.follow_ups else None,
+                subject=step.subject,
+                html=step.html,
+                text=step.text,
+                sender=step.sender,
+                attachments=list(step.attachments or []),
             )
-            counts.update(o.status for o in outcomes)
-
-        try:
-            await enrol_some(targets)
-        except Exception as exc:
-            if outage_of(exc) is not None:
-                raise  # the page again, after the outage
-            # A bug or bad data in one target failed the page: each target on its own.
-            for contact_id in targets:
+            async with limit:
                 try:
-                    await enrol_some([contact_id])
-                except Exception as one_exc:
-                    if outage_of(one_exc) is not None:
-                        raise
-                    counts["failed"] += 1
-                    errors.append({"contact_id": str(contact_id), "reason": str(one_exc)[:300]})
+                    result = await self.email.send_email(send)
+                except ApplicationError as exc:
+                    if exc.non_retryable:
+                        counts["failed"] += 1
+                        errors.append({"contact_id": str(contact_id), "reason": exc.message})
+                        return
+                    raise
+            counts[result.status] += 1
+
+        await asyncio.gather(*(one(c) for c in targets))
         return errors
 
     @activity.defn(name="finish_operation")
     @quiet_outages
     async def finish_operation(self, input: FinishOperation) -> None:
-        await operations.finish_operation(
-            self.pool, uuid.UUID(input.operation_id), input.status, input.counts, input.error
-        )
+        op = await self._operation(OperationInput(operation_id=input.operation_id))
+        if op.kind == "generate_action" and input.status == "completed":
+            action = await self._action(op)
+            if not action.per_destination:
+                await campaigns.write_records(self.pool, action, [None])
+            await campaigns.mark_generated(
+                self.pool, action.campaign_key, action.key, op.total or 0
+            )
+        await operations.finish_operation(self.pool, op.id, input.status, input.counts, input.error)
+
+
+async def _each_or_all(
+    targets: list[uuid.UUID], counts: Counter[str], handle: PageHandler
+) -> list[dict[str, Any]]:
+    """Do the page; when it fails for a reason other than an outage (a bug, bad data in
+    one target), each target on its own, so that one bad target fails alone."""
+    # Counted apart and added on success, so that a page done again counts once.
+    page_counts: Counter[str] = Counter()
+    try:
+        errors = await handle(targets, page_counts)
+        counts.update(page_counts)
+        return errors
+    except Exception as exc:
+        if outage_of(exc) is not None:
+            raise  # the page again, after the outage
+    errors = []
+    for contact_id in targets:
+        one_counts: Counter[str] = Counter()
+        try:
+            errors += await handle([contact_id], one_counts)
+            counts.update(one_counts)
+        except Exception as one_exc:
+            if outage_of(one_exc) is not None:
+                raise
+            counts["failed"] += 1
+            errors.append({"contact_id": str(contact_id), "reason": str(one_exc)[:300]})
+    return errors

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import outages
 from api.hits import HitBuffer
 from api.routes import (
+    campaigns,
     contacts,
     dev_mail,
     dev_sms,
@@ -106,6 +107,7 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
     outages.install(app)
     for module in (
         contacts,
+        campaigns,
         journeys,
         events,
         operations,

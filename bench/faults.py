@@ -334,6 +334,13 @@ class FaultStack:
             if response.status_code != 200:
                 raise RuntimeError(f"enrolment answered {response.status_code}: {response.text}")
 
+    async def count(self, sql: str, *args: Any) -> int:
+        conn = await asyncpg.connect(self.postgres.url)
+        try:
+            return int(await conn.fetchval(sql, *args))
+        finally:
+            await conn.close()
+
     async def participants(self, key: str, where: str) -> int:
         """How many participants of journey `key` match a Temporal visibility query."""
         query = f"{SA_JOURNEY} = '{key}' AND {where}"
@@ -422,6 +429,9 @@ class Run:
     fault_at: float = 0.0
     healed_at: float = 0.0
     operation_id: str | None = None
+    # Mails each contact gets; whether each has a journey run (a campaign's mail has none).
+    mails_each: int = 2
+    runs: bool = True
     received_at_fault: int = 0
     probes: list[Probe] = field(default_factory=list)
 
@@ -520,7 +530,9 @@ class Run:
         async def done() -> bool:
             try:
                 rows = await fs.message_rows(self.key)
-                if len(rows) < 2 * n or await fs.completed(self.key) < n:
+                if len(rows) < self.mails_each * n:
+                    return False
+                if self.runs and await fs.completed(self.key) < n:
                     return False
             except Exception:  # a part still coming back
                 return False
@@ -540,7 +552,7 @@ class Run:
                 receptions[uid] += 1
                 first_seen.setdefault(uid, at)
                 seen_at.setdefault(uid, []).append(at)
-        expected = 2 * n
+        expected = self.mails_each * n
         last = max(first_seen.values(), default=None)
         # Sends begun before the fault that reached the server after it: the first copy
         # of one that had not arrived, or the second copy of one whose 250 was lost.
@@ -559,7 +571,7 @@ class Run:
             received=len(receptions),
             duplicates=sum(c - 1 for c in receptions.values()),
             lost=expected - len(receptions),
-            completed=await fs.completed(self.key),
+            completed=await fs.completed(self.key) if self.runs else n,
             statuses=dict(Counter(str(r["status"]) for r in rows)),
             received_at_fault=self.received_at_fault,
             outage_seconds=round(self.healed_at - self.fault_at, 2),
@@ -773,18 +785,17 @@ async def bulk_enrol_worker_sigkill(fs: FaultStack) -> Outcome:
     new one. The operation resumes from its last heartbeat: everyone enrolled once."""
     key = f"fault-bulk-kill-{fs.run_id}"
     await fs.publish(two_mails(key))
-    selection = f"fault-everyone-{fs.run_id}"
-    response = await fs.http.post(
-        "/selections", json={"key": selection, "name": "Everyone", "type": "static"}
-    )
-    response.raise_for_status()
-    (
-        await fs.http.post(f"/selections/{selection}/members", json={"contact_ids": fs.contacts})
-    ).raise_for_status()
+    selection = await _everyone(fs)
     run = Run(fs, "bulk-enrol-kill", key, fs.recorder.offset())
-    started = await fs.http.post(f"/journeys/{key}/enrolments", json={"selection": selection})
+    await _start_operation(fs, run, f"/journeys/{key}/enrolments", {"selection": selection})
+    return await _kill_during_operation(run)
+
+
+async def _start_operation(fs: FaultStack, run: Run, path: str, body: Any = None) -> None:
+    """POST `path` (an operation's start) and watch the operation until it ends."""
+    started = await fs.http.post(path, json=body)
     if started.status_code != 202:
-        raise RuntimeError(f"enrolling the selection answered {started.text}")
+        raise RuntimeError(f"POST {path} answered {started.text}")
     run.operation_id = started.json()["operation_id"]
 
     async def operation_ended() -> None:
@@ -795,6 +806,53 @@ async def bulk_enrol_worker_sigkill(fs: FaultStack) -> Outcome:
         await wait_until(ended, timeout=180, interval=0.5, what="the operation to end")
 
     run.enrolling = asyncio.create_task(operation_ended())
+
+
+async def _everyone(fs: FaultStack) -> str:
+    """A static selection of the N contacts (made once)."""
+    selection = f"fault-everyone-{fs.run_id}"
+    response = await fs.http.post(
+        "/selections", json={"key": selection, "name": "Everyone", "type": "static"}
+    )
+    if response.status_code == 201:
+        members = {"contact_ids": fs.contacts}
+        (await fs.http.post(f"/selections/{selection}/members", json=members)).raise_for_status()
+    return selection
+
+
+async def generate_worker_sigkill(fs: FaultStack) -> Outcome:
+    """Generate a campaign action that mails the N contacts; SIGKILL the worker once the
+    first mail arrived and start a new one. The generation resumes from its heartbeat:
+    every contact gets its record and its mail, once (but for sends in flight at the
+    kill, as in any worker crash)."""
+    selection = await _everyone(fs)
+    campaign = f"fault-campaign-{fs.run_id}"
+    (await fs.http.post("/campaigns", json={"key": campaign, "name": "Faults"})).raise_for_status()
+    action = await fs.http.post(
+        f"/campaigns/{campaign}/actions",
+        json={
+            "key": "mail",
+            "selection": selection,
+            "record_type": "outgoing_mail",
+            "subject": "Campaign mail",
+            "message": {"subject": "Campaign mail", "html": "<p>Hello</p>"},
+        },
+    )
+    if action.status_code != 201:
+        raise RuntimeError(f"creating the action answered {action.text}")
+    run = Run(fs, "generate-kill", action.json()["mail_journey"], fs.recorder.offset())
+    run.mails_each, run.runs = 1, False
+    await _start_operation(fs, run, f"/campaigns/{campaign}/actions/mail/generate")
+    outcome = await _kill_during_operation(run)
+    if outcome.operation is not None:
+        outcome.operation["records"] = await fs.count(
+            "SELECT count(*) FROM campaign_records WHERE campaign_key = $1", campaign
+        )
+    return outcome
+
+
+async def _kill_during_operation(run: Run) -> Outcome:
+    fs = run.fs
     await run.received_at_least(1)
     run.fault()
     fs.kill_worker()
@@ -869,6 +927,7 @@ SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[Outcome]]] = {
     "clicks, PostgreSQL down": clicks_postgres_down,
     "enrolment, PostgreSQL down": enrol_postgres_down,
     "bulk enrolment, worker SIGKILL": bulk_enrol_worker_sigkill,
+    "campaign generation, worker SIGKILL": generate_worker_sigkill,
 }
 
 

@@ -158,3 +158,21 @@ def pixel_in(msg: EmailMessage) -> str:
     match = re.search(r'<img src="([^"]+/t/o/[^"]+)"', html_of(msg))
     assert match, "no open pixel"
     return match.group(1)
+
+
+async def query_selection(
+    http: httpx.AsyncClient, key: str, field: str, value: Any, name: str = "Tagged"
+) -> None:
+    """A text contact field (declared if new) and a query selection of `field == value`."""
+    response = await http.post("/contact-fields", json={"name": field, "type": "text"})
+    assert response.status_code in (200, 201), response.text
+    response = await http.post(
+        "/selections",
+        json={
+            "key": key,
+            "name": name,
+            "type": "query",
+            "query": {"field": field, "op": "eq", "value": value},
+        },
+    )
+    assert response.status_code == 201, response.text

@@ -13,7 +13,7 @@ import httpx
 
 from tests.builders import journey
 from tests.conftest import API_KEY, Stack
-from tests.helpers import create_contact, publish
+from tests.helpers import create_contact, publish, query_selection
 
 
 async def wait_for_operation(
@@ -28,21 +28,6 @@ async def wait_for_operation(
     raise AssertionError(f"operation still running after {timeout}s: {op}")
 
 
-async def _query_selection(http: httpx.AsyncClient, key: str, tag: str) -> None:
-    response = await http.post("/contact-fields", json={"name": "bulk_tag", "type": "text"})
-    assert response.status_code in (200, 201), response.text
-    response = await http.post(
-        "/selections",
-        json={
-            "key": key,
-            "name": "Bulk",
-            "type": "query",
-            "query": {"field": "bulk_tag", "op": "eq", "value": tag},
-        },
-    )
-    assert response.status_code == 201, response.text
-
-
 def sleeper(key: str, **extra: Any) -> dict[str, Any]:
     return journey(
         key,
@@ -55,7 +40,7 @@ async def test_a_selection_is_enrolled_by_an_operation(stack: Stack) -> None:
     http, tag = stack.http, uuid.uuid4().hex[:6]
     key, selection = f"bulk-{tag}", f"bulk-sel-{tag}"
     await publish(http, sleeper(key))
-    await _query_selection(http, selection, tag)
+    await query_selection(http, selection, "bulk_tag", tag)
     members = {await create_contact(http, fields={"bulk_tag": tag}) for _ in range(25)}
     outsider = await create_contact(http, fields={"bulk_tag": "other"})
 
@@ -87,7 +72,7 @@ async def test_the_same_idempotency_key_answers_the_same_operation(stack: Stack)
     http, tag = stack.http, uuid.uuid4().hex[:6]
     key, selection = f"bulk-key-{tag}", f"bulk-key-sel-{tag}"
     await publish(http, sleeper(key, reentry={"policy": "once"}))
-    await _query_selection(http, selection, tag)
+    await query_selection(http, selection, "bulk_tag", tag)
     for _ in range(3):
         await create_contact(http, fields={"bulk_tag": tag})
     headers = {"Idempotency-Key": f"nightly-{tag}"}
@@ -123,7 +108,7 @@ async def test_the_cli_enrols_a_selection_with_a_progress_bar(stack: Stack) -> N
     http, tag = stack.http, uuid.uuid4().hex[:6]
     key, selection = f"bulk-cli-{tag}", f"bulk-cli-sel-{tag}"
     await publish(http, sleeper(key))
-    await _query_selection(http, selection, tag)
+    await query_selection(http, selection, "bulk_tag", tag)
     for _ in range(4):
         await create_contact(http, fields={"bulk_tag": tag})
     env = {**os.environ, "JOURNEYS_API_URL": stack.base_url, "JOURNEYS_API_KEY": API_KEY}

@@ -1,6 +1,6 @@
-"""Bulk operations as workflows: a selection enrolled in a journey (and, with campaigns,
-an action generated). Each freezes its target set first, then pages it in one
-heartbeating activity, so the history stays a handful of events whatever the count."""
+"""Bulk operations as a workflow: a selection enrolled in a journey, a campaign action
+generated. Each freezes its target set first, then pages it in one heartbeating
+activity, so the history stays a handful of events whatever the count."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ HEARTBEAT = timedelta(seconds=20)
 RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
-@workflow.defn(name="EnrolSelection")
-class EnrolSelectionWorkflow:
+@workflow.defn(name="BulkOperation")
+class BulkOperationWorkflow:
+    """Freeze the targets, work through them, mark the operation; the row says which
+    kind of operation (`activities.bulk`)."""
+
     @workflow.run
     async def run(self, input: OperationInput) -> OperationResult:
         try:
@@ -30,15 +33,15 @@ class EnrolSelectionWorkflow:
                 input,
                 start_to_close_timeout=timedelta(minutes=30),
                 retry_policy=RETRY,
-                summary="freeze the selection's members",
+                summary="freeze the targets",
             )
             page: OperationPage = await workflow.execute_activity_method(
-                BulkActivities.enrol_targets,
+                BulkActivities.work_targets,
                 input,
                 start_to_close_timeout=timedelta(days=7),
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=RETRY,
-                summary=f"enrol {total} contacts",
+                summary=f"{total} targets",
             )
         except ActivityError as exc:
             reason = str(exc.cause.message if isinstance(exc.cause, ApplicationError) else exc)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 
 class DossierEntry(BaseModel):
     kind: str = Field(
-        description="message, activity, request, sale, script, selection_added, "
+        description="message, activity, request, sale, script, campaign_record, "
+        "selection_added, "
         "project_removed, journey_entered, journey_refused, journey_removed, profile_updated, …"
     )
     at: datetime
@@ -52,6 +53,12 @@ async def dossier_of(
           UNION ALL
             SELECT kind, at, title, NULL, journey_key, step, NULL, '{}'::jsonb
             FROM contact_journal WHERE contact_id = $1
+          UNION ALL
+            SELECT 'campaign_record', created_at, subject, NULL, NULL, NULL,
+                   CASE WHEN done THEN 'done' ELSE 'open' END,
+                   jsonb_build_object('campaign', campaign_key, 'action', action_key,
+                                      'record_type', record_type, 'done', done)
+            FROM campaign_records WHERE contact_id = $1
         ) entries
         WHERE $3::timestamptz IS NULL OR at < $3
         ORDER BY at DESC LIMIT $2

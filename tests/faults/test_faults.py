@@ -27,6 +27,7 @@ from bench.faults import (
     clicks_postgres_down,
     clicks_temporal_down,
     enrol_postgres_down,
+    generate_worker_sigkill,
     postgres_restart,
     smtp_down,
     temporal_restart,
@@ -157,6 +158,20 @@ async def test_worker_sigkill_during_a_bulk_enrolment(faults: FaultStack) -> Non
     assert (o.operation["total"], o.operation["done"]) == (faults.n, faults.n), o.operation
     assert o.operation["counts"] == {"enrolled": faults.n}, o.operation
     assert o.operation["paging_attempts"] >= 2, "the kill did not interrupt the paging"
+
+
+async def test_worker_sigkill_during_a_campaign_generation(faults: FaultStack) -> None:
+    """The generation's activity dies with the worker mid-page; the next worker resumes
+    it: a record and a mail for every contact, none twice but for sends in flight."""
+    o = await generate_worker_sigkill(faults)
+    assert 0 < o.received_at_fault < o.expected, figures(o)
+    assert_all_delivered(o)
+    assert o.duplicates <= DUPLICATES_PER_KILL, figures(o)
+    assert o.operation is not None
+    assert o.operation["status"] == "completed", o.operation
+    assert o.operation["counts"] == {"records": faults.n, "sent": faults.n}, o.operation
+    assert o.operation["records"] == faults.n, o.operation
+    assert o.operation["paging_attempts"] >= 2, "the kill did not interrupt the generation"
 
 
 # The coverage phase enumerates boundary and negative cases of every property, and
