@@ -31,13 +31,13 @@ from journeys.dispatch import Dispatcher
 from journeys.enrolment import sweep_intents_forever
 from journeys.settings import Settings
 from journeys.temporal import connect
-from workflows.bulk import BulkOperationWorkflow
+from workflows.bulk import BulkOperationWorkflow, SelectionEntryWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.script import ScriptCallWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow, BulkOperationWorkflow]
+WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow, BulkOperationWorkflow, SelectionEntryWorkflow]
 
 # Shared with the benchmark's bare worker, so that its floor runs with the same tuning.
 WORKER_OPTIONS: dict[str, Any] = {
@@ -90,6 +90,7 @@ def bound_activities(
         bulk.freeze_targets,
         bulk.work_targets,
         bulk.finish_operation,
+        bulk.open_entry_operation,
     ]
 
 

@@ -25,9 +25,16 @@ from temporalio.exceptions import ApplicationError
 from activities.email import EmailActivities
 from activities.retries import quiet_outages
 from journeys.campaigns import MAIL_STEP
-from journeys.definition import SendEmail
+from journeys.definition import SendEmail, parse_duration
+from journeys.definition.journey import SelectionEntry
 from journeys.enrolment import enrol
-from journeys.models import FinishOperation, OperationInput, OperationPage, SendEmailInput
+from journeys.models import (
+    EntryInput,
+    FinishOperation,
+    OperationInput,
+    OperationPage,
+    SendEmailInput,
+)
 from journeys.outages import outage_of
 from journeys.store import campaigns, operations
 from journeys.store.conditions_sql import QueryProblem
@@ -107,7 +114,43 @@ class BulkActivities:
                 op.subject["campaign"], op.subject["action"], len(members.args) + 1
             )
             members = SelectionSql(f"({members.where}) AND NOT {unlinked}", members.args + args)
+        elif op.subject.get("entry"):
+            members = await self._not_kept_out(op.subject["journey"], members)
         return await operations.freeze_targets(self.pool, op.id, members)
+
+    async def _not_kept_out(self, journey_key: str, members: SelectionSql) -> SelectionSql:
+        """A selection entry's run looks only at members the re-entry rule may let in, so
+        that members who entered already are not asked again every time."""
+        rule = (await self._journey(journey_key)).definition.reentry
+        if rule.policy == "always":
+            return members  # whoever has no open run: the start itself tells
+        n = len(members.args)
+        recent, args = "", list[object]([journey_key])
+        if rule.after is not None:
+            recent = f" AND e.enrolled_at > now() - make_interval(secs => ${n + 2}::float8)"
+            args.append(parse_duration(rule.after).total_seconds())
+        entered = (
+            f"EXISTS (SELECT 1 FROM enrolments e WHERE e.journey_key = ${n + 1}::text "
+            f"AND e.contact_id = c.id{recent})"
+        )
+        return SelectionSql(f"({members.where}) AND NOT {entered}", members.args + args)
+
+    @activity.defn(name="open_entry_operation")
+    @quiet_outages
+    async def open_entry_operation(self, input: EntryInput) -> str | None:
+        """The operation of one run of a journey's selection entry; None when the journey's
+        latest version no longer enters by selection (the schedule is on its way out)."""
+        journey = await get_journey(self.pool, input.journey_key)
+        entry = journey.definition.entry if journey else None
+        if not isinstance(entry, SelectionEntry):
+            return None
+        op, _ = await operations.create_operation(
+            self.pool,
+            "enrol_selection",
+            {"journey": input.journey_key, "selection": entry.selection, "entry": True},
+            f"entry/{activity.info().workflow_id}/{activity.info().workflow_run_id}",
+        )
+        return str(op.id)
 
     @activity.defn(name="work_targets")
     @quiet_outages

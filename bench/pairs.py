@@ -53,6 +53,8 @@ or <a href="https://example.com/contact">write to us</a>; a person replies withi
 LONG_WAIT = "P30D"
 # Below this many cores busy (all processes of the stack together) the stack counts as idle.
 QUIET_CORES = 0.25
+# Counting a simple query over a million contacts (issue: under a second).
+COUNT_TARGET_MS = 1000.0
 
 
 def wait_journey(key: str) -> dict[str, Any]:
@@ -118,6 +120,8 @@ class Bench:
     paced_n: int
     idle_levels: tuple[int, int]
     warmup: int
+    bulk_n: int
+    count_n: int
 
     @property
     def fc(self) -> Any:
@@ -134,15 +138,25 @@ class Bench:
 
     # --- setup (not measured) --------------------------------------------------------------
 
-    async def new_contacts(self, count: int) -> list[uuid.UUID]:
+    async def new_contacts(
+        self, count: int, fields: Callable[[int], dict[str, Any]] | None = None
+    ) -> list[uuid.UUID]:
         ids = [uuid.uuid4() for _ in range(count)]
         records = [
-            (cid, f"bench-{cid}", f"bench-{cid.hex[:12]}@example.com", f"Reader{i}")
+            (
+                cid,
+                f"bench-{cid}",
+                f"bench-{cid.hex[:12]}@example.com",
+                f"Reader{i}",
+                fields(i) if fields else {},
+            )
             for i, cid in enumerate(ids)
         ]
         async with self.pool.acquire() as conn:
             await conn.copy_records_to_table(
-                "contacts", records=records, columns=["id", "external_id", "email", "first_name"]
+                "contacts",
+                records=records,
+                columns=["id", "external_id", "email", "first_name", "fields"],
             )
         return ids
 
@@ -359,6 +373,126 @@ async def pair_enrol(b: Bench) -> dict[str, Any]:
         "floor_detail": floor_detail,
         "product_detail": product_detail,
         "product_bulk_detail": bulk_detail,
+    }
+
+
+# --- bulk ---------------------------------------------------------------------------------
+
+
+async def _query_selection(b: Bench, key: str, field: str, value: str) -> None:
+    declared = await b.http.post("/contact-fields", json={"name": field, "type": "text"})
+    declared.raise_for_status()
+    created = await b.http.post(
+        "/selections",
+        json={
+            "key": key,
+            "name": key,
+            "type": "query",
+            "query": {"field": field, "op": "eq", "value": value},
+        },
+    )
+    created.raise_for_status()
+
+
+async def pair_bulk(b: Bench) -> dict[str, Any]:
+    """A selection of N contacts enrolled by one operation, against N raw client starts
+    with the operation's own concurrency."""
+    from journeys.enrolment import START_CONCURRENCY
+
+    n, tq = b.bulk_n, b.stack.floor_task_queue
+
+    async def floor_start(i: int) -> None:
+        await b.fc.start_workflow(SLEEP_WORKFLOW, id=f"bench-floor/bulk/{i}", task_queue=tq)
+
+    floor, floor_detail = await b.measure(
+        f"bulk floor: start {n} bare workflows, {START_CONCURRENCY} in flight",
+        n,
+        lambda: closed_loop(n, START_CONCURRENCY, floor_start, b.progress),
+    )
+
+    batch = b.stack.run_id
+    await b.new_contacts(n, lambda i: {"bench_batch": batch})
+    selection = b.key("bulk")
+    await _query_selection(b, selection, "bench_batch", batch)
+    key = await b.publish(wait_journey(b.key("bulk")))
+    outcome: dict[str, Any] = {}
+
+    async def one_operation() -> LoadResult:
+        result = LoadResult(1)
+        start = time.perf_counter()
+        try:
+            started = await b.http.post(
+                f"/journeys/{key}/enrolments", json={"selection": selection}
+            )
+            started.raise_for_status()
+            operation_id = started.json()["operation_id"]
+            while True:
+                op = (await b.http.get(f"/operations/{operation_id}")).json()
+                b.progress.set(op["done"])
+                if op["status"] != "running":
+                    break
+                await asyncio.sleep(0.25)
+            outcome.update(op)
+            if op["status"] != "completed" or op["counts"] != {"enrolled": n}:
+                raise RuntimeError(f"the operation ended {op['status']}: {op['counts']}")
+        except Exception as exc:
+            result._failed(exc)
+        else:
+            result.latencies.append(time.perf_counter() - start)
+        result.elapsed = time.perf_counter() - start
+        return result
+
+    product, product_detail = await b.measure(
+        f"bulk product: enrol a selection of {n} (one operation)", n, one_operation, ops=n
+    )
+    product_rate = rate(n, product.elapsed) if product.ok else None
+    return {
+        "unit": "enrolments/s",
+        **pair_figures(floor.rate, product_rate, RATIO_TARGETS["bulk"]),
+        "n": n,
+        "server_concurrency": START_CONCURRENCY,
+        "operation_seconds": round(product.elapsed, 2),
+        "operation": {k: outcome.get(k) for k in ("id", "status", "total", "counts")},
+        "journey": key,
+        "floor_detail": floor_detail,
+        "product_detail": product_detail,
+    }
+
+
+async def measure_count(b: Bench) -> dict[str, Any]:
+    """`GET /selections/{key}/count` of a one-field query over `count_n` contacts (a
+    third of them match), the contacts written by the bench first."""
+    total = b.count_n
+    written = 0
+    b.progress.phase(f"selection count: writing {total:,} contacts", total)
+    while written < total:
+        chunk = min(100_000, total - written)
+        await b.new_contacts(chunk, lambda i: {"bench_country": ("NL", "BE", "DE")[i % 3]})
+        written += chunk
+        b.progress.set(written)
+    b.progress.finish()
+    async with b.pool.acquire() as conn:
+        await conn.execute("ANALYZE contacts")
+    selection = b.key("count-nl")
+    await _query_selection(b, selection, "bench_country", "NL")
+    timings, answers = [], []
+    for _ in range(5):
+        start = time.perf_counter()
+        response = await b.http.get(f"/selections/{selection}/count", timeout=120)
+        timings.append(time.perf_counter() - start)
+        response.raise_for_status()
+        answers.append(response.json()["count"])
+    contacts = await b.pool.fetchval("SELECT count(*) FROM contacts")
+    median_ms = round(sorted(timings)[len(timings) // 2] * 1000, 1)
+    b.progress.note(f"selection count over {contacts:,} contacts: {median_ms} ms (median of 5)")
+    return {
+        "contacts": contacts,
+        "matching": answers[-1],
+        "expected_at_least": (total + 2) // 3,
+        "median_ms": median_ms,
+        "timings_ms": [round(t * 1000, 1) for t in timings],
+        "target_ms": COUNT_TARGET_MS,
+        "met": median_ms < COUNT_TARGET_MS if total >= 1_000_000 else None,
     }
 
 

@@ -60,14 +60,18 @@ class Plan:
     paced_n: int
     idle_levels: tuple[int, int]
     warmup: int
+    bulk_n: int  # contacts enrolled from a selection in the "bulk" pair
+    count_n: int  # contacts the selection count is timed over
 
 
-def plan(quick: bool, n: int | None = None, concurrency: int | None = None) -> Plan:
+def plan(
+    quick: bool, n: int | None = None, concurrency: int | None = None, bulk_n: int | None = None
+) -> Plan:
     """Sizes of a run. Quick finishes in about a minute on 2 cores; default in about ten."""
     if quick:
-        base = Plan("quick", 100, 32, 100, (100, 300), 10)
+        base = Plan("quick", 100, 32, 100, (100, 300), 10, 2_000, 20_000)
     else:
-        base = Plan("default", 500, 32, 500, (1_000, 20_000), 30)
+        base = Plan("default", 500, 32, 500, (1_000, 20_000), 30, 20_000, 1_000_000)
     return Plan(
         base.mode,
         n or base.n,
@@ -75,6 +79,8 @@ def plan(quick: bool, n: int | None = None, concurrency: int | None = None) -> P
         base.paced_n,
         base.idle_levels,
         base.warmup,
+        bulk_n or base.bulk_n,
+        base.count_n,
     )
 
 
@@ -156,6 +162,7 @@ async def run_bench(
     n: int | None = None,
     concurrency: int | None = None,
     out: str | None = None,
+    bulk_n: int | None = None,
 ) -> bool:
     """Run the benchmark; True when every pair produced a figure."""
     from bench import pairs
@@ -163,7 +170,7 @@ async def run_bench(
     from journeys.db import create_pool
     from journeys.devstack import SQLITE_PRAGMAS
 
-    p = plan(quick, n, concurrency)
+    p = plan(quick, n, concurrency, bulk_n)
     progress = Progress()
     started = time.monotonic()
     now = datetime.now(UTC)
@@ -175,6 +182,8 @@ async def run_bench(
         "paced_n": p.paced_n,
         "idle_levels": list(p.idle_levels),
         "warmup": p.warmup,
+        "bulk_n": p.bulk_n,
+        "count_n": p.count_n,
         "machine": _machine(),
         "versions": _versions(),
         "pairs": {},
@@ -222,12 +231,15 @@ async def run_bench(
                 paced_n=p.paced_n,
                 idle_levels=p.idle_levels,
                 warmup=p.warmup,
+                bulk_n=p.bulk_n,
+                count_n=p.count_n,
             )
             steps = (
                 ("enrol", pairs.pair_enrol),
                 ("events", pairs.pair_events),
                 ("steps", pairs.pair_steps),
                 ("mail", pairs.pair_mail),
+                ("bulk", pairs.pair_bulk),
             )
             for name, fn in steps:
                 try:
@@ -239,6 +251,10 @@ async def run_bench(
             except Exception as exc:
                 _failed(result, progress, "idle", exc)
             await _histories(bench, result)
+            try:  # last: a million contacts would weigh on every figure after it
+                result["selection_count"] = await pairs.measure_count(bench)
+            except Exception as exc:
+                _failed(result, progress, "selection_count", exc)
             result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
             if result["errors"]:
                 result["logs"] = any_log_tail(stack)

@@ -194,7 +194,13 @@ async def bench(args: argparse.Namespace) -> None:
     else:
         from bench.run import run_bench
 
-        ok = await run_bench(quick=args.quick, n=args.n, concurrency=args.concurrency, out=args.out)
+        ok = await run_bench(
+            quick=args.quick,
+            n=args.n,
+            concurrency=args.concurrency,
+            out=args.out,
+            bulk_n=args.bulk_n,
+        )
     if not ok:
         sys.exit(2)
 
@@ -241,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, a smoke check (< 2 min)")
     p.add_argument("-n", type=int, default=None, help="operations per figure (500; quick 100)")
     p.add_argument("--concurrency", type=int, default=None, help="client requests in flight (32)")
+    p.add_argument(
+        "--bulk-n", type=int, default=None, help="contacts of the bulk pair (20,000; quick 2,000)"
+    )
     p.add_argument("--out", default=None, help="JSON file or folder (default bench/results/)")
     p.add_argument(
         "--faults",

@@ -326,3 +326,14 @@ class OperationResult(BaseModel):
     total: int
     counts: dict[str, int]
     error: str | None = None
+
+
+def entry_schedule_id(journey_key: str) -> str:
+    """The Temporal Schedule of a journey's selection entry."""
+    return f"entry/{journey_key}"
+
+
+class EntryInput(BaseModel):
+    """One run of a journey's selection entry."""
+
+    journey_key: str

@@ -25,6 +25,7 @@ from journeys.definition import (
 )
 from journeys.definition.conditions import Condition, InProject, InSelection
 from journeys.definition.graph import every_step
+from journeys.definition.journey import SelectionEntry
 from journeys.definition.steps.crm import UserOwner
 from journeys.definition.steps.profile import OP_FIELD_TYPES
 from journeys.fieldtypes import coerce
@@ -51,6 +52,8 @@ async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> lis
 
     if defn.exit_if is not None:
         conditions(("exit_if",), defn.exit_if)
+    if isinstance(defn.entry, SelectionEntry):
+        wanted["selection"].setdefault(defn.entry.selection, []).append(("entry", "selection"))
     types = await fields.field_types(pool)
     for prefix, sid, step in every_step(defn.steps):
         loc: tuple[str | int, ...] = (*prefix, "steps", sid)

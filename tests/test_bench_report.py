@@ -84,6 +84,7 @@ def _complete() -> dict[str, Any]:
         },
         "steps": pair_figures(20.0, 15.0, 0.7),
         "mail": {**pair_figures(400.0, 100.0, 0.5), "floor_new_connection": 300.0},
+        "bulk": {**pair_figures(180.0, 171.0, 0.9), "n": 20_000},
     }
     idle = {
         "levels": [
@@ -100,7 +101,14 @@ def _complete() -> dict[str, Any]:
         "history_events_per_step": 5.0,
     }
     histories = {"journey: wait": {"events": 5, "steps": 1, "events_per_step": 5.0}}
-    return {"concurrency": 32, "pairs": pairs, "idle": idle, "histories": histories}
+    count = {"contacts": 1_000_000, "median_ms": 420.0, "target_ms": 1000.0, "met": True}
+    return {
+        "concurrency": 32,
+        "pairs": pairs,
+        "idle": idle,
+        "histories": histories,
+        "selection_count": count,
+    }
 
 
 def test_missing_figures_names_what_produced_nothing() -> None:
@@ -109,7 +117,14 @@ def test_missing_figures_names_what_produced_nothing() -> None:
     result["pairs"]["steps"]["product"] = None
     del result["pairs"]["mail"]
     result["idle"] = {}
-    assert missing_figures(result) == ["steps.product", "mail.floor", "mail.product", "idle"]
+    del result["selection_count"]
+    assert missing_figures(result) == [
+        "steps.product",
+        "mail.floor",
+        "mail.product",
+        "idle",
+        "selection_count",
+    ]
 
 
 def test_a_slow_figure_is_not_a_missing_one() -> None:
@@ -121,7 +136,19 @@ def test_a_slow_figure_is_not_a_missing_one() -> None:
 def test_table_has_every_pair_and_the_verdicts() -> None:
     result = _complete()
     rows = table_rows(result)
-    assert {r[0] for r in rows} == {"enrol", "events", "steps", "mail", "idle"}
+    assert {r[0] for r in rows} == {"enrol", "events", "steps", "mail", "bulk", "count", "idle"}
+    bulk = next(r for r in rows if r[0] == "bulk")
+    assert bulk[1:] == [
+        "enrolments/s, a selection of 20,000 by one operation",
+        "180",
+        "171",
+        "0.95",
+        ">= 0.9",
+        "yes",
+    ]
+    count = next(r for r in rows if r[0] == "count")
+    assert count[1] == "ms to count a one-field query over 1,000,000 contacts"
+    assert count[3] == "420" and count[6] == "yes"
     enrol = rows[0]
     assert enrol[:5] == ["enrol", "enrolments/s, single calls", "200", "100", "0.50"]
     assert enrol[6] == "**no**"
@@ -167,6 +194,12 @@ def test_plan_sizes() -> None:
     assert quick.idle_levels[1] < default.idle_levels[1] == 20_000
     assert plan(False, n=123, concurrency=7).n == 123
     assert plan(False, n=123, concurrency=7).concurrency == 7
+    assert (quick.bulk_n, default.bulk_n, plan(False, bulk_n=100_000).bulk_n) == (
+        2_000,
+        20_000,
+        100_000,
+    )
+    assert default.count_n == 1_000_000
 
 
 async def test_closed_loop_runs_each_index_once_within_the_concurrency() -> None:

@@ -7,9 +7,12 @@ import os
 import re
 import sys
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
+from temporalio.service import RPCError
 
 from tests.builders import journey
 from tests.conftest import API_KEY, Stack
@@ -135,3 +138,55 @@ async def test_the_cli_enrols_a_selection_with_a_progress_bar(stack: Stack) -> N
     code, out, err = await journeys("enrol", key, "--selection", "no-such-selection")
     assert code == 1
     assert "selection 'no-such-selection' does not exist" in err, err
+
+
+async def test_a_selection_entry_enrols_new_members_on_its_schedule(stack: Stack) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    key, selection = f"entry-{tag}", f"entry-sel-{tag}"
+    await query_selection(http, selection, "bulk_tag", tag)
+    first = [await create_contact(http, fields={"bulk_tag": tag}) for _ in range(2)]
+    entry = {"type": "selection", "selection": selection, "every": "PT1H"}
+    await publish(http, sleeper(key, entry=entry, reentry={"policy": "once"}))
+
+    schedule = stack.temporal.get_schedule_handle(f"entry/{key}")
+    described = await schedule.describe()
+    assert [i.every for i in described.schedule.spec.intervals] == [timedelta(hours=1)]
+
+    async def runs_of_entry() -> list[dict[str, Any]]:
+        rows = await stack.pool.fetch(
+            "SELECT id FROM operations WHERE subject->>'journey' = $1 ORDER BY created_at", key
+        )
+        return [(await http.get(f"/operations/{r['id']}")).json() for r in rows]
+
+    async def entry_runs(count: int) -> list[dict[str, Any]]:
+        for _ in range(150):
+            ops = await runs_of_entry()
+            if len(ops) == count and all(op["status"] != "running" for op in ops):
+                return ops
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"expected {count} finished entry runs, got {ops}")
+
+    await schedule.trigger()
+    (one,) = await entry_runs(1)
+    assert one["counts"] == {"enrolled": 2}, one
+    newcomer = await create_contact(http, fields={"bulk_tag": tag})
+    await schedule.trigger()
+    _, two = await entry_runs(2)
+    # Only the newcomer: the others entered already and this journey is entered once.
+    assert (two["total"], two["counts"]) == (1, {"enrolled": 1}), two
+    for contact_id in [*first, newcomer]:
+        view = (await http.get(f"/journeys/{key}/participants/{contact_id}")).json()
+        assert view["status"] == "running", view
+
+    # Another entry in a new version takes the schedule away.
+    await publish(http, sleeper(key))
+    with pytest.raises(RPCError):
+        await schedule.describe()
+
+    too_often = await http.post("/journeys", json=sleeper(key, entry={**entry, "every": "PT30S"}))
+    assert too_often.status_code == 422 and "one minute" in too_often.text
+    unknown = await http.post(
+        "/journeys", json=sleeper(key, entry={**entry, "selection": "no-such"})
+    )
+    assert unknown.status_code == 422, unknown.text
+    assert unknown.json()["detail"][0]["loc"] == ["body", "entry", "selection"]

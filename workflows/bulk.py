@@ -12,7 +12,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.bulk import BulkActivities
-    from journeys.models import FinishOperation, OperationInput, OperationPage, OperationResult
+    from journeys.models import (
+        EntryInput,
+        FinishOperation,
+        OperationInput,
+        OperationPage,
+        OperationResult,
+        operation_workflow_id,
+    )
 
 # A worker that dies is noticed within this; its successor resumes from the heartbeat.
 HEARTBEAT = timedelta(seconds=20)
@@ -62,3 +69,28 @@ class BulkOperationWorkflow:
             retry_policy=RETRY,
             summary=f"mark the operation {finish.status}",
         )
+
+
+@workflow.defn(name="SelectionEntry")
+class SelectionEntryWorkflow:
+    """One run of a journey's selection entry, started by its Temporal Schedule: an
+    enrolment of the selection as a child operation (`operation/<id>`)."""
+
+    @workflow.run
+    async def run(self, input: EntryInput) -> OperationResult | None:
+        operation_id: str | None = await workflow.execute_activity_method(
+            BulkActivities.open_entry_operation,
+            input,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RETRY,
+            summary=f"open the entry operation of {input.journey_key}",
+        )
+        if operation_id is None:
+            return None
+        result: OperationResult = await workflow.execute_child_workflow(
+            BulkOperationWorkflow.run,
+            OperationInput(operation_id=operation_id),
+            id=operation_workflow_id(operation_id),
+            static_summary=f"Selection entry of {input.journey_key}",
+        )
+        return result

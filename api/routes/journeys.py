@@ -24,7 +24,9 @@ from api.errors import (
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
 from journeys.definition.graph import duplicate_action_warnings
+from journeys.definition.journey import SelectionEntry
 from journeys.enrolment import Enrolment, enrol
+from journeys.entry_schedule import sync_entry_schedule
 from journeys.models import Removal, StepVisit
 from journeys.operations import start_operation
 from journeys.outages import Unavailable, bounded
@@ -131,13 +133,21 @@ async def definition_schema() -> dict[str, Any]:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PublishedWithWarnings)
-async def publish_journey(body: JourneyDefinition, pool: PoolDep) -> PublishedWithWarnings:
-    """Validate the definition and store it as the journey's next version."""
+async def publish_journey(
+    body: JourneyDefinition, pool: PoolDep, client: TemporalDep, settings: SettingsDep
+) -> PublishedWithWarnings:
+    """Validate the definition and store it as the journey's next version. A selection
+    entry gets its Temporal Schedule (`entry/<key>`) first; another entry removes it."""
     problems = (
         definition_problems(body) or template_problems(body) or await reference_problems(pool, body)
     )
     if problems:
         raise unprocessable(problems)
+    previous = await get_journey(pool, body.key)
+    if isinstance(body.entry, SelectionEntry) or (
+        previous and isinstance(previous.definition.entry, SelectionEntry)
+    ):
+        await sync_entry_schedule(client, settings.task_queue, body)
     journey = await publish(pool, body)
     return PublishedWithWarnings(
         **Published.model_validate(journey.model_dump()).model_dump(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -11,8 +12,10 @@ from journeys.definition.common import (
     FieldName,
     IsoDuration,
     IsoDurationOrZero,
+    Key,
     StepId,
     Strict,
+    parse_duration,
 )
 from journeys.definition.conditions import Condition
 from journeys.definition.steps import Step
@@ -54,7 +57,26 @@ class FieldChangeEntry(TriggeredEntry):
     to: Any = Field(description="the value the field changes to")
 
 
-Entry = Annotated[ApiEntry | EventEntry | FieldChangeEntry, Field(discriminator="type")]
+class SelectionEntry(Strict):
+    """Members of the selection enter, checked every `every` on a Temporal Schedule: each
+    member without an open run whom the re-entry rule lets in (with `always`, a member
+    who stays in the selection starts again after each run ends; `once` or `after` enter
+    members once, or once per period). `POST .../enrolments` works besides."""
+
+    type: Literal["selection"]
+    selection: Key
+    every: IsoDuration = Field(description="how often the selection is looked at; PT1M or more")
+
+    @model_validator(mode="after")
+    def _not_too_often(self) -> SelectionEntry:
+        if parse_duration(self.every) < timedelta(minutes=1):
+            raise ValueError("'every' is one minute or more")
+        return self
+
+
+Entry = Annotated[
+    ApiEntry | EventEntry | FieldChangeEntry | SelectionEntry, Field(discriminator="type")
+]
 
 
 class Reentry(Strict):
