@@ -143,21 +143,26 @@ class Bench:
     ) -> list[uuid.UUID]:
         ids = [uuid.uuid4() for _ in range(count)]
         records = [
-            (
-                cid,
-                f"bench-{cid}",
-                f"bench-{cid.hex[:12]}@example.com",
-                f"Reader{i}",
-                fields(i) if fields else {},
-            )
+            (cid, f"bench-{cid}", f"bench-{cid.hex[:12]}@example.com", f"Reader{i}")
             for i, cid in enumerate(ids)
         ]
         async with self.pool.acquire() as conn:
-            await conn.copy_records_to_table(
-                "contacts",
-                records=records,
-                columns=["id", "external_id", "email", "first_name", "fields"],
-            )
+            if fields is None:
+                await conn.copy_records_to_table(
+                    "contacts",
+                    records=records,
+                    columns=["id", "external_id", "email", "first_name"],
+                )
+            else:  # COPY has no binary form of jsonb here: free fields go as JSON text
+                columns: list[list[Any]] = [list(c) for c in zip(*records, strict=True)]
+                await conn.execute(
+                    """INSERT INTO contacts (id, external_id, email, first_name, fields)
+                       SELECT a, b, c, d, e::jsonb FROM unnest(
+                           $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                           AS t(a, b, c, d, e)""",
+                    *columns,
+                    [json.dumps(fields(i)) for i in range(count)],
+                )
         return ids
 
     async def publish(self, definition: dict[str, Any]) -> str:

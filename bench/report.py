@@ -85,15 +85,18 @@ def pair_figures(
     }
 
 
-def missing_figures(result: dict[str, Any]) -> list[str]:
-    """What produced no figure: pairs without floor or product, or an empty idle section."""
+def missing_figures(result: dict[str, Any], only: list[str] | None = None) -> list[str]:
+    """What produced no figure: pairs without floor or product, or an empty idle section
+    (of the pairs in `only`, when only some ran)."""
     missing = []
     pairs = result.get("pairs") or {}
-    for name in PAIRS:
+    for name in only or PAIRS:
         pair = pairs.get(name) or {}
         for side in ("floor", "product"):
             if not isinstance(pair.get(side), (int, float)):
                 missing.append(f"{name}.{side}")
+    if only:
+        return missing
     idle = result.get("idle") or {}
     per = idle.get("per_participant") or {}
     if not any(isinstance(v, (int, float)) for v in per.values()):

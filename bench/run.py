@@ -163,8 +163,10 @@ async def run_bench(
     concurrency: int | None = None,
     out: str | None = None,
     bulk_n: int | None = None,
+    only: list[str] | None = None,
 ) -> bool:
-    """Run the benchmark; True when every pair produced a figure."""
+    """Run the benchmark (or `only` some pairs); True when every pair run produced a
+    figure."""
     from bench import pairs
     from bench.stack import any_log_tail, start_stack
     from journeys.db import create_pool
@@ -242,19 +244,22 @@ async def run_bench(
                 ("bulk", pairs.pair_bulk),
             )
             for name, fn in steps:
+                if only and name not in only:
+                    continue
                 try:
                     result["pairs"][name] = await fn(bench)
                 except Exception as exc:
                     _failed(result, progress, name, exc)
-            try:
-                result["idle"] = await pairs.measure_idle(bench)
-            except Exception as exc:
-                _failed(result, progress, "idle", exc)
-            await _histories(bench, result)
-            try:  # last: a million contacts would weigh on every figure after it
-                result["selection_count"] = await pairs.measure_count(bench)
-            except Exception as exc:
-                _failed(result, progress, "selection_count", exc)
+            if not only:
+                try:
+                    result["idle"] = await pairs.measure_idle(bench)
+                except Exception as exc:
+                    _failed(result, progress, "idle", exc)
+                await _histories(bench, result)
+                try:  # last: a million contacts would weigh on every figure after it
+                    result["selection_count"] = await pairs.measure_count(bench)
+                except Exception as exc:
+                    _failed(result, progress, "selection_count", exc)
             result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
             if result["errors"]:
                 result["logs"] = any_log_tail(stack)
@@ -266,7 +271,8 @@ async def run_bench(
     finally:
         result["wall_seconds"] = round(time.monotonic() - started, 1)
 
-    result["missing"] = missing_figures(result)
+    result["only"] = only
+    result["missing"] = missing_figures(result, only)
     path = write_json(result, _out_path(out, p.mode, now.strftime("%Y%m%d-%H%M%S")))
     print(f"\n{render(result)}\n", flush=True)
     if result["errors"]:

@@ -200,6 +200,7 @@ async def bench(args: argparse.Namespace) -> None:
             concurrency=args.concurrency,
             out=args.out,
             bulk_n=args.bulk_n,
+            only=args.only,
         )
     if not ok:
         sys.exit(2)
@@ -249,6 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=None, help="client requests in flight (32)")
     p.add_argument(
         "--bulk-n", type=int, default=None, help="contacts of the bulk pair (20,000; quick 2,000)"
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=["enrol", "events", "steps", "mail", "bulk"],
+        default=None,
+        help="run only these pairs (no idle, history or count figures)",
     )
     p.add_argument("--out", default=None, help="JSON file or folder (default bench/results/)")
     p.add_argument(

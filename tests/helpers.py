@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -176,3 +178,12 @@ async def query_selection(
         },
     )
     assert response.status_code == 201, response.text
+
+
+async def record_history(client: Any, workflow_id: str, name: str) -> None:
+    """With JOURNEYS_RECORD_HISTORIES=1, save the run's history under tests/histories/
+    for the replay test (tests/test_replay.py)."""
+    if os.environ.get("JOURNEYS_RECORD_HISTORIES") != "1":
+        return
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    (Path(__file__).parent / "histories" / f"{name}.json").write_text(history.to_json())

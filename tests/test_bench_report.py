@@ -127,6 +127,11 @@ def test_missing_figures_names_what_produced_nothing() -> None:
     ]
 
 
+def test_a_run_of_some_pairs_misses_only_their_figures() -> None:
+    result = {"pairs": {"bulk": pair_figures(180.0, None, 0.9)}}
+    assert missing_figures(result, ["bulk"]) == ["bulk.product"]
+
+
 def test_a_slow_figure_is_not_a_missing_one() -> None:
     result = _complete()
     result["pairs"]["enrol"]["product"] = 0.5  # far below target, but a figure

@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 
 from tests.builders import journey
 from tests.conftest import API_KEY, Stack
-from tests.helpers import create_contact, publish, query_selection
+from tests.helpers import create_contact, publish, query_selection, record_history
 
 
 async def wait_for_operation(
@@ -62,8 +62,7 @@ async def test_a_selection_is_enrolled_by_an_operation(stack: Stack) -> None:
         await asyncio.sleep(0.2)
     assert running == {f"journey/{key}/{c}" for c in members}
     assert f"journey/{key}/{outsider}" not in running
-    handle = stack.temporal.get_workflow_handle(op["workflow_id"])
-    assert (await handle.describe()).status is not None
+    await record_history(stack.temporal, op["workflow_id"], "bulk-operation-enrol-selection")
 
     # Again: everyone is inside already, and nobody gets a second run.
     again = await http.post(f"/journeys/{key}/enrolments", json={"selection": selection})
@@ -172,6 +171,10 @@ async def test_a_selection_entry_enrols_new_members_on_its_schedule(stack: Stack
     newcomer = await create_contact(http, fields={"bulk_tag": tag})
     await schedule.trigger()
     _, two = await entry_runs(2)
+    async for run in stack.temporal.list_workflows("WorkflowType = 'SelectionEntry'"):
+        if run.id.startswith(f"entry/{key}"):
+            await record_history(stack.temporal, run.id, "selection-entry-run")
+            break
     # Only the newcomer: the others entered already and this journey is entered once.
     assert (two["total"], two["counts"]) == (1, {"enrolled": 1}), two
     for contact_id in [*first, newcomer]:
