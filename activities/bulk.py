@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,7 +27,7 @@ from activities.retries import quiet_outages
 from journeys.campaigns import MAIL_STEP
 from journeys.definition import SendEmail, parse_duration
 from journeys.definition.journey import SelectionEntry
-from journeys.enrolment import enrol
+from journeys.enrolment import START_CONCURRENCY, enrol
 from journeys.models import (
     EntryInput,
     FinishOperation,
@@ -48,11 +48,14 @@ PAGE = 500
 SENDS_IN_FLIGHT = 16
 
 PageHandler = Callable[[list[uuid.UUID], Counter[str]], Awaitable[list[dict[str, Any]]]]
+PageOutcome = tuple[Counter[str], list[dict[str, Any]]]
+# Pages begun at once: the next is read and its intents written while one finishes.
+PAGES_IN_FLIGHT = 2
 
 
-async def _keep_heartbeating(page: OperationPage) -> None:
+async def _keep_heartbeating(page: Callable[[], OperationPage]) -> None:
     while True:
-        activity.heartbeat(page.model_dump(mode="json"))
+        activity.heartbeat(page().model_dump(mode="json"))
         await asyncio.sleep(HEARTBEAT_EVERY)
 
 
@@ -79,6 +82,8 @@ class BulkActivities:
         self.task_queue = task_queue
         self.default_time_zone = default_time_zone
         self.email = email
+        # Starts in flight for all pages of an operation together, as for one enrolment call.
+        self._starts = asyncio.Semaphore(START_CONCURRENCY)
 
     async def _operation(self, input: OperationInput) -> operations.Operation:
         op = await operations.get_operation(self.pool, uuid.UUID(input.operation_id))
@@ -155,28 +160,44 @@ class BulkActivities:
     @activity.defn(name="work_targets")
     @quiet_outages
     async def work_targets(self, input: OperationInput) -> OperationPage:
-        """Do every target, a page at a time, from the last heartbeat on."""
+        """Do every target, a page at a time, from the last heartbeat on.
+
+        The next page is read and begun while the one before finishes (its last
+        starts, its marks), so that starts stay in flight all along; progress is
+        recorded in page order, so a crash redoes at most the pages in flight.
+        """
         op = await self._operation(input)
         handle = await self._handler(op)
         details = activity.info().heartbeat_details
         page = OperationPage.model_validate(details[0]) if details else OperationPage()
         counts = Counter(page.counts)
-        while True:
-            after = uuid.UUID(page.after) if page.after else None
-            targets = await operations.target_page(self.pool, op.id, after, PAGE)
-            if not targets:
-                return page
-            # A page takes seconds; the heartbeat says the worker is alive meanwhile.
-            ticker = asyncio.create_task(_keep_heartbeating(page))
-            try:
-                errors = await _each_or_all(targets, counts, handle)
-            finally:
-                ticker.cancel()
-            page = OperationPage(
-                after=str(targets[-1]), done=page.done + len(targets), counts=dict(counts)
-            )
-            await operations.note_progress(self.pool, op.id, page.done, page.counts, errors)
-            activity.heartbeat(page.model_dump(mode="json"))
+        after = uuid.UUID(page.after) if page.after else None
+        in_flight: deque[tuple[list[uuid.UUID], asyncio.Task[PageOutcome]]] = deque()
+        # A page takes seconds; the heartbeat says the worker is alive meanwhile.
+        ticker = asyncio.create_task(_keep_heartbeating(lambda: page))
+        try:
+            while True:
+                while len(in_flight) < PAGES_IN_FLIGHT:
+                    targets = await operations.target_page(self.pool, op.id, after, PAGE)
+                    if not targets:
+                        break
+                    after = targets[-1]
+                    in_flight.append((targets, asyncio.create_task(_each_or_all(targets, handle))))
+                if not in_flight:
+                    return page
+                targets, task = in_flight.popleft()
+                done, errors = await task
+                counts.update(done)
+                page = OperationPage(
+                    after=str(targets[-1]), done=page.done + len(targets), counts=dict(counts)
+                )
+                await operations.note_progress(self.pool, op.id, page.done, page.counts, errors)
+                activity.heartbeat(page.model_dump(mode="json"))
+        finally:
+            ticker.cancel()
+            for _, task in in_flight:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in in_flight), return_exceptions=True)
 
     async def _handler(self, op: operations.Operation) -> PageHandler:
         if op.kind == "enrol_selection":
@@ -213,6 +234,7 @@ class BulkActivities:
             journey,
             targets,
             request_key=operation_key(operation_id),
+            limit=self._starts,
         )
         counts.update(o.status for o in outcomes)
         return []
@@ -276,29 +298,26 @@ class BulkActivities:
         await operations.finish_operation(self.pool, op.id, input.status, input.counts, input.error)
 
 
-async def _each_or_all(
-    targets: list[uuid.UUID], counts: Counter[str], handle: PageHandler
-) -> list[dict[str, Any]]:
+async def _each_or_all(targets: list[uuid.UUID], handle: PageHandler) -> PageOutcome:
     """Do the page; when it fails for a reason other than an outage (a bug, bad data in
-    one target), each target on its own, so that one bad target fails alone."""
-    # Counted apart and added on success, so that a page done again counts once.
-    page_counts: Counter[str] = Counter()
+    one target), each target on its own, so that one bad target fails alone. The
+    page's counts, and the targets that failed with why."""
+    counts: Counter[str] = Counter()
     try:
-        errors = await handle(targets, page_counts)
-        counts.update(page_counts)
-        return errors
+        return counts, await handle(targets, counts)
     except Exception as exc:
         if outage_of(exc) is not None:
             raise  # the page again, after the outage
-    errors = []
+    counts = Counter()
+    errors: list[dict[str, Any]] = []
     for contact_id in targets:
-        one_counts: Counter[str] = Counter()
+        one: Counter[str] = Counter()
         try:
-            errors += await handle([contact_id], one_counts)
-            counts.update(one_counts)
+            errors += await handle([contact_id], one)
+            counts.update(one)
         except Exception as one_exc:
             if outage_of(one_exc) is not None:
                 raise
             counts["failed"] += 1
             errors.append({"contact_id": str(contact_id), "reason": str(one_exc)[:300]})
-    return errors
+    return counts, errors

@@ -120,6 +120,7 @@ async def enrol(
     journey: PublishedJourney,
     contact_ids: list[uuid.UUID],
     request_key: str | None = None,
+    limit: asyncio.Semaphore | None = None,
 ) -> list[Enrolment]:
     """Start a run for each contact; a contact already in an open run keeps that run,
     and one the journey's re-entry rule keeps out is refused with the reason.
@@ -130,6 +131,7 @@ async def enrol(
     intents that the same call made again, or the worker's sweep, finishes
     without a second run. Under a `request_key` (the caller's Idempotency-Key,
     an operation, an event) asking again answers what was done the first time.
+    `limit` bounds the starts in flight (START_CONCURRENCY for this call alone).
     """
     contact_ids = list(dict.fromkeys(contact_ids))
     answered = (
@@ -142,7 +144,7 @@ async def enrol(
     intents = await record_intents(
         pool, journey.key, journey.version, [c for c in todo if c not in refused], request_key
     )
-    done = await finish_intents(client, pool, task_queue, intents, known=[journey])
+    done = await finish_intents(client, pool, task_queue, intents, known=[journey], limit=limit)
     outcome = {d.contact_id: d for d in done} | answered
     for contact_id, reason in refused.items():
         outcome[contact_id] = IntentDone(
@@ -168,12 +170,13 @@ async def finish_intents(
     task_queue: str,
     intents: list[Intent],
     known: Sequence[PublishedJourney] = (),
+    limit: asyncio.Semaphore | None = None,
 ) -> list[IntentDone]:
     """Start the run of each pending intent (unless one already carries its id) and mark
     them all. Starts that failed leave their intents pending; the first failure is raised
     after the others were marked."""
     versions = {(j.key, j.version): j for j in known}
-    limit = asyncio.Semaphore(START_CONCURRENCY)
+    limit = limit or asyncio.Semaphore(START_CONCURRENCY)
 
     async def version(intent: Intent) -> PublishedJourney:
         key = (intent.journey_key, intent.version)
