@@ -164,6 +164,7 @@ async def run_bench(
     out: str | None = None,
     bulk_n: int | None = None,
     only: list[str] | None = None,
+    floors: bool = True,
 ) -> bool:
     """Run the benchmark (or `only` some pairs); True when every pair run produced a
     figure."""
@@ -235,6 +236,7 @@ async def run_bench(
                 warmup=p.warmup,
                 bulk_n=p.bulk_n,
                 count_n=p.count_n,
+                floors=floors,
             )
             steps = (
                 ("enrol", pairs.pair_enrol),
@@ -272,7 +274,9 @@ async def run_bench(
         result["wall_seconds"] = round(time.monotonic() - started, 1)
 
     result["only"] = only
-    result["missing"] = missing_figures(result, only)
+    result["missing"] = [
+        m for m in missing_figures(result, only) if floors or not m.endswith(".floor")
+    ]
     path = write_json(result, _out_path(out, p.mode, now.strftime("%Y%m%d-%H%M%S")))
     print(f"\n{render(result)}\n", flush=True)
     if result["errors"]:

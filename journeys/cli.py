@@ -201,6 +201,7 @@ async def bench(args: argparse.Namespace) -> None:
             out=args.out,
             bulk_n=args.bulk_n,
             only=args.only,
+            floors=not args.no_floor,
         )
     if not ok:
         sys.exit(2)
@@ -258,6 +259,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="run only these pairs (no idle, history or count figures)",
     )
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="the bulk pair measures the product only (for a long run: --bulk-n 100000)",
+    )
     p.add_argument("--out", default=None, help="JSON file or folder (default bench/results/)")
     p.add_argument(
         "--faults",
@@ -269,7 +275,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     configure_logging(
-        os.environ.get("JOURNEYS_LOG_LEVEL", "warning" if args.command == "dev" else "info")
+        os.environ.get(
+            "JOURNEYS_LOG_LEVEL", "warning" if args.command in ("dev", "enrol") else "info"
+        )
     )
     try:
         if asyncio.iscoroutinefunction(args.run):

@@ -76,7 +76,8 @@ async def enrol_selection(
             if op["status"] != "running":
                 break
             await asyncio.sleep(POLL_SECONDS)
-    table = Table(title=f"operation {operation_id}: {op['status']}")
+    console.print(f"operation {operation_id}: [bold]{op['status']}[/]")
+    table = Table()
     table.add_column("outcome")
     table.add_column("contacts", justify="right")
     for outcome, count in sorted(op["counts"].items()):
