@@ -410,7 +410,8 @@ async def pair_bulk(b: Bench) -> dict[str, Any]:
     async def floor_start(i: int) -> None:
         await b.fc.start_workflow(SLEEP_WORKFLOW, id=f"bench-floor/bulk/{i}", task_queue=tq)
 
-    floor_rate, floor_detail = None, {}
+    floor_rate: float | None = None
+    floor_detail: dict[str, Any] = {}
     if b.floors:
         floor, floor_detail = await b.measure(
             f"bulk floor: start {n} bare workflows, {START_CONCURRENCY} in flight",
