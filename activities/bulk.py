@@ -37,7 +37,7 @@ from journeys.models import (
 )
 from journeys.outages import outage_of
 from journeys.store import campaigns, operations
-from journeys.store.conditions_sql import QueryProblem
+from journeys.store.conditions_sql import QueryProblem, interval_sql
 from journeys.store.journeys import PublishedJourney, get_journey
 from journeys.store.queries import SelectionSql, selection_sql
 
@@ -97,8 +97,8 @@ class BulkActivities:
             raise _bad(f"campaign action {op.subject} does not exist")
         return action
 
-    async def _journey(self, key: str) -> PublishedJourney:
-        journey = await get_journey(self.pool, key)
+    async def _journey(self, key: str, version: int | None = None) -> PublishedJourney:
+        journey = await get_journey(self.pool, key, version)
         if journey is None:
             raise _bad(f"journey '{key}' does not exist")
         return journey
@@ -132,7 +132,7 @@ class BulkActivities:
         n = len(members.args)
         recent, args = "", list[object]([journey_key])
         if rule.after is not None:
-            recent = f" AND e.enrolled_at > now() - make_interval(secs => ${n + 2}::float8)"
+            recent = f" AND e.enrolled_at > now() - {interval_sql(f'${n + 2}::float8')}"
             args.append(parse_duration(rule.after).total_seconds())
         entered = (
             f"EXISTS (SELECT 1 FROM enrolments e WHERE e.journey_key = ${n + 1}::text "
@@ -204,7 +204,12 @@ class BulkActivities:
             entered = await self._journey(op.subject["journey"])
             return lambda targets, counts: self._enrol(op.id, entered, targets, counts)
         action = await self._action(op)
-        mail = await self._journey(action.mail_journey) if action.mail_journey else None
+        # The mail as it was when generation was asked for, whatever was published since.
+        mail = (
+            await self._journey(action.mail_journey, op.subject.get("mail_version"))
+            if action.mail_journey
+            else None
+        )
         journey = await self._journey(action.journey_key) if action.journey_key else None
 
         async def generate(targets: list[uuid.UUID], counts: Counter[str]) -> list[dict[str, Any]]:
@@ -281,7 +286,12 @@ class BulkActivities:
                     raise
             counts[result.status] += 1
 
-        await asyncio.gather(*(one(c) for c in targets))
+        # Every send of the page ends (each is idempotent) before a retryable failure
+        # (the mail server away) sends the page round again.
+        outcomes = await asyncio.gather(*(one(c) for c in targets), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return errors
 
     @activity.defn(name="finish_operation")
@@ -306,7 +316,7 @@ async def _each_or_all(targets: list[uuid.UUID], handle: PageHandler) -> PageOut
     try:
         return counts, await handle(targets, counts)
     except Exception as exc:
-        if outage_of(exc) is not None:
+        if _try_again(exc):
             raise  # the page again, after the outage
     counts = Counter()
     errors: list[dict[str, Any]] = []
@@ -316,8 +326,16 @@ async def _each_or_all(targets: list[uuid.UUID], handle: PageHandler) -> PageOut
             errors += await handle([contact_id], one)
             counts.update(one)
         except Exception as one_exc:
-            if outage_of(one_exc) is not None:
+            if _try_again(one_exc):
                 raise
             counts["failed"] += 1
             errors.append({"contact_id": str(contact_id), "reason": str(one_exc)[:300]})
     return counts, errors
+
+
+def _try_again(exc: BaseException) -> bool:
+    """An outage (met here, or reported by the send path as a retryable error): the
+    page is done again later, nobody in it fails for it."""
+    if isinstance(exc, ApplicationError):
+        return not exc.non_retryable
+    return outage_of(exc) is not None

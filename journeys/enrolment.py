@@ -41,12 +41,12 @@ from journeys.outages import bounded
 from journeys.store.enrolments import (
     Intent,
     IntentDone,
+    claim_stale_intents,
     done_intents,
     latest_enrolments,
     mark_intents,
     record_intents,
     record_refusals,
-    stale_intents,
 )
 from journeys.store.journeys import PublishedJourney, get_journey
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
@@ -150,6 +150,18 @@ async def enrol(
         outcome[contact_id] = IntentDone(
             None, contact_id, "refused", journey.version, reason=reason
         )
+    for contact_id in contact_ids:
+        if contact_id not in outcome:
+            # Another call wrote its intent while this one wrote (one statement sees
+            # neither its row nor, in its snapshot, the other's): that call enrols it.
+            outcome[contact_id] = IntentDone(
+                None,
+                contact_id,
+                "already_enrolled",
+                journey.version,
+                journey_workflow_id(journey.key, str(contact_id)),
+                reason="being enrolled by another call at this moment",
+            )
     return [
         Enrolment(
             contact_id=c,
@@ -160,7 +172,6 @@ async def enrol(
             reason=outcome[c].reason,
         )
         for c in contact_ids
-        if c in outcome
     ]
 
 
@@ -260,6 +271,8 @@ async def _kept_versions(
 # How long a pending intent is left to its own call before the worker finishes it.
 STALE_INTENT_SECONDS = 120.0
 SWEEP_SECONDS = 10.0
+# How long one worker's sweep holds the intents it took on (the others pass them by).
+SWEEP_HOLD_SECONDS = 300.0
 
 
 async def sweep_intents_forever(client: Client, pool: asyncpg.Pool, task_queue: str) -> None:
@@ -279,7 +292,7 @@ async def sweep_intents(
 ) -> int:
     """Finish the pending intents that no call finished within `older_than` seconds
     (the caller was interrupted and did not ask again); how many were finished."""
-    intents = await stale_intents(pool, older_than, limit=1000)
+    intents = await claim_stale_intents(pool, older_than, limit=1000, hold=SWEEP_HOLD_SECONDS)
     if intents:
         await finish_intents(client, pool, task_queue, intents)
     return len(intents)

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 
 from tests.conftest import Stack
-from tests.helpers import create_contact, links_in, query_selection, read_mail
+from tests.helpers import api_on, create_contact, links_in, query_selection, read_mail
 from tests.test_bulk_enrolment import sleeper, wait_for_operation
 from tests.test_e2e_followups import until
+from tests.test_hardening import _closed_port
 
 
 async def _tagged_selection(http: httpx.AsyncClient, tag: str) -> str:
@@ -210,3 +211,65 @@ async def test_what_a_campaign_refuses(stack: Stack) -> None:
     assert negative.status_code == 422
     missing = await http.get(f"/campaigns/no-such-{tag}")
     assert missing.status_code == 404
+
+
+async def test_generating_while_temporal_is_down_answers_503_and_can_be_asked_again(
+    stack: Stack,
+) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    selection = await _tagged_selection(http, tag)
+    await create_contact(http, fields={"camp_tag": tag})
+    campaign = f"down-{tag}"
+    await http.post("/campaigns", json={"key": campaign, "name": "Down"})
+    action = {"key": "a", "selection": selection, "record_type": "note", "subject": "S"}
+    assert (await http.post(f"/campaigns/{campaign}/actions", json=action)).status_code == 201
+    down = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{_closed_port()}"})
+    async with api_on(down) as unavailable:
+        answer = await unavailable.post(f"/campaigns/{campaign}/actions/a/generate")
+    assert answer.status_code == 503, answer.text
+    # Nothing was left half-done: the action can still change, and be generated.
+    view = (await http.get(f"/campaigns/{campaign}")).json()
+    assert view["actions"][0]["operation_id"] is None, view
+    started = await http.post(f"/campaigns/{campaign}/actions/a/generate")
+    assert started.status_code == 202, started.text
+    op = await wait_for_operation(http, started.json()["operation_id"])
+    assert op["counts"] == {"records": 1}, op
+
+
+async def test_after_a_failed_generation_the_action_is_generated_again(stack: Stack) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    selection = await _tagged_selection(http, tag)
+    member = await create_contact(http, fields={"camp_tag": tag})
+    campaign = f"again-{tag}"
+    await http.post("/campaigns", json={"key": campaign, "name": "Again"})
+    action = {"key": "a", "selection": selection, "record_type": "note", "subject": "S"}
+    await http.post(f"/campaigns/{campaign}/actions", json=action)
+    # A generation that failed (as when its selection's field was dropped meanwhile).
+    failed = uuid.uuid4()
+    await stack.pool.execute(
+        """INSERT INTO operations (id, kind, subject, request_key, status, errors)
+           VALUES ($1, 'generate_action', $2, $3, 'failed', '[{"reason": "broken"}]')""",
+        failed,
+        {"campaign": campaign, "action": "a", "selection": selection},
+        f"generate/{campaign}/a",
+    )
+    await stack.pool.execute(
+        "UPDATE campaign_actions SET operation_id = $1 WHERE campaign_key = $2",
+        failed,
+        campaign,
+    )
+    # It fixes nothing: the action changes, its contacts too, and it is generated anew.
+    changed = await http.post(f"/campaigns/{campaign}/actions", json={**action, "subject": "T"})
+    assert changed.status_code == 200, changed.text
+    unlinked = await http.post(f"/campaigns/{campaign}/actions/a/contacts/{member}/unlink")
+    relinked = await http.post(f"/campaigns/{campaign}/actions/a/contacts/{member}/link")
+    assert (unlinked.status_code, relinked.status_code) == (200, 200)
+    again = await http.post(f"/campaigns/{campaign}/actions/a/generate")
+    assert again.status_code == 202 and again.json()["operation_id"] != str(failed)
+    done = await wait_for_operation(http, again.json()["operation_id"])
+    assert done["status"] == "completed" and done["counts"] == {"records": 1}, done
+    dossier = (await http.get(f"/contacts/{member}/dossier")).json()["entries"]
+    assert [e["title"] for e in dossier if e["kind"] == "campaign_record"] == ["T"]
+    # Now it is generated for good.
+    fixed = await http.post(f"/campaigns/{campaign}/actions", json=action)
+    assert fixed.status_code == 409, fixed.text

@@ -369,3 +369,18 @@ async def test_message_history_selects_and_branches(stack: Stack) -> None:
         await wait_until_done(http, brancher, contact_id)
         contact = (await http.get(f"/contacts/{contact_id}")).json()
         assert contact["first_name"] == name
+
+
+async def test_a_lookback_longer_than_the_calendar_is_ever(stack: Stack) -> None:
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    for within in ("P10000Y", "P3000000Y"):
+        key = f"ever-{uuid.uuid4().hex[:6]}"
+        query = {"received": {"journey": f"never-{tag}"}, "within": within}
+        response = await _selection(
+            stack, {"key": key, "name": "Ever", "type": "query", "query": query}
+        )
+        if response.status_code == 422:  # beyond any duration: refused with where
+            assert response.json()["detail"][0]["loc"][:2] == ["body", "query"]
+            continue
+        assert response.status_code == 201, response.text
+        assert (await http.get(f"/selections/{key}/count")).json() == {"count": 0}

@@ -248,7 +248,9 @@ async def create_action(key: Key, body: ActionIn, pool: PoolDep, response: Respo
     campaign = await _campaign(pool, key)
     earlier = await campaigns.get_action(pool, key, body.key)
     if earlier is not None and earlier.operation_id is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"action '{body.key}' was generated")
+        generation = await get_operation(pool, earlier.operation_id)
+        if generation is None or generation.status != "failed":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"action '{body.key}' was generated")
     if await groups.get_group(pool, "selection", body.selection) is None:
         raise unprocessable([(("selection",), f"selection '{body.selection}' does not exist")])
     if body.journey is not None and await get_journey(pool, body.journey) is None:
@@ -389,23 +391,37 @@ async def generate_action(
 ) -> OperationStarted:
     """Generate the action in the background: its targets (the selection now, less the
     unlinked) are frozen, then each gets its record, and its mail or enrolment. Asking
-    again answers the same operation: nothing is generated twice."""
+    again answers the same operation: nothing is generated twice. After a generation
+    that failed (the selection's query broke, say), the action can be changed and
+    generated again; what the failed one did is not done twice."""
     found = await _action(pool, key, action)
     try:
         await selection_sql(pool, found.selection_key, settings.default_time_zone)
     except QueryProblem as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
+    subject: dict[str, Any] = {"campaign": key, "action": action, "selection": found.selection_key}
+    if found.mail_journey:
+        mail = await get_journey(pool, found.mail_journey)
+        subject["mail_version"] = mail.version if mail else None
+    request_key = f"generate/{key}/{action}"
+    failed = None
+    if found.operation_id is not None:
+        earlier = await get_operation(pool, found.operation_id)
+        if earlier is not None and earlier.status == "failed":
+            failed = earlier.id  # generating again after a failure is a new operation
+            request_key = f"{request_key}/after/{failed}"
+
     async def fix_contacts(op_id: uuid.UUID) -> None:
-        await campaigns.mark_generating(pool, key, action, op_id)
+        await campaigns.mark_generating(pool, key, action, op_id, failed)
 
     op = await start_operation(
         client,
         pool,
         settings.task_queue,
         "generate_action",
-        {"campaign": key, "action": action, "selection": found.selection_key},
-        f"generate/{key}/{action}",
+        subject,
+        request_key,
         f"Generate campaign {key}, action {action}",
         before_start=fix_contacts,
     )

@@ -213,7 +213,8 @@ async def enrol_contacts(
             settings.task_queue,
             "enrol_selection",
             {"journey": key, "selection": body.selection},
-            request_key,
+            # The same key for another journey or selection is another operation.
+            f"{request_key}/{key}/{body.selection}" if request_key else None,
             f"Enrol selection {body.selection} in {journey.name}",
         )
         response.status_code = status.HTTP_202_ACCEPTED

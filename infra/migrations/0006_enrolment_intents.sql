@@ -18,7 +18,9 @@ CREATE TABLE enrolment_intents (
     run_id          text,
     reason          text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    done_at         timestamptz
+    done_at         timestamptz,
+    -- A worker's sweep that took the intent on; another sweep leaves it alone till then.
+    swept_until     timestamptz
 );
 -- One pending intent per (journey, contact): a second caller finishes the first's.
 CREATE UNIQUE INDEX enrolment_intents_pending ON enrolment_intents (journey_key, contact_id)

@@ -64,7 +64,10 @@ def parse_duration(text: str, *, zero: bool = False) -> timedelta:
     seconds = sum(int(v) * _UNIT_SECONDS[k] for k, v in match.groupdict().items() if v)
     if seconds <= 0 and not zero:
         raise ValueError(f"duration {text!r} must be longer than zero")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is longer than any calendar") from None
 
 
 def _check_duration(text: str) -> str:

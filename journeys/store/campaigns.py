@@ -98,13 +98,16 @@ async def upsert_action(
 
 async def _lock_ungenerated(conn: Executor, campaign_key: str, key: str, why: str) -> None:
     """Lock the action's row (if there is one) for the transaction; `AlreadyGenerated`
-    when its generation was asked for."""
-    operation = await conn.fetchval(
-        "SELECT operation_id FROM campaign_actions WHERE campaign_key = $1 AND key = $2 FOR UPDATE",
+    when its generation was asked for and did not fail."""
+    row = await conn.fetchrow(
+        """SELECT a.operation_id, o.status FROM campaign_actions a
+           LEFT JOIN operations o ON o.id = a.operation_id
+           WHERE a.campaign_key = $1 AND a.key = $2 FOR UPDATE OF a""",
         campaign_key,
         key,
     )
-    if operation is not None:
+    # A generation that failed (its selection no longer compiled, say) fixes nothing.
+    if row is not None and row["operation_id"] is not None and row["status"] != "failed":
         raise AlreadyGenerated(f"action '{key}' was generated; {why}")
 
 
@@ -220,14 +223,20 @@ async def is_member(pool: asyncpg.Pool, members: SelectionSql, contact_id: uuid.
 
 
 async def mark_generating(
-    pool: asyncpg.Pool, campaign_key: str, action_key: str, operation_id: uuid.UUID
+    pool: asyncpg.Pool,
+    campaign_key: str,
+    action_key: str,
+    operation_id: uuid.UUID,
+    replacing: uuid.UUID | None,
 ) -> None:
+    """The action's generation is `operation_id` (instead of `replacing`, one that failed)."""
     await pool.execute(
         """UPDATE campaign_actions SET operation_id = $3
-           WHERE campaign_key = $1 AND key = $2 AND operation_id IS NULL""",
+           WHERE campaign_key = $1 AND key = $2 AND operation_id IS NOT DISTINCT FROM $4""",
         campaign_key,
         action_key,
         operation_id,
+        replacing,
     )
 
 

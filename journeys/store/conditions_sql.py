@@ -55,6 +55,15 @@ DATE_TYPES = ("date", "datetime")
 CONDITION: TypeAdapter[Condition] = TypeAdapter(Condition)
 
 
+# Longer ago than this is "ever": beyond it `now() - interval` leaves PostgreSQL's range.
+MAX_LOOKBACK_SECONDS = 1000 * 365 * 24 * 3600
+
+
+def interval_sql(seconds_param: str) -> str:
+    """An interval of `seconds_param` seconds (a placeholder), at most a thousand years."""
+    return f"make_interval(secs => LEAST({seconds_param}, {MAX_LOOKBACK_SECONDS}))"
+
+
 class QueryProblem(ValueError):
     """The condition cannot be a query; `loc` is where, inside the condition."""
 
@@ -155,7 +164,7 @@ class Compiler:
             where.append(f"m.step = {self.param(cond.received.step, 'text')}")
         if cond.within is not None:
             seconds = self.param(parse_duration(cond.within).total_seconds(), "float8")
-            where.append(f"m.created_at >= {self.now()} - make_interval(secs => {seconds})")
+            where.append(f"m.created_at >= {self.now()} - {interval_sql(seconds)}")
         return f"EXISTS (SELECT 1 FROM messages m WHERE {' AND '.join(where)})"
 
     def _anniversary(self, cond: Anniversary, loc: tuple[str | int, ...]) -> str:
@@ -225,7 +234,13 @@ class Compiler:
             raise QueryProblem((*loc, "value"), f"'{op}' compares with a number, a text or a date")
         sql_op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
         value = self.param(expected, "jsonb")
-        return f"(jsonb_typeof({v}) = jsonb_typeof({value}) AND {v} {sql_op} {value})"
+        # Texts in code-point order, as the workflow compares them (not the database's
+        # collation); numbers as numbers.
+        return (
+            f"(jsonb_typeof({v}) = jsonb_typeof({value}) AND CASE jsonb_typeof({v}) "
+            f"WHEN 'string' THEN ({v} #>> '{{}}') COLLATE \"C\" {sql_op} "
+            f"({value} #>> '{{}}') COLLATE \"C\" ELSE {v} {sql_op} {value} END)"
+        )
 
 
 async def compiler_for(

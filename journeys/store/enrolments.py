@@ -179,15 +179,23 @@ async def mark_intents(pool: asyncpg.Pool, journey_key: str, done: list[IntentDo
     )
 
 
-async def stale_intents(pool: asyncpg.Pool, older_than: float, limit: int) -> list[Intent]:
+async def claim_stale_intents(
+    pool: asyncpg.Pool, older_than: float, limit: int, hold: float
+) -> list[Intent]:
     """Pending intents nobody finished within `older_than` seconds (the call that wrote
-    them was interrupted and not made again)."""
+    them was interrupted and not made again), taken on for `hold` seconds: the sweeps
+    of other workers pass them by meanwhile."""
     rows = await pool.fetch(
-        """SELECT * FROM enrolment_intents
-           WHERE state = 'pending' AND created_at < now() - make_interval(secs => $1)
-           ORDER BY created_at LIMIT $2""",
+        """UPDATE enrolment_intents SET swept_until = now() + make_interval(secs => $3)
+           WHERE id IN (
+               SELECT id FROM enrolment_intents
+               WHERE state = 'pending' AND created_at < now() - make_interval(secs => $1)
+                 AND (swept_until IS NULL OR swept_until < now())
+               ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+           RETURNING *""",
         older_than,
         limit,
+        hold,
     )
     return [Intent(r["id"], r["journey_key"], r["contact_id"], r["version"], False) for r in rows]
 

@@ -59,6 +59,10 @@ async def create_operation(
         subject,
         request_key,
     )
+    if row is None:  # the same key's row committed by another call during this statement
+        row = await pool.fetchrow(
+            "SELECT *, false AS created FROM operations WHERE request_key = $1", request_key
+        )
     assert row is not None
     return _operation(row), bool(row["created"])
 
@@ -69,8 +73,16 @@ async def get_operation(pool: asyncpg.Pool, operation_id: uuid.UUID) -> Operatio
 
 
 async def delete_unstarted(pool: asyncpg.Pool, operation_id: uuid.UUID) -> None:
-    """An operation whose workflow could not be started: nothing was done yet."""
-    await pool.execute("DELETE FROM operations WHERE id = $1 AND frozen_at IS NULL", operation_id)
+    """An operation whose workflow could not be started: nothing was done yet, and what
+    pointed at it (a campaign action being generated) no longer does."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE campaign_actions SET operation_id = NULL WHERE operation_id = $1",
+            operation_id,
+        )
+        await conn.execute(
+            "DELETE FROM operations WHERE id = $1 AND frozen_at IS NULL", operation_id
+        )
 
 
 async def freeze_targets(
