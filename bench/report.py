@@ -206,6 +206,20 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
         )
     ratio_row("steps", "completions/s", "floor", "product", "ratio")
     ratio_row("mail", "messages/s (floor: open connections)", "floor", "product", "ratio")
+    mail = pairs.get("mail") or {}
+    if mail.get("floor_new_connection") is not None:
+        rows.append(
+            [
+                "mail",
+                "messages/s, floor with a new connection per message",
+                _num(mail.get("floor_new_connection")),
+                _num(mail.get("product")),
+                _ratio_text(ratio(mail.get("product"), mail.get("floor_new_connection"))),
+                "",
+                "",
+            ]
+        )
+
     bulk = pairs.get("bulk") or {}
     if bulk:
         ratio_row(
@@ -228,20 +242,6 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 _verdict(count.get("met")),
             ]
         )
-    mail = pairs.get("mail") or {}
-    if mail.get("floor_new_connection") is not None:
-        rows.append(
-            [
-                "mail",
-                "messages/s, floor with a new connection per message",
-                _num(mail.get("floor_new_connection")),
-                _num(mail.get("product")),
-                _ratio_text(ratio(mail.get("product"), mail.get("floor_new_connection"))),
-                "",
-                "",
-            ]
-        )
-
     idle = result.get("idle") or {}
     levels = idle.get("levels") or []
     per = idle.get("per_participant") or {}
