@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from temporalio.client import WorkflowHandle
 
 from journeys.devstack import free_port
 from journeys.settings import ApiSettings
@@ -180,10 +181,10 @@ async def query_selection(
     assert response.status_code == 201, response.text
 
 
-async def record_history(client: Any, workflow_id: str, name: str) -> None:
+async def record_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
     """With JOURNEYS_RECORD_HISTORIES=1, save the run's history under tests/histories/
     for the replay test (tests/test_replay.py)."""
     if os.environ.get("JOURNEYS_RECORD_HISTORIES") != "1":
         return
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    history = await handle.fetch_history()
     (Path(__file__).parent / "histories" / f"{name}.json").write_text(history.to_json())

@@ -62,7 +62,8 @@ async def test_a_selection_is_enrolled_by_an_operation(stack: Stack) -> None:
         await asyncio.sleep(0.2)
     assert running == {f"journey/{key}/{c}" for c in members}
     assert f"journey/{key}/{outsider}" not in running
-    await record_history(stack.temporal, op["workflow_id"], "bulk-operation-enrol-selection")
+    operation = stack.temporal.get_workflow_handle(op["workflow_id"])
+    await record_history(operation, "bulk-operation-enrol-selection")
 
     # Again: everyone is inside already, and nobody gets a second run.
     again = await http.post(f"/journeys/{key}/enrolments", json={"selection": selection})
@@ -173,7 +174,8 @@ async def test_a_selection_entry_enrols_new_members_on_its_schedule(stack: Stack
     _, two = await entry_runs(2)
     async for run in stack.temporal.list_workflows("WorkflowType = 'SelectionEntry'"):
         if run.id.startswith(f"entry/{key}"):
-            await record_history(stack.temporal, run.id, "selection-entry-run")
+            entry_run = stack.temporal.get_workflow_handle(run.id)
+            await record_history(entry_run, "selection-entry-run")
             break
     # Only the newcomer: the others entered already and this journey is entered once.
     assert (two["total"], two["counts"]) == (1, {"enrolled": 1}), two

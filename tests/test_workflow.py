@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +45,7 @@ from journeys.models import (
 )
 from journeys.store.journeys import PublishedJourney
 from tests.builders import journey
+from tests.helpers import record_history
 from tests.test_definition import valid_definition
 from workflows.journey import JourneyWorkflow
 from workflows.script import ScriptCallWorkflow
@@ -175,9 +175,6 @@ async def harness(time_env: WorkflowEnvironment) -> AsyncIterator[Harness]:
         yield Harness(time_env, fakes, task_queue)
 
 
-HISTORIES = Path(__file__).parent / "histories"
-
-
 async def click(handle: WorkflowHandle[Any, Any], url: str) -> None:
     """What the click endpoint signals when mail1's link to `url` is followed."""
     event = MessageEvent(
@@ -191,10 +188,8 @@ async def result(handle: WorkflowHandle[Any, Any]) -> JourneyProgress:
     saved under tests/histories/ for the replay test (test_replay.py)."""
     progress = await handle.result()
     assert isinstance(progress, JourneyProgress)
-    if os.environ.get("JOURNEYS_RECORD_HISTORIES") == "1":
-        name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0]
-        history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+    name = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0]
+    await record_history(handle, name)
     return progress
 
 

@@ -77,8 +77,8 @@ async def selection_page(
     )
     ids = [r["id"] for r in rows[:limit]]
     more = len(rows) > limit
-    count = await count_selection(pool, key, default_time_zone)
-    return MembersPage(ids, count, encode_cursor(ids[-1]) if more and ids else None)
+    count = await pool.fetchval(f"SELECT count(*) FROM contacts c WHERE {sql.where}", *sql.args)
+    return MembersPage(ids, int(count), encode_cursor(ids[-1]) if more and ids else None)
 
 
 async def save_query(pool: asyncpg.Pool, key: str, query: Condition) -> None:
