@@ -20,6 +20,7 @@ from activities.contacts import ContactActivities
 from activities.crm import CrmActivities
 from activities.email import EmailActivities
 from activities.groups import GroupActivities
+from activities.recurring import RecurringActivities
 from activities.scripts import TIMEOUT as SCRIPT_TIMEOUT
 from activities.scripts import ScriptActivities
 from activities.sms import SmsActivities
@@ -33,11 +34,18 @@ from journeys.settings import Settings
 from journeys.temporal import connect
 from workflows.bulk import BulkOperationWorkflow, SelectionEntryWorkflow
 from workflows.journey import JourneyWorkflow
+from workflows.recurring import RecurringRunWorkflow
 from workflows.script import ScriptCallWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow, ScriptCallWorkflow, BulkOperationWorkflow, SelectionEntryWorkflow]
+WORKFLOWS = [
+    JourneyWorkflow,
+    ScriptCallWorkflow,
+    BulkOperationWorkflow,
+    SelectionEntryWorkflow,
+    RecurringRunWorkflow,
+]
 
 # Shared with the benchmark's bare worker, so that its floor runs with the same tuning.
 WORKER_OPTIONS: dict[str, Any] = {
@@ -75,6 +83,7 @@ def bound_activities(
     scripts = ScriptActivities(pool, settings.secret.get_secret_value(), outbound.http)
     sms = SmsActivities(pool, settings, outbound.sms)
     bulk = BulkActivities(pool, client, settings.task_queue, zone, email)
+    recurring = RecurringActivities(pool, client, zone, email)
     return [
         email.send_email,
         email.notify,
@@ -91,6 +100,10 @@ def bound_activities(
         bulk.work_targets,
         bulk.finish_operation,
         bulk.open_entry_operation,
+        recurring.open_run,
+        recurring.freeze_run,
+        recurring.send_run,
+        recurring.finish_run,
     ]
 
 

@@ -24,16 +24,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
 from activities.retries import quiet_outages
-from journeys.campaigns import MAIL_STEP
-from journeys.definition import SendEmail, parse_duration
+from journeys.definition import parse_duration
 from journeys.definition.journey import SelectionEntry
 from journeys.enrolment import START_CONCURRENCY, enrol
+from journeys.message_journeys import MAIL_STEP, mail_input, mail_step
 from journeys.models import (
     EntryInput,
     FinishOperation,
     OperationInput,
     OperationPage,
-    SendEmailInput,
 )
 from journeys.outages import outage_of
 from journeys.store import campaigns, operations
@@ -253,27 +252,20 @@ class BulkActivities:
     ) -> list[dict[str, Any]]:
         """The action's mail to each target, through the one send path (idempotent per
         action and contact: a page done again sends nothing twice)."""
-        step = mail.definition.steps.get(MAIL_STEP)
-        if not isinstance(step, SendEmail):
+        step = mail_step(mail)
+        if step is None:
             raise _bad(f"journey '{mail.key}' has no '{MAIL_STEP}' step to send")
         limit = asyncio.Semaphore(SENDS_IN_FLIGHT)
         errors: list[dict[str, Any]] = []
 
         async def one(contact_id: uuid.UUID) -> None:
-            send = SendEmailInput(
+            send = mail_input(
+                mail,
+                step,
                 idempotency_key=f"campaign/{op.subject['campaign']}/{op.subject['action']}/"
                 f"{contact_id}",
                 workflow_id=f"operation/{op.id}",
-                journey_key=mail.key,
-                version=mail.version,
                 contact_id=str(contact_id),
-                step=MAIL_STEP,
-                follow_up_path=[MAIL_STEP] if step.follow_ups else None,
-                subject=step.subject,
-                html=step.html,
-                text=step.text,
-                sender=step.sender,
-                attachments=list(step.attachments or []),
             )
             async with limit:
                 try:

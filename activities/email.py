@@ -9,6 +9,7 @@ again after a worker crash (README, "Reliability") can be recognised; at most
 
 from __future__ import annotations
 
+import uuid
 from html import escape
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from journeys.contacts import profile
 from journeys.models import NotifyInput, SendEmailInput, SendResult
 from journeys.settings import Settings
 from journeys.store.files import read_files
+from journeys.store.recurring import template_record
 from journeys.store.users import get_user
 from journeys.templates import RenderError, render
 from journeys.tracking import tracked_parts, unsubscribe_url
@@ -57,10 +59,15 @@ class EmailActivities:
         if isinstance(send, SendResult):
             return send
         fields = profile(contact)
+        record = None
+        if input.record_id is not None:
+            record = await template_record(self.pool, uuid.UUID(input.record_id))
+            if record is None:
+                await send.fail(f"record {input.record_id} no longer exists")
         try:
-            subject = render(input.subject, fields)
-            html = render(input.html, fields, html=True)
-            text = render(input.text, fields) if input.text is not None else None
+            subject = render(input.subject, fields, record=record)
+            html = render(input.html, fields, html=True, record=record)
+            text = render(input.text, fields, record=record) if input.text is not None else None
         except RenderError as exc:
             await send.fail(f"template failed: {exc}")
         base, secret = self.settings.public_url.rstrip("/"), self.settings.secret

@@ -88,6 +88,8 @@ class Send:
             lease_owner=send.owner,
             lease=LEASE,
             follow_up_path=input.follow_up_path,
+            record_id=uuid.UUID(input.record_id) if input.record_id else None,
+            recurring_key=input.recurring_key,
         )
         send.message_id = row["id"]
         if row["status"] != "sending":

@@ -10,11 +10,12 @@ import hmac
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
 from api.hits import HitBuffer
+from journeys.definition.common import KEY_PATTERN
 from journeys.settings import ApiSettings
 
 
@@ -37,6 +38,9 @@ async def _hits(request: Request) -> HitBuffer:
     hits: HitBuffer = request.app.state.hits
     return hits
 
+
+# A key in the path: a journey's, a selection's, a campaign's, a recurring send's.
+Key = Annotated[str, Path(pattern=KEY_PATTERN)]
 
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 HitsDep = Annotated[HitBuffer, Depends(_hits)]

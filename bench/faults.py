@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -860,18 +861,84 @@ async def _kill_during_operation(run: Run) -> Outcome:
     run.healed()
     outcome = await run.finish()
     if outcome.operation is not None:
-        # The attempt that finished the paging: 2 or more when the kill interrupted it.
-        history = await fs.client.get_workflow_handle(
-            outcome.operation["workflow_id"]
-        ).fetch_history()
-        outcome.operation["paging_attempts"] = max(
-            (
-                e.activity_task_started_event_attributes.attempt
-                for e in history.events
-                if e.HasField("activity_task_started_event_attributes")
-            ),
-            default=0,
+        outcome.operation["paging_attempts"] = await _paging_attempts(
+            fs, outcome.operation["workflow_id"]
         )
+    return outcome
+
+
+async def _paging_attempts(fs: FaultStack, workflow_id: str) -> int:
+    """The attempt that finished a bulk run's paging: 2 or more when a kill interrupted it."""
+    history = await fs.client.get_workflow_handle(workflow_id).fetch_history()
+    return max(
+        (
+            e.activity_task_started_event_attributes.attempt
+            for e in history.events
+            if e.HasField("activity_task_started_event_attributes")
+        ),
+        default=0,
+    )
+
+
+def daytime_zone() -> str:
+    """A fixed-offset zone where it is day now: a recurring send's run triggered now is
+    outside the quiet hours whenever this runs."""
+    now = datetime.now(UTC)
+    for offset in range(-12, 15):
+        name = f"Etc/GMT{'-' if offset >= 0 else '+'}{abs(offset)}"
+        if 9 <= now.astimezone(ZoneInfo(name)).hour <= 18:
+            return name
+    raise AssertionError("no zone has daytime now")
+
+
+async def recurring_worker_sigkill(fs: FaultStack) -> Outcome:
+    """A live recurring send to the N contacts; trigger a run and SIGKILL the worker once
+    the first mail arrived, then start a new one. The run resumes from its heartbeat:
+    every contact gets the mail once (but for sends in flight at the kill)."""
+    key = f"fault-recurring-{fs.run_id}"
+    selection = {
+        "key": key,
+        "name": "Fault contacts, not mailed today",
+        "type": "query",
+        "query": {
+            "all": [
+                {"field": "external_id", "op": "contains", "value": f"fault-{fs.run_id}-"},
+                {"not": {"received": {"recurring": key}, "within": "P1D"}},
+            ]
+        },
+    }
+    (await fs.http.post("/selections", json=selection)).raise_for_status()
+    created = await fs.http.post(
+        "/recurring-sends",
+        json={
+            "key": key,
+            "name": "Faults",
+            "message": {"subject": "Recurring mail", "html": "<p>Hello</p>"},
+            "selection": key,
+            "frequency": "daily",
+            "times": ["12:00"],
+            "time_zone": daytime_zone(),
+            "start_date": "2026-01-01",
+            "status": "live",
+        },
+    )
+    if created.status_code != 201:
+        raise RuntimeError(f"creating the recurring send answered {created.text}")
+    run = Run(fs, "recurring-kill", created.json()["message_journey"], fs.recorder.offset())
+    run.mails_each, run.runs = 1, False
+    await fs.client.get_schedule_handle(f"recurring/{key}").trigger()
+
+    async def run_ended() -> None:
+        async def ended() -> bool:
+            runs = (await fs.http.get(f"/recurring-sends/{key}")).json()["last_runs"]
+            return bool(runs) and runs[0]["status"] != "running"
+
+        await wait_until(ended, timeout=180, interval=0.5, what="the recurring run to end")
+
+    run.enrolling = asyncio.create_task(run_ended())
+    outcome = await _kill_during_operation(run)
+    (last,) = (await fs.http.get(f"/recurring-sends/{key}")).json()["last_runs"]
+    outcome.operation = {**last, "paging_attempts": await _paging_attempts(fs, last["workflow_id"])}
     return outcome
 
 
@@ -928,6 +995,7 @@ SCENARIOS: dict[str, Callable[[FaultStack], Awaitable[Outcome]]] = {
     "enrolment, PostgreSQL down": enrol_postgres_down,
     "bulk enrolment, worker SIGKILL": bulk_enrol_worker_sigkill,
     "campaign generation, worker SIGKILL": generate_worker_sigkill,
+    "recurring send, worker SIGKILL": recurring_worker_sigkill,
 }
 
 

@@ -385,16 +385,19 @@ async def pair_enrol(b: Bench) -> dict[str, Any]:
 # --- bulk ---------------------------------------------------------------------------------
 
 
-async def _query_selection(b: Bench, key: str, field: str, value: str) -> None:
+async def _query_selection(
+    b: Bench, key: str, field: str, value: str, *also: dict[str, Any]
+) -> None:
     declared = await b.http.post("/contact-fields", json={"name": field, "type": "text"})
     declared.raise_for_status()
+    query: dict[str, Any] = {"field": field, "op": "eq", "value": value}
     created = await b.http.post(
         "/selections",
         json={
             "key": key,
             "name": key,
             "type": "query",
-            "query": {"field": field, "op": "eq", "value": value},
+            "query": {"all": [query, *also]} if also else query,
         },
     )
     created.raise_for_status()
@@ -786,15 +789,19 @@ async def _at_least(b: Bench, query: str, count: int) -> bool:
 # --- mail ---------------------------------------------------------------------------------
 
 
-async def _mail_side(b: Bench, side: str, extra: list[str], cpu: dict[str, float]) -> LoadResult:
-    """Run one side in `python -m bench.mailpair` and read its result."""
+async def _mail_side(
+    b: Bench, side: str, extra: list[str], cpu: dict[str, float], n: int | None = None
+) -> LoadResult:
+    """Run one side in `python -m bench.mailpair` and read its result (`n` messages, the
+    bench's n by default)."""
+    n = n or b.n
     argv = [
         sys.executable,
         "-m",
         "bench.mailpair",
         side,
         "--n",
-        str(b.n),
+        str(n),
         "--concurrency",
         str(b.concurrency),
         "--warmup",
@@ -828,7 +835,7 @@ async def _mail_side(b: Bench, side: str, extra: list[str], cpu: dict[str, float
     cpu["mail_client"] = float(summary["cpu_seconds"])
     b.progress.set(int(summary["ok"]) + int(summary["errors"]))
     return LoadResult(
-        n=b.n,
+        n=n,
         elapsed=float(summary["seconds"]),
         latencies=[float(x) for x in summary["latencies"]],
         errors=int(summary["errors"]),
@@ -882,6 +889,86 @@ async def pair_mail(b: Bench) -> dict[str, Any]:
         "floor_new_connection_detail": sides["floor-new-connection"][1],
         "product_detail": sides["product"][1],
         "note": "each side runs in a fresh process; mail_client is its CPU in the measured loop",
+    }
+
+
+# --- recurring ----------------------------------------------------------------------------
+
+
+async def pair_recurring(b: Bench) -> dict[str, Any]:
+    """One run of a live recurring send to a selection of N contacts (freeze, then send
+    through the send path), against N pre-rendered messages over open connections."""
+    from bench.faults import daytime_zone
+
+    n = b.bulk_n
+    cpu: dict[str, float] = {}
+    floor, floor_detail = await b.measure(
+        f"recurring floor: {n} pre-rendered messages over {min(b.concurrency, n)} connections",
+        n,
+        lambda: _mail_side(b, "floor", [], cpu, n),
+    )
+    batch = f"{b.stack.run_id}-recurring"
+    await b.new_contacts(n, lambda i: {"bench_batch": batch})
+    key = b.key("recurring")
+    exclusion = {"not": {"received": {"recurring": key}, "within": "P1D"}}
+    await _query_selection(b, key, "bench_batch", batch, exclusion)
+    created = await b.http.post(
+        "/recurring-sends",
+        json={
+            "key": key,
+            "name": "Bench recurring send",
+            "message": {"subject": SUBJECT, "html": HTML},
+            "selection": key,
+            "frequency": "daily",
+            "times": ["12:00"],
+            "time_zone": daytime_zone(),
+            "start_date": "2026-01-01",
+            "status": "live",
+        },
+    )
+    created.raise_for_status()
+    outcome: dict[str, Any] = {}
+
+    async def one_run() -> LoadResult:
+        result = LoadResult(1)
+        start = time.perf_counter()
+        try:
+            await b.client.get_schedule_handle(f"recurring/{key}").trigger()
+            while True:
+                row = await b.pool.fetchrow(
+                    """SELECT status, counts, (SELECT count(*) FROM recurring_targets t
+                                               WHERE t.run_id = r.id AND t.status <> 'send')
+                                              AS done
+                       FROM recurring_runs r WHERE recurring_key = $1""",
+                    key,
+                )
+                if row is not None:
+                    b.progress.set(int(row["done"]))
+                    if row["status"] != "running":
+                        break
+                await asyncio.sleep(0.5)
+            outcome.update(status=row["status"], counts=row["counts"])
+            if row["status"] != "completed" or row["counts"].get("sent") != n:
+                raise RuntimeError(f"the run ended {row['status']}: {row['counts']}")
+        except Exception as exc:
+            result._failed(exc)
+        else:
+            result.latencies.append(time.perf_counter() - start)
+        result.elapsed = time.perf_counter() - start
+        return result
+
+    product, product_detail = await b.measure(
+        f"recurring product: one run to {n} recipients", n, one_run, ops=n
+    )
+    product_rate = rate(n, product.elapsed) if product.ok else None
+    return {
+        "unit": "messages/s",
+        **pair_figures(floor.rate, product_rate, RATIO_TARGETS["recurring"]),
+        "n": n,
+        "run_seconds": round(product.elapsed, 2),
+        "run": outcome,
+        "floor_detail": floor_detail,
+        "product_detail": product_detail,
     }
 
 

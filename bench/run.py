@@ -244,6 +244,7 @@ async def run_bench(
                 ("steps", pairs.pair_steps),
                 ("mail", pairs.pair_mail),
                 ("bulk", pairs.pair_bulk),
+                ("recurring", pairs.pair_recurring),
             )
             for name, fn in steps:
                 if only and name not in only:

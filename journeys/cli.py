@@ -1,4 +1,4 @@
-"""`journeys` command line: dev, api, worker, enrol, migrate, bench."""
+"""`journeys` command line: dev, api, worker, enrol, recurring, migrate, bench."""
 
 from __future__ import annotations
 
@@ -214,6 +214,27 @@ async def enrol(args: argparse.Namespace) -> None:
         await enrol_selection(http, args.journey, args.selection)
 
 
+async def recurring(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from journeys.cli_enrol import api_client
+    from journeys.cli_recurring import list_sends, set_status, show_send
+
+    console = Console()
+    async with api_client(args.api_url, args.data_dir) as http:
+        if args.action == "list":
+            await list_sends(http, console)
+            return
+        if args.key is None:
+            raise ValueError(f"journeys recurring {args.action} needs the send's key")
+        if args.action == "show":
+            await show_send(http, args.key, console)
+        else:
+            await set_status(
+                http, args.key, "stopped" if args.action == "pause" else "live", console
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,6 +263,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default=".journeys", help="journeys dev's data (its API key)")
     p.set_defaults(run=enrol)
 
+    p = sub.add_parser("recurring", help="list, show, pause (stop) or resume recurring sends")
+    p.add_argument("action", choices=["list", "show", "pause", "resume"])
+    p.add_argument("key", nargs="?", default=None, help="the recurring send's key")
+    p.add_argument("--api-url", default=None, help="default JOURNEYS_API_URL, or journeys dev's")
+    p.add_argument("--data-dir", default=".journeys", help="journeys dev's data (its API key)")
+    p.set_defaults(run=recurring)
+
     p = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p.set_defaults(run=migrate)
 
@@ -250,12 +278,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-n", type=int, default=None, help="operations per figure (500; quick 100)")
     p.add_argument("--concurrency", type=int, default=None, help="client requests in flight (32)")
     p.add_argument(
-        "--bulk-n", type=int, default=None, help="contacts of the bulk pair (20,000; quick 2,000)"
+        "--bulk-n",
+        type=int,
+        default=None,
+        help="contacts of the bulk and recurring pairs (20,000; quick 2,000)",
     )
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["enrol", "events", "steps", "mail", "bulk"],
+        choices=["enrol", "events", "steps", "mail", "bulk", "recurring"],
         default=None,
         help="run only these pairs (no idle, history or count figures)",
     )
@@ -276,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging(
         os.environ.get(
-            "JOURNEYS_LOG_LEVEL", "warning" if args.command in ("dev", "enrol") else "info"
+            "JOURNEYS_LOG_LEVEL",
+            "warning" if args.command in ("dev", "enrol", "recurring") else "info",
         )
     )
     try:

@@ -19,6 +19,7 @@ from journeys.definition.conditions import (
     InProject,
     InSelection,
     Received,
+    RecordFieldIs,
     StoredFact,
 )
 from journeys.models import JourneyState
@@ -42,6 +43,10 @@ def evaluate(
         return message_was(cond, state)
     if isinstance(cond, STORED_FACTS):
         return bool((memberships or {}).get(fact_key(cond)))
+    if isinstance(cond, RecordFieldIs):
+        # A journey's definition refuses it (`record_field_problems`): a run is about a
+        # contact, and there is no record here to ask about.
+        return False
     return field_is(cond, fields)
 
 

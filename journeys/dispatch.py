@@ -35,7 +35,13 @@ from journeys.definition import Condition
 from journeys.definition.journey import FieldChangeEntry
 from journeys.enrolment import enrol
 from journeys.followups import message_step, start_follow_up, triggered
-from journeys.models import ContactEvent, JourneyState, MessageEvent, ProfileChange
+from journeys.models import (
+    BULK_SENDER_PREFIXES,
+    ContactEvent,
+    JourneyState,
+    MessageEvent,
+    ProfileChange,
+)
 from journeys.outages import outage_of
 from journeys.signals import deliver
 from journeys.store.enrolments import record_follow_up_run, runs_of_contact, runs_watching_profile
@@ -216,10 +222,12 @@ class Dispatcher:
             )
             try:
                 async with self._limit:
-                    # A run that has ended does not wait for anything any more.
-                    await deliver(
-                        self.client, row["workflow_id"], JourneyWorkflow.message_event, event
-                    )
+                    # A run that has ended does not wait for anything any more, and one
+                    # that sent to many recipients waits for none of their events.
+                    if not row["workflow_id"].startswith(BULK_SENDER_PREFIXES):
+                        await deliver(
+                            self.client, row["workflow_id"], JourneyWorkflow.message_event, event
+                        )
                     if row["follow_up_path"]:
                         await self._follow_ups(row)
             except Exception as exc:

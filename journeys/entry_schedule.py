@@ -9,14 +9,11 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
     ScheduleState,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -24,6 +21,7 @@ from journeys.definition import JourneyDefinition, parse_duration
 from journeys.definition.journey import SelectionEntry
 from journeys.models import EntryInput, entry_schedule_id
 from journeys.outages import bounded
+from journeys.schedules import put_schedule
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.bulk import SelectionEntryWorkflow
 
@@ -58,18 +56,4 @@ async def sync_entry_schedule(
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
         return
-    schedule = _schedule(definition, entry, task_queue)
-    try:
-        await bounded(
-            "Temporal",
-            client.create_schedule(handle.id, schedule, rpc_timeout=API_RPC_TIMEOUT),
-            API_CALL_SECONDS,
-        )
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await bounded(
-            "Temporal", handle.update(replace, rpc_timeout=API_RPC_TIMEOUT), API_CALL_SECONDS
-        )
+    await put_schedule(client, handle.id, _schedule(definition, entry, task_queue))

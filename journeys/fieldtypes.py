@@ -11,6 +11,8 @@ from typing import Any, Literal, get_args
 
 FieldType = Literal["text", "number", "boolean", "date", "datetime", "list"]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
+# A record's fields (`POST /record-types`) hold single values: no lists.
+RecordFieldType = Literal["text", "number", "boolean", "date", "datetime"]
 
 
 def coerce(field_type: str, value: Any) -> Any:

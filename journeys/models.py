@@ -155,6 +155,12 @@ class SendInput(BaseModel):
     follow_up_path: list[str] | None = Field(
         default=None, description="the message step's path, when it has follow-ups"
     )
+    record_id: str | None = Field(
+        default=None, description="the record the message is about (`{{ record.* }}`)"
+    )
+    recurring_key: str | None = Field(
+        default=None, description="the recurring send the message belongs to"
+    )
 
 
 class SendEmailInput(SendInput):
@@ -337,3 +343,65 @@ class EntryInput(BaseModel):
     """One run of a journey's selection entry."""
 
     journey_key: str
+
+
+def recurring_schedule_id(key: str) -> str:
+    """A recurring send's Temporal Schedule; its runs' workflow ids begin with it too."""
+    return f"recurring/{key}"
+
+
+# Workflows sending to many recipients from one run: the messages carry the run's id,
+# but the run waits for no message event (the dispatcher does not signal it).
+BULK_SENDER_PREFIXES = ("operation/", "recurring/")
+
+
+class TesterMail(BaseModel):
+    """A test mail now (R8): to internal testers, filled from a chosen record."""
+
+    contact_ids: list[str]
+    record_id: str | None = None
+
+
+class RecurringRunInput(BaseModel):
+    """One run of a recurring send, started by its schedule (or a test mail)."""
+
+    key: str
+    test: TesterMail | None = None
+
+
+class OpenRun(BaseModel):
+    key: str
+    workflow_id: str
+    run_id: str
+    at: datetime = Field(description="the run's moment: its local day is the send's day")
+    test: TesterMail | None = None
+
+
+class RunPlan(BaseModel):
+    run_id: str
+    go: bool
+    reason: str | None = None
+
+
+class RunInput(BaseModel):
+    run_id: str
+    test: TesterMail | None = None
+
+
+class RunProgress(BaseModel):
+    """Where sending a run stands: in the heartbeat."""
+
+    after: int = Field(default=-1, description="the last target (seq) done")
+
+
+class FinishRun(BaseModel):
+    run_id: str
+    status: Literal["completed", "failed"]
+    error: str | None = None
+
+
+class RunResult(BaseModel):
+    run_id: str
+    status: str
+    counts: dict[str, int] = Field(default_factory=dict)
+    reason: str | None = None

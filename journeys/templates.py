@@ -1,7 +1,9 @@
 """Message templates: jinja2 in a sandbox, because marketers write them.
 
 Contact variables are available as `contact.<field>`; a field the contact does
-not have renders as nothing. Values are HTML-escaped in HTML parts.
+not have renders as nothing. A send about a record (a selection of records) also has
+`record.<field>`, `record.id`, `record.external_id` and `record.type`. Values are
+HTML-escaped in HTML parts.
 """
 
 from __future__ import annotations
@@ -35,9 +37,30 @@ def _compiled(source: str, html: bool) -> Template:
     return (_HTML if html else _PLAIN).from_string(source)
 
 
-def render(template: str, contact: Mapping[str, Any], *, html: bool = False) -> str:
+def record_variables(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What `record.` offers: the record's fields, then its id, external id and type.
+    `record` is a record as stored (`journeys.store.records.Record`, dumped, or a row
+    with `fields`) or already flat; none (a send about no record) offers nothing."""
+    if record is None:
+        return {}
+    found = dict(record)
+    fields = found.pop("fields", None)
+    # A record type cannot declare `id`, `type`, ... (`RESERVED_RECORD_FIELDS`): none
+    # of its fields hides them.
+    return {**fields, **found} if isinstance(fields, Mapping) else found
+
+
+def render(
+    template: str,
+    contact: Mapping[str, Any],
+    *,
+    html: bool = False,
+    record: Mapping[str, Any] | None = None,
+) -> str:
     try:
-        return _compiled(template, html).render(contact=dict(contact))
+        return _compiled(template, html).render(
+            contact=dict(contact), record=record_variables(record)
+        )
     except Exception as exc:
         # Anything a template raises (SecurityError, a sandbox limit, 1/0, a bad
         # filter argument) is the template's fault: retrying cannot help.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -188,3 +189,19 @@ async def record_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
         return
     history = await handle.fetch_history()
     (Path(__file__).parent / "histories" / f"{name}.json").write_text(history.to_json())
+
+
+async def run_cli(api_url: str, api_key: str, *args: str) -> tuple[int, str, str]:
+    """`journeys ARGS...` in a subprocess against the API: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "journeys.cli",
+        *args,
+        env={**os.environ, "JOURNEYS_API_URL": api_url, "JOURNEYS_API_KEY": api_key},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,7 +14,7 @@ from temporalio.service import RPCError
 
 from tests.builders import journey
 from tests.conftest import API_KEY, Stack
-from tests.helpers import create_contact, publish, query_selection, record_history
+from tests.helpers import create_contact, publish, query_selection, record_history, run_cli
 
 
 async def wait_for_operation(
@@ -114,21 +112,9 @@ async def test_the_cli_enrols_a_selection_with_a_progress_bar(stack: Stack) -> N
     await query_selection(http, selection, "bulk_tag", tag)
     for _ in range(4):
         await create_contact(http, fields={"bulk_tag": tag})
-    env = {**os.environ, "JOURNEYS_API_URL": stack.base_url, "JOURNEYS_API_KEY": API_KEY}
 
     async def journeys(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "journeys.cli",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        return await run_cli(stack.base_url, API_KEY, *args)
 
     code, out, err = await journeys("enrol", key, "--selection", selection)
     assert code == 0, err

@@ -11,6 +11,7 @@ from activities.contacts import ContactActivities
 from activities.crm import CrmActivities
 from activities.email import EmailActivities
 from activities.groups import GroupActivities
+from activities.recurring import RecurringActivities
 from activities.scripts import ScriptActivities
 from activities.sms import SmsActivities
 from activities.timing import TimingActivities
@@ -30,6 +31,7 @@ ACTIVITY_CLASSES = (
     ScriptActivities,
     SmsActivities,
     BulkActivities,
+    RecurringActivities,
 )
 
 

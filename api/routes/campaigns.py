@@ -8,10 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from pydantic import BaseModel, Field, model_validator
 
-from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import Key, PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import (
     AUTH_RESPONSES,
     NOT_FOUND_RESPONSE,
@@ -19,18 +19,17 @@ from api.errors import (
     not_found,
     unprocessable,
 )
+from api.mail import checked_message_journey
 from api.outages import OUTAGE_RESPONSE
 from api.routes.journeys import OperationStarted
-from journeys.campaigns import mail_journey
-from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
+from journeys.definition import KEY_PATTERN
+from journeys.message_journeys import mail_journey_key
 from journeys.operations import start_operation
-from journeys.references import reference_problems
 from journeys.store import campaigns, groups
 from journeys.store.conditions_sql import QueryProblem
 from journeys.store.journeys import get_journey, publish
 from journeys.store.operations import get_operation
 from journeys.store.queries import selection_sql
-from journeys.templates import template_problems
 from journeys.text import StorableModel
 
 router = APIRouter(
@@ -39,7 +38,6 @@ router = APIRouter(
     dependencies=[Depends(require_api_key)],
     responses={**AUTH_RESPONSES, **NOT_FOUND_RESPONSE, **OUTAGE_RESPONSE},
 )
-Key = Annotated[str, Path(pattern=KEY_PATTERN)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 GENERATED = error_response("the action was generated: it and its contacts are fixed")
 
@@ -257,7 +255,12 @@ async def create_action(key: Key, body: ActionIn, pool: PoolDep, response: Respo
         raise unprocessable([(("journey",), f"journey '{body.journey}' does not exist")])
     mail_key = None
     if body.message is not None:
-        definition = await _mail_definition(pool, campaign, body.key, body.message)
+        definition = await checked_message_journey(
+            pool,
+            mail_journey_key(campaign.key, body.key),
+            f"{campaign.name}: {body.key}",
+            body.message,
+        )
         mail_key = (await publish(pool, definition)).key
     try:
         action, created = await campaigns.upsert_action(
@@ -280,36 +283,6 @@ async def create_action(key: Key, body: ActionIn, pool: PoolDep, response: Respo
     response.status_code = 201 if created else 200
     view = await _view(pool, campaign)
     return next(a for a in view.actions if a.key == action.key)
-
-
-async def _mail_definition(
-    pool: PoolDep, campaign: campaigns.Campaign, action_key: str, message: dict[str, Any]
-) -> JourneyDefinition:
-    """The action's mail journey, checked; problems are placed under `message`."""
-    raw = mail_journey(campaign.key, campaign.name, action_key, message)
-    step_loc = ("steps", "mail")
-
-    def placed(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-        if loc[:2] != step_loc:
-            return ("message", *loc)
-        rest = loc[len(step_loc) :]
-        # Validation errors name the step union's member first: not a place in `message`.
-        return ("message", *(rest[1:] if rest[:1] == ("send_email",) else rest))
-
-    try:
-        definition = JourneyDefinition.model_validate(raw)
-    except ValidationError as exc:
-        raise unprocessable(
-            [(placed(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False)]
-        ) from None
-    problems = (
-        definition_problems(definition)
-        or template_problems(definition)
-        or await reference_problems(pool, definition)
-    )
-    if problems:
-        raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in problems])
-    return definition
 
 
 @router.get(

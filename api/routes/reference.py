@@ -7,18 +7,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, UploadFile, status
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from api.deps import PoolDep, SettingsDep, require_api_key
+from api.deps import Key, PoolDep, SettingsDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
+from api.routes.records import ROLE_PATTERN
 from journeys.contacts import _check_email, _check_time_zone
 from journeys.definition import CONTACT_COLUMNS, FIELD_NAME_PATTERN, KEY_PATTERN, READ_ONLY_FIELDS
 from journeys.definition.conditions import Condition
 from journeys.fieldtypes import FieldType
 from journeys.references import MAX_ATTACHMENTS_BYTES
-from journeys.store import crm, fields, files, groups, queries, users
+from journeys.store import crm, fields, files, groups, queries, records, users
 from journeys.store.conditions_sql import CONDITION, QueryProblem
 from journeys.store.contacts import missing_contacts
 from journeys.store.queries import check_query
@@ -28,7 +29,6 @@ router = APIRouter(
     dependencies=[Depends(require_api_key)],
     responses={**AUTH_RESPONSES, **NOT_FOUND_RESPONSE, **OUTAGE_RESPONSE},
 )
-Key = Annotated[str, Path(pattern=KEY_PATTERN)]
 RESERVED_FIELDS = {*CONTACT_COLUMNS, *READ_ONLY_FIELDS, "owner", "service_owner"}
 
 
@@ -151,14 +151,33 @@ class SelectionIn(GroupIn):
         default=None,
         description="a query selection's condition: the language of `branch` (fields, "
         "selection and project membership, all/any/not) plus message history "
-        "(`received`) and `anniversary`",
+        "(`received`) and `anniversary`; in a selection `of` records, the record's "
+        "fields (`record_field`, with `within_next` and `within_last` for dates)",
         examples=[{"field": "country", "op": "eq", "value": "NL"}],
+    )
+    of: str | None = Field(
+        default=None,
+        pattern=KEY_PATTERN,
+        description="a record type: the selection selects contact-record pairs (a contact "
+        "and a record it is linked to), and its query may ask about the record "
+        "(`record_field`); used as a membership, a contact with at least one pair",
+        examples=["performance"],
+    )
+    role: str | None = Field(
+        default=None,
+        pattern=ROLE_PATTERN,
+        description="with `of`: only links in this role (any role when not given)",
+        examples=["ticket_holder"],
     )
 
     @model_validator(mode="after")
     def _query_with_type(self) -> SelectionIn:
         if (self.type == "query") != (self.query is not None):
             raise ValueError("give 'query' exactly when the type is 'query'")
+        if self.of is not None and self.type != "query":
+            raise ValueError("'of' is for query selections: their query finds the pairs")
+        if self.role is not None and self.of is None:
+            raise ValueError("'role' is a role on the records of 'of': give it with 'of'")
         return self
 
 
@@ -168,10 +187,15 @@ class GroupOut(BaseModel):
     type: str
     created_at: datetime
     query: dict[str, Any] | None = Field(default=None, description="a query selection's")
+    of: str | None = Field(default=None, description="a selection of records: the record type")
+    role: str | None = Field(default=None, description="a selection of records: the role")
 
 
 class Count(BaseModel):
-    count: int
+    count: int = Field(description="contacts")
+    pairs: int | None = Field(
+        default=None, description="a selection of records: its contact-record pairs"
+    )
 
 
 class Members(BaseModel):
@@ -204,7 +228,7 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
     async def create(
         body: GroupIn, pool: PoolDep, settings: SettingsDep, response: Response
     ) -> GroupOut:
-        query = None
+        query, of, role = None, None, None
         if isinstance(body, SelectionIn):
             earlier = await groups.get_group(pool, kind, body.key)
             if earlier is not None and earlier.type != body.type:
@@ -213,16 +237,21 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
                     f"selection '{body.key}' is a {earlier.type} selection; "
                     f"it cannot become a {body.type} one (use a new key)",
                 )
+            of, role = body.of, body.role
+            if of is not None and await records.get_record_type(pool, of) is None:
+                raise unprocessable([(("of",), f"record type '{of}' does not exist")])
             if body.query is not None:
                 try:
-                    await check_query(pool, body.key, body.query, settings.default_time_zone)
+                    await check_query(
+                        pool, body.key, body.query, settings.default_time_zone, of, role
+                    )
                 except QueryProblem as exc:
                     raise unprocessable([(("query", *exc.loc), str(exc))]) from None
                 query = CONDITION.dump_python(
                     body.query, mode="json", by_alias=True, exclude_none=True
                 )
         group, created = await groups.upsert_group(
-            pool, kind, body.key, body.name, getattr(body, "type", "static"), query
+            pool, kind, body.key, body.name, getattr(body, "type", "static"), query, of, role
         )
         response.status_code = 201 if created else 200
         return GroupOut(**group.__dict__)
@@ -338,14 +367,20 @@ def _no_longer_compiles(key: str, exc: QueryProblem) -> HTTPException:
     "/selections/{key}/count",
     tags=["selections"],
     response_model=Count,
+    response_model_exclude_none=True,
     responses={409: error_response("the selection's query names what no longer exists")},
 )
 async def count_selection(key: Key, pool: PoolDep, settings: SettingsDep) -> Count:
-    """How many contacts the selection holds now (a query selection: finds now)."""
-    if await groups.get_group(pool, "selection", key) is None:
+    """How many contacts the selection holds now (a query selection: finds now), and for
+    a selection of records how many contact-record pairs."""
+    group = await groups.get_group(pool, "selection", key)
+    if group is None:
         raise not_found(f"selection '{key}' does not exist")
+    zone = settings.default_time_zone
     try:
-        return Count(count=await queries.count_selection(pool, key, settings.default_time_zone))
+        count = await queries.count_selection(pool, key, zone)
+        pairs = await queries.count_pairs(pool, key, zone) if group.of is not None else None
+        return Count(count=count, pairs=pairs)
     except QueryProblem as exc:
         raise _no_longer_compiles(key, exc) from None
 

@@ -5,16 +5,19 @@ Only the models live here; `journeys.conditions` evaluates them in the workflow.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from journeys.definition.common import (
     DeliveryErrorKind,
     FieldName,
     IsoDuration,
     Key,
+    Location,
     MessageEventName,
+    Problem,
     StepId,
     Strict,
 )
@@ -29,6 +32,21 @@ class FieldIs(Strict):
 
     field: FieldName
     op: Operator = "eq"
+    value: Any = None
+
+
+# A record's date or datetime lies between now and now + `value` (an ISO-8601 duration),
+# or between now - `value` and now.
+RecordOperator = Literal[Operator, "within_next", "within_last"]
+
+
+class RecordFieldIs(Strict):
+    """Compare a field of the record in a selection `of` a record type:
+    `{"record_field": "starts_at", "op": "within_next", "value": "P2D"}`. Only a
+    selection's SQL answers it (over the pair's record); journeys refuse it."""
+
+    record_field: FieldName
+    op: RecordOperator = "eq"
     value: Any = None
 
 
@@ -59,16 +77,27 @@ Membership = InSelection | InProject
 
 
 class ReceivedFrom(Strict):
-    """Which messages count: a journey's, or one step of it."""
+    """Which messages count: a journey's, one step of it, or a recurring send's (in a
+    selection of records: those about the pair's record)."""
 
-    journey: Key
+    journey: Key | None = None
     step: StepId | None = Field(default=None, description="only this step's messages")
+    recurring: Key | None = Field(default=None, description="a recurring send's messages")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReceivedFrom:
+        if (self.journey is None) == (self.recurring is None):
+            raise ValueError("give exactly one of 'journey' and 'recurring'")
+        if self.step is not None and self.journey is None:
+            raise ValueError("'step' names a step of a journey: give it with 'journey'")
+        return self
 
 
 class Received(Strict):
     """Message history, answered by the database: the contact was sent a message of
     `received` within the last `within` (ever, without it):
-    `{"received": {"journey": "welcome", "step": "mail1"}, "within": "P7D"}`."""
+    `{"received": {"journey": "welcome", "step": "mail1"}, "within": "P7D"}` or
+    `{"received": {"recurring": "service-mail"}, "within": "P1D"}`."""
 
     received: ReceivedFrom
     within: IsoDuration | None = None
@@ -98,21 +127,57 @@ class NotOf(Strict):
 
 
 Condition = (
-    FieldIs | MessageWas | InSelection | InProject | Received | Anniversary | AllOf | AnyOf | NotOf
+    FieldIs
+    | RecordFieldIs
+    | MessageWas
+    | InSelection
+    | InProject
+    | Received
+    | Anniversary
+    | AllOf
+    | AnyOf
+    | NotOf
 )
 for _model in (AllOf, AnyOf, NotOf):
     _model.model_rebuild()
 
+Leaf = FieldIs | RecordFieldIs | MessageWas | StoredFact
 
-def condition_parts(cond: Condition) -> list[FieldIs | MessageWas | StoredFact]:
+
+def condition_parts(cond: Condition) -> list[Leaf]:
     """The leaves of a condition tree."""
+    return [leaf for _, leaf in located_parts(cond)]
+
+
+def located_parts(cond: Condition, loc: Location = ()) -> Iterator[tuple[Location, Leaf]]:
+    """The leaves of a condition tree with where each is (`loc` extended by `all`, `any`
+    and `not`, as the API's errors name places)."""
     if isinstance(cond, AllOf):
-        return [leaf for c in cond.all for leaf in condition_parts(c)]
-    if isinstance(cond, AnyOf):
-        return [leaf for c in cond.any for leaf in condition_parts(c)]
-    if isinstance(cond, NotOf):
-        return condition_parts(cond.not_)
-    return [cond]
+        for i, c in enumerate(cond.all):
+            yield from located_parts(c, (*loc, "all", i))
+    elif isinstance(cond, AnyOf):
+        for i, c in enumerate(cond.any):
+            yield from located_parts(c, (*loc, "any", i))
+    elif isinstance(cond, NotOf):
+        yield from located_parts(cond.not_, (*loc, "not"))
+    else:
+        yield loc, cond
+
+
+def record_field_problems(cond: Condition | None, loc: Location, where: str) -> list[Problem]:
+    """`record_field` leaves in a journey's condition: a journey runs per contact, and
+    only a selection of records has a record to ask about."""
+    if cond is None:
+        return []
+    return [
+        (
+            (*at, "record_field"),
+            f"{where}record_field is for selections of records ('of'); "
+            "a journey's conditions are about the contact",
+        )
+        for at, leaf in located_parts(cond, loc)
+        if isinstance(leaf, RecordFieldIs)
+    ]
 
 
 def message_kinds_for(cond: MessageWas) -> tuple[str, ...]:

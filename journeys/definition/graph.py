@@ -11,7 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from journeys.definition.common import Problem, step_problem
-from journeys.definition.conditions import MessageWas, condition_parts, message_kinds_for
+from journeys.definition.conditions import (
+    MessageWas,
+    condition_parts,
+    message_kinds_for,
+    record_field_problems,
+)
 from journeys.definition.followups import FollowUp
 from journeys.definition.journey import JourneyDefinition
 from journeys.definition.steps.profile import action_signatures, describe_signature
@@ -48,6 +53,11 @@ def definition_problems(defn: JourneyDefinition) -> list[Problem]:
             for leaf in condition_parts(defn.exit_if)
             if isinstance(leaf, MessageWas)
             and getattr(defn.steps.get(leaf.message), "type", None) not in message_kinds_for(leaf)
+        )
+    problems += record_field_problems(defn.exit_if, ("exit_if",), "exit_if: ")
+    for name in ("schedule_if", "run_if"):
+        problems += record_field_problems(
+            getattr(defn.entry, name, None), ("entry", name), f"entry {name}: "
         )
     return graph_problems(defn.start, defn.steps) + problems
 
@@ -92,6 +102,7 @@ def _follow_up_problems(sid: str, index: int, rule: FollowUp) -> list[Problem]:
         cond = getattr(rule, name)
         if cond is not None and any(isinstance(leaf, MessageWas) for leaf in condition_parts(cond)):
             inner.append(((name,), f"{name} is about the contact; it cannot ask about messages"))
+        inner += record_field_problems(cond, (name,), f"{name}: ")
     inner += graph_problems(rule.start, rule.steps)
     prefix = ("steps", sid, "follow_ups", index)
     return [

@@ -10,6 +10,12 @@ The semantics follow `journeys.conditions.field_is`, the workflow's evaluation: 
 missing field equals nothing but `null`, comparisons between different JSON types are
 false, and each leaf is true or false, never SQL NULL, so that `not` stays the
 complement.
+
+A selection `of` a record type is about contact-record pairs: its query is compiled
+with `records r` in scope (the pair's record), where `record_field` leaves read
+`r.fields` and `received {"recurring": ...}` counts only the messages about `r`. Used as
+a membership (inside another query, a journey's branch, counts and pages of contacts)
+it means "the contact has at least one such pair", an EXISTS over its links.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from journeys.definition.conditions import (
     MessageWas,
     NotOf,
     Received,
+    RecordFieldIs,
 )
 from journeys.store.contacts import BOUNCED
 
@@ -72,12 +79,22 @@ class QueryProblem(ValueError):
         self.loc = loc
 
 
+@dataclass(frozen=True)
+class PairsOf:
+    """What a selection `of` a record type pairs its contacts with: records of `type`,
+    linked through `role` (any role when None)."""
+
+    type: str
+    role: str | None = None
+
+
 @dataclass
 class Compiler:
     """Compiles conditions for one statement: parameters accumulate in `args`.
 
     `field_types` is the contact-field schema; `selections` maps a selection's key to
-    its query (None for a static one); a key not in it does not exist.
+    its query (None for a static one); a key not in it does not exist. `pairs` names the
+    selections `of` a record type, `record_types` the field types of each record type.
     """
 
     field_types: dict[str, str]
@@ -87,6 +104,11 @@ class Compiler:
     at: datetime | None = None
     args: list[Any] = field(default_factory=list)
     _inside: list[str] = field(default_factory=list)
+    pairs: dict[str, PairsOf] = field(default_factory=dict)
+    record_types: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The record type of `records r` while compiling a selection of records; None
+    # outside one (there is no `r` then).
+    record_type: str | None = None
 
     def param(self, value: Any, cast: str) -> str:
         self.args.append(value)
@@ -128,6 +150,8 @@ class Compiler:
             return self._received(cond)
         if isinstance(cond, Anniversary):
             return self._anniversary(cond, (*loc, "anniversary"))
+        if isinstance(cond, RecordFieldIs):
+            return f"COALESCE({self._record_field(cond, loc)}, false)"
         return f"COALESCE({self._field_is(cond, loc)}, false)"
 
     def _selection(self, key: str, loc: tuple[str | int, ...]) -> str:
@@ -145,21 +169,53 @@ class Compiler:
                 f"WHERE sm.selection_key = {param} AND sm.contact_id = c.id)"
             )
         try:
+            if key in self.pairs:
+                return self._has_pair(key, query)
             return self.compile_as(key, query)
         except QueryProblem as exc:  # inside another selection: point at its use here
             raise QueryProblem(loc, str(exc)) from None
 
     def compile_as(self, key: str, query: Condition) -> str:
-        """`query` as selection `key`'s: a use of `key` inside it is a cycle."""
+        """`query` as selection `key`'s: a use of `key` inside it is a cycle. For a
+        selection of records, over the pair `c`, `r` (the caller joins `records r`)."""
         self._inside.append(key)
+        outer = self.record_type
+        pairs = self.pairs.get(key)
+        self.record_type = pairs.type if pairs else None
         try:
             return self.compile(query)
         finally:
             self._inside.pop()
+            self.record_type = outer
+
+    def pair_links(self, key: str) -> str:
+        """The links of `c` to records of selection `key`'s type (and role), as the
+        condition of `record_links l JOIN records r`."""
+        pairs = self.pairs[key]
+        where = ["l.contact_id = c.id", f"r.type = {self.param(pairs.type, 'text')}"]
+        if pairs.role is not None:
+            where.append(f"l.role = {self.param(pairs.role, 'text')}")
+        return " AND ".join(where)
+
+    def _has_pair(self, key: str, query: Condition) -> str:
+        """Selection `key` of records as a membership: the contact has a pair in it. An
+        inner `r` shadows an outer one, so selections of records nest."""
+        links = self.pair_links(key)
+        inner = self.compile_as(key, query)
+        return (
+            "EXISTS (SELECT 1 FROM record_links l JOIN records r ON r.id = l.record_id "
+            f"WHERE {links} AND {inner})"
+        )
 
     def _received(self, cond: Received) -> str:
-        journey = self.param(cond.received.journey, "text")
-        where = [f"m.journey_key = {journey}", "m.status = 'sent'", "m.contact_id = c.id"]
+        where = ["m.status = 'sent'", "m.contact_id = c.id"]
+        if cond.received.journey is not None:
+            where.append(f"m.journey_key = {self.param(cond.received.journey, 'text')}")
+        else:
+            where.append(f"m.recurring_key = {self.param(cond.received.recurring, 'text')}")
+            if self.record_type is not None:
+                # In a selection of records, the exclusion is per contact-record pair.
+                where.append("m.record_id IS NOT DISTINCT FROM r.id")
         if cond.received.step is not None:
             where.append(f"m.step = {self.param(cond.received.step, 'text')}")
         if cond.within is not None:
@@ -198,7 +254,67 @@ class Compiler:
 
     def _field_is(self, cond: FieldIs, loc: tuple[str | int, ...]) -> str:
         v = self._value(cond.field, loc)
-        op, expected = cond.op, cond.value
+        container = None if cond.field in _COLUMNS else "c.fields"
+        return self._compare(v, container, cond.field, cond.op, cond.value, loc)
+
+    def _record_field(self, cond: RecordFieldIs, loc: tuple[str | int, ...]) -> str:
+        if self.record_type is None:
+            raise QueryProblem(
+                (*loc, "record_field"), "record_field needs a selection of a record type ('of')"
+            )
+        name = cond.record_field
+        declared = self.record_types.get(self.record_type, {}).get(name)
+        if declared is None:
+            raise QueryProblem(
+                (*loc, "record_field"),
+                f"'{name}' is not a field of record type '{self.record_type}'; "
+                "declare it with POST /record-types",
+            )
+        if cond.op in ("within_next", "within_last"):
+            return self._within(cond, declared, loc)
+        v = f"(r.fields -> {self.param(name, 'text')})"
+        return self._compare(v, "r.fields", name, cond.op, cond.value, loc)
+
+    def _within(self, cond: RecordFieldIs, declared: str, loc: tuple[str | int, ...]) -> str:
+        """The record's date or datetime lies in the next (last) `value`, now included."""
+        name = cond.record_field
+        if declared not in DATE_TYPES:
+            raise QueryProblem(
+                (*loc, "op"),
+                f"'{cond.op}' needs a date or datetime field; '{name}' is a {declared} field",
+            )
+        try:
+            if not isinstance(cond.value, str):
+                raise ValueError(f"'{cond.op}' takes an ISO-8601 duration such as P2D")
+            seconds = parse_duration(cond.value).total_seconds()
+        except ValueError as exc:
+            raise QueryProblem((*loc, "value"), str(exc)) from None
+        raw = f"(r.fields ->> {self.param(name, 'text')})"
+        now = self.now()
+        span = interval_sql(self.param(seconds, "float8"))
+        bounds = (now, f"{now} + {span}") if cond.op == "within_next" else (f"{now} - {span}", now)
+        # Stored values are ISO (`fieldtypes.coerce`, and a field is never retyped); the
+        # pattern keeps anything else from reaching the cast.
+        if declared == "datetime":
+            at = f"(CASE WHEN {raw} ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}T' THEN {raw}::timestamptz END)"
+            lo, hi = bounds
+        else:  # a date: whole days in the default time zone, today included
+            zone = self.param(self.default_time_zone, "text")
+            at = f"(CASE WHEN {raw} ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}$' THEN {raw}::date END)"
+            lo, hi = (f"(({b}) AT TIME ZONE {zone})::date" for b in bounds)
+        return f"({at} BETWEEN {lo} AND {hi})"
+
+    def _compare(
+        self,
+        v: str,
+        container: str | None,
+        name: str,
+        op: str,
+        expected: Any,
+        loc: tuple[str | int, ...],
+    ) -> str:
+        """`v` (a jsonb expression, the field `name` of the jsonb `container`, or a
+        column when None) compared by `op` with `expected`."""
         missing = f"({v} IS NULL OR {v} = 'null'::jsonb)"
         if op in ("exists", "not_exists"):
             empty = f"({missing} OR {v} = '\"\"'::jsonb)"
@@ -206,10 +322,10 @@ class Compiler:
         if op in ("eq", "ne"):
             if expected is None:
                 same = missing
-            elif cond.field not in _COLUMNS:
+            elif container is not None:
                 # Containment finds the GIN index on `fields` whatever the field's name.
-                obj = self.param({cond.field: expected}, "jsonb")
-                same = f"(c.fields @> {obj} AND {v} = {obj} -> {self.param(cond.field, 'text')})"
+                obj = self.param({name: expected}, "jsonb")
+                same = f"({container} @> {obj} AND {v} = {obj} -> {self.param(name, 'text')})"
             else:
                 same = f"({v} = {self.param(expected, 'jsonb')})"
             return same if op == "eq" else f"NOT COALESCE({same}, false)"
@@ -249,14 +365,25 @@ async def compiler_for(
     overrides: dict[str, Condition | None] | None = None,
     at: datetime | None = None,
 ) -> Compiler:
-    """A compiler that knows the contact-field schema and every selection's query;
-    `overrides` stands in for stored queries (a selection being saved)."""
+    """A compiler that knows the contact-field schema, every selection's query (and what
+    a selection of records pairs with) and the record types' fields; `overrides` stands
+    in for stored queries (a selection being saved)."""
     types = {
         r["name"]: r["type"] for r in await conn.fetch("SELECT name, type FROM contact_fields")
     }
+    rows = await conn.fetch("SELECT key, query, of_type, of_role FROM selections")
     selections: dict[str, Condition | None] = {
         r["key"]: CONDITION.validate_python(r["query"]) if r["query"] is not None else None
-        for r in await conn.fetch("SELECT key, query FROM selections")
+        for r in rows
     }
     selections.update(overrides or {})
-    return Compiler(types, selections, default_time_zone, at)
+    pairs = {
+        r["key"]: PairsOf(r["of_type"], r["of_role"]) for r in rows if r["of_type"] is not None
+    }
+    record_types = {
+        r["key"]: dict(r["fields"])
+        for r in await conn.fetch("SELECT key, fields FROM record_types")
+    }
+    return Compiler(
+        types, selections, default_time_zone, at, pairs=pairs, record_types=record_types
+    )

@@ -37,6 +37,9 @@ class Group:
     type: str
     created_at: datetime
     query: dict[str, Any] | None = None
+    # A selection of records: the record type its query pairs contacts with, and the role.
+    of: str | None = None
+    role: str | None = None
 
 
 async def upsert_group(
@@ -46,18 +49,24 @@ async def upsert_group(
     name: str,
     type: str = "static",
     query: dict[str, Any] | None = None,
+    of: str | None = None,
+    role: str | None = None,
 ) -> tuple[Group, bool]:
-    """Create the group or rename it (and, for a query selection, change its query);
-    returns it and whether it was created."""
+    """Create the group or rename it (and, for a query selection, change its query and
+    what it pairs with); returns it and whether it was created."""
     if kind == "selection":
         row = await pool.fetchrow(
-            """INSERT INTO selections (key, name, type, query) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (key) DO UPDATE SET name = EXCLUDED.name, query = EXCLUDED.query
+            """INSERT INTO selections (key, name, type, query, of_type, of_role)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (key) DO UPDATE SET name = EXCLUDED.name, query = EXCLUDED.query,
+                   of_type = EXCLUDED.of_type, of_role = EXCLUDED.of_role
                RETURNING *, (xmax = 0) AS created""",
             key,
             name,
             type,
             query,
+            of,
+            role,
         )
     else:
         row = await pool.fetchrow(
@@ -89,6 +98,8 @@ def _group(kind: str, row: asyncpg.Record) -> Group:
         type=row["type"] if kind == "selection" else "static",
         created_at=row["created_at"],
         query=row["query"] if kind == "selection" else None,
+        of=row["of_type"] if kind == "selection" else None,
+        role=row["of_role"] if kind == "selection" else None,
     )
 
 

@@ -109,6 +109,8 @@ async def claim_message(
     lease_owner: uuid.UUID,
     lease: timedelta,
     follow_up_path: list[str] | None = None,
+    record_id: uuid.UUID | None = None,
+    recurring_key: str | None = None,
 ) -> asyncpg.Record:
     """Insert the send's row under its idempotency key, or return the row already there.
 
@@ -118,9 +120,10 @@ async def claim_message(
         """
         INSERT INTO messages (id, idempotency_key, channel, workflow_id, journey_key,
                               journey_version, step, contact_id, recipient, status, error,
-                              lease_owner, lease_until, follow_up_path)
+                              lease_owner, lease_until, follow_up_path, record_id,
+                              recurring_key)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                CASE WHEN $11::text IS NULL THEN now() + $13::interval END, $14)
+                CASE WHEN $11::text IS NULL THEN now() + $13::interval END, $14, $15, $16)
         ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
         RETURNING id, status, error, lease_owner, lease_until, (xmax = 0) AS claimed,
                   lease_until - now() AS lease_left
@@ -139,6 +142,8 @@ async def claim_message(
         lease_owner,
         lease,
         follow_up_path,
+        record_id,
+        recurring_key,
     )
     assert row is not None
     return row

@@ -1,12 +1,13 @@
 """Query selections and the stored facts of one contact, through the SQL compiler
 (`journeys.store.conditions_sql`): counting, paging and freezing a selection's members,
-and answering the memberships, message history and anniversaries a journey's
-condition asks about."""
+the contact-record pairs of a selection of records, and answering the memberships,
+message history and anniversaries a journey's condition asks about."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from pydantic import TypeAdapter
@@ -21,7 +22,7 @@ from journeys.definition.conditions import (
     StoredFact,
 )
 from journeys.models import ContactSnapshot
-from journeys.store.conditions_sql import CONDITION, QueryProblem, compiler_for
+from journeys.store.conditions_sql import CONDITION, PairsOf, QueryProblem, compiler_for
 from journeys.store.contacts import get_contact
 from journeys.store.groups import MembersPage, decode_cursor, encode_cursor
 
@@ -46,18 +47,84 @@ async def selection_sql(
     return SelectionSql(where, compiler.args)
 
 
+@dataclass(frozen=True)
+class PairSql:
+    """`from_where`: 'FROM contacts c [JOIN record_links l ... JOIN records r ...] WHERE ...'
+    with args; selects pairs when `record_type` is set (r.id is the record), else
+    contacts only (no r)."""
+
+    from_where: str
+    args: list[object]
+    record_type: str | None
+
+
+async def pairs_sql(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    key: str,
+    default_time_zone: str = "UTC",
+    at: datetime | None = None,
+) -> PairSql:
+    """Whom selection `key` selects, as SQL to put after `SELECT c.id, r.id` (a selection
+    of records: each contact-record pair once, whatever roles link them) or after
+    `SELECT c.id` (any other selection). `at` is the moment "now" means (None: the
+    statement's own now()). `QueryProblem` as `selection_sql`."""
+    compiler = await compiler_for(conn, default_time_zone, at=at)
+    pairs = compiler.pairs.get(key)
+    query = compiler.selections.get(key)
+    if pairs is None or query is None:
+        where = compiler.compile(InSelection(selection=key))
+        return PairSql(f"FROM contacts c WHERE {where}", compiler.args, None)
+    type_ = compiler.param(pairs.type, "text")
+    if pairs.role is not None:
+        # One link per (record, contact, role): the pairs come out once each.
+        role = compiler.param(pairs.role, "text")
+        links = f"record_links l ON l.contact_id = c.id AND l.role = {role}"
+    else:
+        # A contact may hold several roles on one record: one row per pair.
+        links = (
+            "(SELECT DISTINCT dl.contact_id, dl.record_id FROM record_links dl "
+            f"JOIN records dr ON dr.id = dl.record_id WHERE dr.type = {type_}) l "
+            "ON l.contact_id = c.id"
+        )
+    where = compiler.compile_as(key, query)
+    return PairSql(
+        f"FROM contacts c JOIN {links} JOIN records r ON r.id = l.record_id "
+        f"AND r.type = {type_} WHERE {where}",
+        compiler.args,
+        pairs.type,
+    )
+
+
 async def check_query(
-    pool: asyncpg.Pool, key: str, query: Condition, default_time_zone: str = "UTC"
+    pool: asyncpg.Pool,
+    key: str,
+    query: Condition,
+    default_time_zone: str = "UTC",
+    of: str | None = None,
+    role: str | None = None,
 ) -> None:
     """`QueryProblem` unless `query` compiles as selection `key`'s (fields declared, the
-    selections it names exist, none contains itself)."""
+    selections it names exist, none contains itself), as a selection of records of type
+    `of` (through `role`) when given."""
     compiler = await compiler_for(pool, default_time_zone, overrides={key: query})
+    compiler.pairs.pop(key, None)
+    if of is not None:
+        compiler.pairs[key] = PairsOf(of, role)
     compiler.compile_as(key, query)
 
 
 async def count_selection(pool: asyncpg.Pool, key: str, default_time_zone: str = "UTC") -> int:
     sql = await selection_sql(pool, key, default_time_zone)
     return int(await pool.fetchval(f"SELECT count(*) FROM contacts c WHERE {sql.where}", *sql.args))
+
+
+async def count_pairs(pool: asyncpg.Pool, key: str, default_time_zone: str = "UTC") -> int | None:
+    """How many contact-record pairs a selection of records finds now; None for any other
+    selection."""
+    sql = await pairs_sql(pool, key, default_time_zone)
+    if sql.record_type is None:
+        return None
+    return int(await pool.fetchval(f"SELECT count(*) {sql.from_where}", *sql.args))
 
 
 async def selection_page(

@@ -29,6 +29,7 @@ from bench.faults import (
     enrol_postgres_down,
     generate_worker_sigkill,
     postgres_restart,
+    recurring_worker_sigkill,
     smtp_down,
     temporal_restart,
     worker_sigkill,
@@ -172,6 +173,21 @@ async def test_worker_sigkill_during_a_campaign_generation(faults: FaultStack) -
     assert o.operation["counts"] == {"records": faults.n, "sent": faults.n}, o.operation
     assert o.operation["records"] == faults.n, o.operation
     assert o.operation["paging_attempts"] >= 2, "the kill did not interrupt the generation"
+
+
+async def test_worker_sigkill_during_a_recurring_run(faults: FaultStack) -> None:
+    """A recurring run's sending activity dies with the worker mid-page; the next worker
+    resumes it from the heartbeat: every recipient mailed, none twice but for sends in
+    flight, and the run's counts say so."""
+    o = await recurring_worker_sigkill(faults)
+    assert 0 < o.received_at_fault < o.expected, figures(o)
+    assert_all_delivered(o)
+    assert o.duplicates <= DUPLICATES_PER_KILL, figures(o)
+    assert o.operation is not None
+    assert o.operation["status"] == "completed", o.operation
+    counts = o.operation["counts"]
+    assert (counts["found"], counts["sent"], counts["failed"]) == (faults.n, faults.n, 0), counts
+    assert o.operation["paging_attempts"] >= 2, "the kill did not interrupt the run"
 
 
 # The coverage phase enumerates boundary and negative cases of every property, and

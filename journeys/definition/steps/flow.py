@@ -20,6 +20,7 @@ from journeys.definition.conditions import (
     MessageWas,
     condition_parts,
     message_kinds_for,
+    record_field_problems,
 )
 
 
@@ -42,6 +43,9 @@ class Branch(StepBase):
             for problem in message_ref_problems(
                 sid, "if", leaf.message, steps, message_kinds_for(leaf)
             )
+        ] + [
+            (("steps", sid, *loc), message)
+            for loc, message in record_field_problems(self.if_, ("if",), f"step '{sid}': ")
         ]
 
 

@@ -1,0 +1,45 @@
+"""Checking a message given to a campaign action or a recurring send, as the journey it
+is published as (`journeys.message_journeys`); problems are placed under `message`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from api.errors import unprocessable
+from journeys.definition import JourneyDefinition, definition_problems
+from journeys.message_journeys import MAIL_STEP, message_journey
+from journeys.references import reference_problems
+from journeys.templates import template_problems
+
+
+async def checked_message_journey(
+    pool: asyncpg.Pool, key: str, name: str, message: dict[str, Any]
+) -> JourneyDefinition:
+    """The message's journey, checked as a journey's send_email step is (422 when not)."""
+    raw = message_journey(key, name, message)
+    step_loc = ("steps", MAIL_STEP)
+
+    def placed(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+        if loc[:2] != step_loc:
+            return ("message", *loc)
+        rest = loc[len(step_loc) :]
+        # Validation errors name the step union's member first: not a place in `message`.
+        return ("message", *(rest[1:] if rest[:1] == ("send_email",) else rest))
+
+    try:
+        definition = JourneyDefinition.model_validate(raw)
+    except ValidationError as exc:
+        raise unprocessable(
+            [(placed(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False)]
+        ) from None
+    problems = (
+        definition_problems(definition)
+        or template_problems(definition)
+        or await reference_problems(pool, definition)
+    )
+    if problems:
+        raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in problems])
+    return definition
