@@ -85,6 +85,7 @@ def _complete() -> dict[str, Any]:
         "steps": pair_figures(20.0, 15.0, 0.7),
         "mail": {**pair_figures(400.0, 100.0, 0.5), "floor_new_connection": 300.0},
         "bulk": {**pair_figures(180.0, 171.0, 0.9), "n": 20_000},
+        "recurring": {**pair_figures(700.0, 290.0, 0.8), "n": 20_000},
     }
     idle = {
         "levels": [
@@ -141,7 +142,25 @@ def test_a_slow_figure_is_not_a_missing_one() -> None:
 def test_table_has_every_pair_and_the_verdicts() -> None:
     result = _complete()
     rows = table_rows(result)
-    assert {r[0] for r in rows} == {"enrol", "events", "steps", "mail", "bulk", "count", "idle"}
+    assert {r[0] for r in rows} == {
+        "enrol",
+        "events",
+        "steps",
+        "mail",
+        "bulk",
+        "recurring",
+        "count",
+        "idle",
+    }
+    recurring = next(r for r in rows if r[0] == "recurring")
+    assert recurring[1:] == [
+        "messages/s, one recurring run to 20,000 recipients",
+        "700",
+        "290",
+        "0.41",
+        ">= 0.8",
+        "**no**",
+    ]
     bulk = next(r for r in rows if r[0] == "bulk")
     assert bulk[1:] == [
         "enrolments/s, a selection of 20,000 by one operation",
