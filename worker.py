@@ -83,7 +83,7 @@ def bound_activities(
     scripts = ScriptActivities(pool, settings.secret.get_secret_value(), outbound.http)
     sms = SmsActivities(pool, settings, outbound.sms)
     bulk = BulkActivities(pool, client, settings.task_queue, zone, email)
-    recurring = RecurringActivities(pool, client, zone, email)
+    recurring = RecurringActivities(pool, client, settings.task_queue, zone, email)
     return [
         email.send_email,
         email.notify,

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
-from activities.retries import quiet_outages
+from activities.retries import give_up, quiet_outages
 from journeys.definition import parse_duration
 from journeys.definition.journey import SelectionEntry
 from journeys.enrolment import START_CONCURRENCY, enrol
@@ -63,10 +63,6 @@ def operation_key(operation_id: uuid.UUID) -> str:
     return f"operation/{operation_id}"
 
 
-def _bad(reason: str) -> ApplicationError:
-    return ApplicationError(reason, non_retryable=True)
-
-
 class BulkActivities:
     def __init__(
         self,
@@ -87,19 +83,19 @@ class BulkActivities:
     async def _operation(self, input: OperationInput) -> operations.Operation:
         op = await operations.get_operation(self.pool, uuid.UUID(input.operation_id))
         if op is None:
-            raise _bad(f"operation {input.operation_id} does not exist")
+            raise give_up(f"operation {input.operation_id} does not exist")
         return op
 
     async def _action(self, op: operations.Operation) -> campaigns.Action:
         action = await campaigns.get_action(self.pool, op.subject["campaign"], op.subject["action"])
         if action is None:
-            raise _bad(f"campaign action {op.subject} does not exist")
+            raise give_up(f"campaign action {op.subject} does not exist")
         return action
 
     async def _journey(self, key: str, version: int | None = None) -> PublishedJourney:
         journey = await get_journey(self.pool, key, version)
         if journey is None:
-            raise _bad(f"journey '{key}' does not exist")
+            raise give_up(f"journey '{key}' does not exist")
         return journey
 
     @activity.defn(name="freeze_targets")
@@ -112,7 +108,7 @@ class BulkActivities:
         try:
             members = await selection_sql(self.pool, selection, self.default_time_zone)
         except QueryProblem as exc:
-            raise _bad(f"selection '{selection}': {exc}") from None
+            raise give_up(f"selection '{selection}': {exc}") from None
         if op.kind == "generate_action":
             unlinked, args = campaigns.unlinked_sql(
                 op.subject["campaign"], op.subject["action"], len(members.args) + 1
@@ -254,7 +250,7 @@ class BulkActivities:
         action and contact: a page done again sends nothing twice)."""
         step = mail_step(mail)
         if step is None:
-            raise _bad(f"journey '{mail.key}' has no '{MAIL_STEP}' step to send")
+            raise give_up(f"journey '{mail.key}' has no '{MAIL_STEP}' step to send")
         limit = asyncio.Semaphore(SENDS_IN_FLIGHT)
         errors: list[dict[str, Any]] = []
 

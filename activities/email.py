@@ -25,7 +25,7 @@ from journeys.contacts import profile
 from journeys.models import NotifyInput, SendEmailInput, SendResult
 from journeys.settings import Settings
 from journeys.store.files import read_files
-from journeys.store.recurring import template_record
+from journeys.store.records import get_record
 from journeys.store.users import get_user
 from journeys.templates import RenderError, render
 from journeys.tracking import tracked_parts, unsubscribe_url
@@ -61,8 +61,9 @@ class EmailActivities:
         fields = profile(contact)
         record = None
         if input.record_id is not None:
-            record = await template_record(self.pool, uuid.UUID(input.record_id))
-            if record is None:
+            found = await get_record(self.pool, uuid.UUID(input.record_id))
+            record = found.model_dump() if found else None
+            if found is None:
                 await send.fail(f"record {input.record_id} no longer exists")
         try:
             subject = render(input.subject, fields, record=record)

@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
-from activities.retries import quiet_outages
+from activities.retries import give_up, quiet_outages
 from journeys.definition import SendEmail
 from journeys.message_journeys import mail_input, mail_step
 from journeys.models import (
@@ -32,22 +32,19 @@ from journeys.models import (
     RunProgress,
     RunResult,
     TesterMail,
-    recurring_schedule_id,
 )
-from journeys.outages import bounded
 from journeys.recurring import (
     QUIET_FROM,
     QUIET_UNTIL,
     InternalSend,
-    effective_status,
     local_day,
     send_key,
 )
+from journeys.recurring_end import stop_when_ended
 from journeys.store import recurring
 from journeys.store.conditions_sql import QueryProblem
 from journeys.store.journeys import PublishedJourney, get_journey
 from journeys.store.queries import pairs_sql
-from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 
 # Targets read and sent per page, and mails in flight at once (SMTP connections are pooled).
 PAGE = 200
@@ -55,29 +52,31 @@ SENDS_IN_FLIGHT = 32
 PAGES_IN_FLIGHT = 2
 
 
-def _bad(reason: str) -> ApplicationError:
-    return ApplicationError(reason, non_retryable=True)
-
-
 class RecurringActivities:
     def __init__(
-        self, pool: asyncpg.Pool, client: Client, default_time_zone: str, email: EmailActivities
+        self,
+        pool: asyncpg.Pool,
+        client: Client,
+        task_queue: str,
+        default_time_zone: str,
+        email: EmailActivities,
     ) -> None:
         self.pool = pool
         self.client = client
+        self.task_queue = task_queue
         self.default_time_zone = default_time_zone
         self.email = email
 
     async def _send(self, key: str) -> recurring.StoredSend:
         send = await recurring.get_send(self.pool, key)
         if send is None:
-            raise _bad(f"recurring send '{key}' does not exist")
+            raise give_up(f"recurring send '{key}' does not exist")
         return send
 
     async def _run(self, run_id: str) -> recurring.Run:
         run = await recurring.get_run(self.pool, uuid.UUID(run_id))
         if run is None:
-            raise _bad(f"run {run_id} does not exist")
+            raise give_up(f"run {run_id} does not exist")
         return run
 
     @activity.defn(name="open_recurring_run")
@@ -108,17 +107,10 @@ class RecurringActivities:
 
     async def _why_not(self, stored: recurring.StoredSend, input: OpenRun) -> str | None:
         send = stored.definition
-        status = effective_status(send, stored.status, local_day(input.at, send.time_zone))
-        if status != stored.status:  # the end date has passed
-            await recurring.set_status(self.pool, send.key, status)
-            handle = self.client.get_schedule_handle(recurring_schedule_id(send.key))
-            await bounded(
-                "Temporal",
-                handle.pause(note="the end date has passed", rpc_timeout=API_RPC_TIMEOUT),
-                API_CALL_SECONDS,
-            )
-        if status != "live":
-            return f"the send is {status}"
+        today = local_day(input.at, send.time_zone)
+        stored = await stop_when_ended(self.pool, self.client, self.task_queue, stored, today)
+        if stored.status != "live":
+            return f"the send is {stored.status}"
         at = input.at.astimezone(ZoneInfo(send.time_zone)).time()
         if at >= QUIET_FROM or at < QUIET_UNTIL:
             return f"{at:%H:%M} is in the quiet hours (23:00-06:00): the run was too late"
@@ -143,7 +135,7 @@ class RecurringActivities:
                     found, args = await self._recipients(send.selection)
                     dedupe = send.dedupe
             except QueryProblem as exc:
-                raise _bad(f"selection: {exc}") from None
+                raise give_up(f"selection: {exc}") from None
             await recurring.freeze_run(self.pool, run.id, found, args, dedupe=dedupe)
         return await recurring.run_counts(self.pool, run.id)
 
@@ -153,7 +145,8 @@ class RecurringActivities:
         sql = await pairs_sql(self.pool, selection, self.default_time_zone)
         record = "r.id" if sql.record_type else "NULL::uuid"
         return (
-            f"SELECT DISTINCT c.id AS contact_id, {record} AS record_id, "
+            # pairs_sql gives each contact (or pair) once.
+            f"SELECT c.id AS contact_id, {record} AS record_id, "
             f"lower(c.email) AS address {sql.from_where}",
             list(sql.args),
         )
@@ -162,7 +155,9 @@ class RecurringActivities:
         """Every internal recipient with every record the look-ahead finds."""
         lookahead = await pairs_sql(self.pool, internal.lookahead_selection, self.default_time_zone)
         if lookahead.record_type is None:
-            raise _bad(f"selection '{internal.lookahead_selection}' selects contacts, not records")
+            raise give_up(
+                f"selection '{internal.lookahead_selection}' selects contacts, not records"
+            )
         records = await self.pool.fetch(
             f"SELECT DISTINCT r.id {lookahead.from_where}", *lookahead.args
         )
@@ -280,11 +275,11 @@ class RecurringActivities:
         internal = stored.definition.internal
         source = stored if internal is None else await self._send(internal.content_from)
         if source.message_journey is None:
-            raise _bad(f"recurring send '{source.key}' has no message")
+            raise give_up(f"recurring send '{source.key}' has no message")
         journey = await get_journey(self.pool, source.message_journey)
         step = mail_step(journey) if journey else None
         if journey is None or step is None:
-            raise _bad(f"the message of '{source.key}' is missing")
+            raise give_up(f"the message of '{source.key}' is missing")
         return journey, step
 
     @activity.defn(name="finish_recurring_run")

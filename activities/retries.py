@@ -47,6 +47,11 @@ def retry_later(reason: str, delay: timedelta | None = None) -> ApplicationError
     )
 
 
+def give_up(reason: str) -> ApplicationError:
+    """A failure no retry can fix (a missing row, a bad selection): the workflow is told."""
+    return ApplicationError(reason, non_retryable=True)
+
+
 def quiet_outages(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Turn an outage met by the activity into one log line and a benign retry."""
 

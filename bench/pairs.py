@@ -403,6 +403,20 @@ async def _query_selection(
     created.raise_for_status()
 
 
+async def _timed_once(work: Callable[[], Awaitable[None]]) -> LoadResult:
+    """One long piece of work (an operation, a run) as a load of one, timed."""
+    result = LoadResult(1)
+    start = time.perf_counter()
+    try:
+        await work()
+    except Exception as exc:
+        result._failed(exc)
+    else:
+        result.latencies.append(time.perf_counter() - start)
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
 async def pair_bulk(b: Bench) -> dict[str, Any]:
     """A selection of N contacts enrolled by one operation, against N raw client starts
     with the operation's own concurrency."""
@@ -430,33 +444,25 @@ async def pair_bulk(b: Bench) -> dict[str, Any]:
     key = await b.publish(wait_journey(b.key("bulk")))
     outcome: dict[str, Any] = {}
 
-    async def one_operation() -> LoadResult:
-        result = LoadResult(1)
-        start = time.perf_counter()
-        try:
-            started = await b.http.post(
-                f"/journeys/{key}/enrolments", json={"selection": selection}
-            )
-            started.raise_for_status()
-            operation_id = started.json()["operation_id"]
-            while True:
-                op = (await b.http.get(f"/operations/{operation_id}")).json()
-                b.progress.set(op["done"])
-                if op["status"] != "running":
-                    break
-                await asyncio.sleep(0.25)
-            outcome.update(op)
-            if op["status"] != "completed" or op["counts"] != {"enrolled": n}:
-                raise RuntimeError(f"the operation ended {op['status']}: {op['counts']}")
-        except Exception as exc:
-            result._failed(exc)
-        else:
-            result.latencies.append(time.perf_counter() - start)
-        result.elapsed = time.perf_counter() - start
-        return result
+    async def one_operation() -> None:
+        started = await b.http.post(f"/journeys/{key}/enrolments", json={"selection": selection})
+        started.raise_for_status()
+        operation_id = started.json()["operation_id"]
+        while True:
+            op = (await b.http.get(f"/operations/{operation_id}")).json()
+            b.progress.set(op["done"])
+            if op["status"] != "running":
+                break
+            await asyncio.sleep(0.25)
+        outcome.update(op)
+        if op["status"] != "completed" or op["counts"] != {"enrolled": n}:
+            raise RuntimeError(f"the operation ended {op['status']}: {op['counts']}")
 
     product, product_detail = await b.measure(
-        f"bulk product: enrol a selection of {n} (one operation)", n, one_operation, ops=n
+        f"bulk product: enrol a selection of {n} (one operation)",
+        n,
+        lambda: _timed_once(one_operation),
+        ops=n,
     )
     product_rate = rate(n, product.elapsed) if product.ok else None
     return {
@@ -929,36 +935,27 @@ async def pair_recurring(b: Bench) -> dict[str, Any]:
     created.raise_for_status()
     outcome: dict[str, Any] = {}
 
-    async def one_run() -> LoadResult:
-        result = LoadResult(1)
-        start = time.perf_counter()
-        try:
-            await b.client.get_schedule_handle(f"recurring/{key}").trigger()
-            while True:
-                row = await b.pool.fetchrow(
-                    """SELECT status, counts, (SELECT count(*) FROM recurring_targets t
-                                               WHERE t.run_id = r.id AND t.status <> 'send')
-                                              AS done
-                       FROM recurring_runs r WHERE recurring_key = $1""",
-                    key,
-                )
-                if row is not None:
-                    b.progress.set(int(row["done"]))
-                    if row["status"] != "running":
-                        break
-                await asyncio.sleep(0.5)
-            outcome.update(status=row["status"], counts=row["counts"])
-            if row["status"] != "completed" or row["counts"].get("sent") != n:
-                raise RuntimeError(f"the run ended {row['status']}: {row['counts']}")
-        except Exception as exc:
-            result._failed(exc)
-        else:
-            result.latencies.append(time.perf_counter() - start)
-        result.elapsed = time.perf_counter() - start
-        return result
+    async def one_run() -> None:
+        await b.client.get_schedule_handle(f"recurring/{key}").trigger()
+        while True:
+            row = await b.pool.fetchrow(
+                """SELECT status, counts, (SELECT count(*) FROM recurring_targets t
+                                           WHERE t.run_id = r.id AND t.status <> 'send')
+                                          AS done
+                   FROM recurring_runs r WHERE recurring_key = $1""",
+                key,
+            )
+            if row is not None:
+                b.progress.set(int(row["done"]))
+                if row["status"] != "running":
+                    break
+            await asyncio.sleep(0.5)
+        outcome.update(status=row["status"], counts=row["counts"])
+        if row["status"] != "completed" or row["counts"].get("sent") != n:
+            raise RuntimeError(f"the run ended {row['status']}: {row['counts']}")
 
     product, product_detail = await b.measure(
-        f"recurring product: one run to {n} recipients", n, one_run, ops=n
+        f"recurring product: one run to {n} recipients", n, lambda: _timed_once(one_run), ops=n
     )
     product_rate = rate(n, product.elapsed) if product.ok else None
     return {

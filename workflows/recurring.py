@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows.bulk import HEARTBEAT, RETRY
 
 with workflow.unsafe.imports_passed_through():
     from activities.recurring import RecurringActivities
@@ -24,10 +26,6 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
     )
 
-# A worker that dies is noticed within this; its successor resumes from the heartbeat.
-HEARTBEAT = timedelta(seconds=20)
-# Outages retry for as long as they last; a bug or a missing selection does not.
-RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Set by Temporal on a workflow a schedule starts: the time it was due.
 SCHEDULED_AT = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 

@@ -25,12 +25,14 @@ from journeys.recurring import (
     next_runs,
     sync_schedule,
 )
+from journeys.recurring_end import stop_when_ended
 from journeys.store import recurring
 from journeys.store.conditions_sql import QueryProblem, compiler_for
-from journeys.store.contacts import missing_contacts
+from journeys.store.contacts import internal_testers, missing_contacts
 from journeys.store.journeys import publish
 from journeys.store.queries import pairs_sql
-from journeys.store.recurring import StoredSend, template_record
+from journeys.store.records import get_record
+from journeys.store.recurring import StoredSend
 from journeys.temporal import API_RPC_TIMEOUT
 from workflows.recurring import RecurringRunWorkflow
 
@@ -114,15 +116,8 @@ async def _settled(
 ) -> StoredSend:
     """The send with its status as of today: past its end date it reads stopped (and its
     schedule is paused, should a run not have done so)."""
-    send = stored.definition
-    today = datetime.now(ZoneInfo(send.time_zone)).date()
-    status = effective_status(send, stored.status, today)
-    if status == stored.status:
-        return stored
-    stopped = send.model_copy(update={"status": status})
-    await sync_schedule(client, task_queue, stopped, status)
-    await recurring.set_status(pool, send.key, status)
-    return await _stored(pool, send.key)
+    today = datetime.now(ZoneInfo(stored.definition.time_zone)).date()
+    return await stop_when_ended(pool, client, task_queue, stored, today)
 
 
 async def _checked(pool: PoolDep, send: RecurringSendIn, zone: str) -> None:
@@ -275,14 +270,7 @@ async def send_test_mail(
     is true), filled from `record_id`; whatever the status."""
     await _stored(pool, key)
     missing = set(await missing_contacts(pool, body.contact_ids))
-    testers = {
-        r["id"]
-        for r in await pool.fetch(
-            """SELECT id FROM contacts WHERE id = ANY($1::uuid[])
-               AND fields -> 'internal_tester' = 'true'::jsonb""",
-            body.contact_ids,
-        )
-    }
+    testers = await internal_testers(pool, body.contact_ids)
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for i, contact_id in enumerate(body.contact_ids):
         if contact_id in missing:
@@ -295,7 +283,7 @@ async def send_test_mail(
                     "to contacts whose field internal_tester is true",
                 )
             )
-    if body.record_id is not None and await template_record(pool, body.record_id) is None:
+    if body.record_id is not None and await get_record(pool, body.record_id) is None:
         problems.append((("record_id",), f"record {body.record_id} does not exist"))
     if problems:
         raise unprocessable(problems)

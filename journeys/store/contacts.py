@@ -83,6 +83,16 @@ async def get_contact(
     return Contact.model_validate(dict(row)) if row else None
 
 
+async def internal_testers(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `ids` whose field `internal_tester` is true."""
+    rows = await pool.fetch(
+        """SELECT id FROM contacts WHERE id = ANY($1::uuid[])
+           AND fields -> 'internal_tester' = 'true'::jsonb""",
+        ids,
+    )
+    return {r["id"] for r in rows}
+
+
 async def missing_contacts(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[uuid.UUID]:
     """Those of `ids` that are not contacts."""
     rows = await pool.fetch("SELECT id FROM contacts WHERE id = ANY($1::uuid[])", ids)

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 import asyncpg
 
@@ -264,21 +263,3 @@ async def finish_run(
         counts,
     )
     return counts
-
-
-# --- records, as templates see them -----------------------------------------------------------
-
-
-async def template_record(pool: asyncpg.Pool, record_id: uuid.UUID) -> dict[str, Any] | None:
-    """The record as `{{ record.* }}` sees it: its fields, id, external id and type."""
-    row = await pool.fetchrow(
-        "SELECT id, type, external_id, fields FROM records WHERE id = $1", record_id
-    )
-    if row is None:
-        return None
-    return {
-        **row["fields"],
-        "id": str(row["id"]),
-        "external_id": row["external_id"],
-        "type": row["type"],
-    }
