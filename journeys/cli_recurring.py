@@ -4,6 +4,7 @@ schedule paused); resume sets it live again."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -11,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from journeys.cli_enrol import CommandError, _detail
+
+COUNTS = ("found", "deduplicated", "excluded", "sent", "skipped", "failed")
 
 
 async def _call(http: httpx.AsyncClient, method: str, path: str, **kw: Any) -> Any:
@@ -51,14 +54,19 @@ async def show_send(http: httpx.AsyncClient, key: str, console: Console) -> dict
     upcoming = ", ".join(t for t in send["next_runs"][:5]) or "none (not live)"
     console.print(f"  next runs: {upcoming}")
     table = Table(title="Last runs")
-    columns = ("found", "deduplicated", "excluded", "sent", "skipped", "failed")
-    for column in ("due", "kind", "status", *columns):
-        table.add_column(column, justify="right" if column in columns else "left")
+    for column in ("due (UTC)", "kind", "status", "counts"):
+        table.add_column(column, no_wrap=column != "counts")
+    reasons = []
     for run in send["last_runs"]:
-        counts = run["counts"]
-        status = run["status"] + (f": {run['reason']}" if run["reason"] else "")
-        table.add_row(run["at"], run["kind"], status, *(str(counts.get(c, 0)) for c in columns))
+        due = datetime.fromisoformat(run["at"]).strftime("%Y-%m-%d %H:%M")
+        # The counts that happened, in the order a run goes through them.
+        counts = ", ".join(f"{c} {run['counts'][c]}" for c in COUNTS if run["counts"].get(c))
+        table.add_row(due, run["kind"], run["status"], counts or "-")
+        if run["reason"]:
+            reasons.append(f"  {due} {run['status']}: {run['reason']}")
     console.print(table)
+    for line in reasons:  # below the table: a reason is too long for a column
+        console.print(line)
     return send
 
 
