@@ -131,7 +131,7 @@ async def running_worker(
     client = client or await connect(settings)
     pool = await create_pool(settings.database_url, max_size=20)
     outbound = Outbound(
-        smtp=SmtpSender(settings.smtp_url),
+        smtp=SmtpSender(settings.smtp_url, connections=settings.smtp_connections),
         http=httpx.AsyncClient(timeout=SCRIPT_TIMEOUT, follow_redirects=False),
         sms=TwilioProvider(
             parse_sms_url(settings.sms_url),

@@ -33,6 +33,7 @@ from journeys.models import (
     FinishOperation,
     OperationInput,
     OperationPage,
+    SendResult,
 )
 from journeys.outages import outage_of
 from journeys.store import campaigns, operations
@@ -43,8 +44,6 @@ from journeys.store.queries import SelectionSql, selection_sql
 HEARTBEAT_EVERY = 5.0
 # Targets per page: one enrolment call (START_CONCURRENCY starts in flight) per page.
 PAGE = 500
-# Mails of a campaign action in flight at once (the SMTP connections are pooled).
-SENDS_IN_FLIGHT = 16
 
 PageHandler = Callable[[list[uuid.UUID], Counter[str]], Awaitable[list[dict[str, Any]]]]
 PageOutcome = tuple[Counter[str], list[dict[str, Any]]]
@@ -251,11 +250,8 @@ class BulkActivities:
         step = mail_step(mail)
         if step is None:
             raise give_up(f"journey '{mail.key}' has no '{MAIL_STEP}' step to send")
-        limit = asyncio.Semaphore(SENDS_IN_FLIGHT)
-        errors: list[dict[str, Any]] = []
-
-        async def one(contact_id: uuid.UUID) -> None:
-            send = mail_input(
+        requests = [
+            mail_input(
                 mail,
                 step,
                 idempotency_key=f"campaign/{op.subject['campaign']}/{op.subject['action']}/"
@@ -263,23 +259,22 @@ class BulkActivities:
                 workflow_id=f"operation/{op.id}",
                 contact_id=str(contact_id),
             )
-            async with limit:
-                try:
-                    result = await self.email.send_email(send)
-                except ApplicationError as exc:
-                    if exc.non_retryable:
-                        counts["failed"] += 1
-                        errors.append({"contact_id": str(contact_id), "reason": exc.message})
-                        return
-                    raise
-            counts[result.status] += 1
-
+            for contact_id in targets
+        ]
+        errors: list[dict[str, Any]] = []
+        retry: BaseException | None = None
         # Every send of the page ends (each is idempotent) before a retryable failure
         # (the mail server away) sends the page round again.
-        outcomes = await asyncio.gather(*(one(c) for c in targets), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        for contact_id, result in zip(targets, await self.email.send_emails(requests), strict=True):
+            if isinstance(result, SendResult):
+                counts[result.status] += 1
+            elif isinstance(result, ApplicationError) and result.non_retryable:
+                counts["failed"] += 1
+                errors.append({"contact_id": str(contact_id), "reason": result.message})
+            else:
+                retry = retry or result
+        if retry is not None:
+            raise retry
         return errors
 
     @activity.defn(name="finish_operation")

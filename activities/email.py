@@ -9,26 +9,44 @@ again after a worker crash (README, "Reliability") can be recognised; at most
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from html import escape
 from urllib.parse import urlsplit
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.contacts import require_contact
-from activities.message import Attachment, compose
+from activities.message import Attachment, OutgoingMail, compose
 from activities.retries import quiet_outages
-from activities.sends import Send
+from activities.sends import Claimed, Send, SendBatch
 from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender
-from journeys.contacts import profile
+from journeys.contacts import Contact, profile
 from journeys.models import NotifyInput, SendEmailInput, SendResult
 from journeys.settings import Settings
+from journeys.store.contacts import get_contacts
 from journeys.store.files import read_files
-from journeys.store.records import get_record
+from journeys.store.records import Record, get_records
 from journeys.store.users import get_user
 from journeys.templates import RenderError, render
 from journeys.tracking import tracked_parts, unsubscribe_url
+
+
+class Unsendable(Exception):
+    """The mail cannot be made (a template error, its record or a file gone): no
+    retry can fix it."""
+
+
+def _skip_reason(contact: Contact) -> str | None:
+    if not contact.email:
+        return "no e-mail address"
+    if contact.unsubscribed_at is not None:
+        return "unsubscribed"
+    if contact.bounced:
+        return "the address bounced or complained"
+    return None
 
 
 class EmailActivities:
@@ -41,45 +59,114 @@ class EmailActivities:
     @quiet_outages
     async def send_email(self, input: SendEmailInput) -> SendResult:
         contact = await require_contact(self.pool, input.contact_id)
-        skip = None
-        if not contact.email:
-            skip = "no e-mail address"
-        elif contact.unsubscribed_at is not None:
-            skip = "unsubscribed"
-        elif contact.bounced:
-            skip = "the address bounced or complained"
         send = await Send.begin(
             self.pool,
             input,
             channel="email",
             contact_id=contact.id,
             recipient=contact.email,
-            skip=skip,
+            skip=_skip_reason(contact),
         )
         if isinstance(send, SendResult):
             return send
-        fields = profile(contact)
+        records = await get_records(
+            self.pool, [uuid.UUID(input.record_id)] if input.record_id else []
+        )
+        try:
+            mail, subject, message_id_header = await self._mail(
+                input, contact, records, send.message_id
+            )
+        except Unsendable as exc:
+            await send.fail(str(exc))
+
+        async def over_smtp() -> str:
+            await self.sender.send(mail, may_send=send.held)
+            return message_id_header
+
+        return await send.deliver(
+            over_smtp, rejected=SmtpRejected, unknown=SmtpOutcomeUnknown, subject=subject
+        )
+
+    async def send_emails(self, inputs: list[SendEmailInput]) -> list[SendResult | BaseException]:
+        """`send_email` for many mails at once (a page of a bulk run), in a few
+        statements (`SendBatch`); per mail in order its result or its error."""
+        contacts = await get_contacts(self.pool, [uuid.UUID(i.contact_id) for i in inputs])
+        records = await get_records(
+            self.pool, list({uuid.UUID(i.record_id) for i in inputs if i.record_id})
+        )
+        async with SendBatch(self.pool) as batch:
+            known = [(i, contacts.get(uuid.UUID(i.contact_id))) for i in inputs]
+            claimed = await batch.claim(
+                "email",
+                [(i, c.id, c.email, _skip_reason(c)) for i, c in known if c is not None],
+            )
+            claims = iter(claimed)
+            work = [(i, c, next(claims) if c is not None else None) for i, c in known]
+
+            async def one(
+                input: SendEmailInput, contact: Contact | None, claim: Claimed
+            ) -> SendResult:
+                if contact is None:
+                    raise ApplicationError(
+                        f"contact {input.contact_id} does not exist", non_retryable=True
+                    )
+                if isinstance(claim, ApplicationError):
+                    raise claim
+                if isinstance(claim, SendResult):
+                    return claim
+                if claim is None:  # an earlier attempt holds it: the one-by-one path waits
+                    return await self.send_email(input)
+                try:
+                    mail, subject, message_id_header = await self._mail(
+                        input, contact, records, claim
+                    )
+                except Unsendable as exc:
+                    raise await batch.fail(claim, input, str(exc)) from None
+
+                async def over_smtp() -> str:
+                    await self.sender.send(mail, may_send=batch.held)
+                    return message_id_header
+
+                return await batch.deliver(
+                    claim,
+                    input,
+                    over_smtp,
+                    rejected=SmtpRejected,
+                    unknown=SmtpOutcomeUnknown,
+                    subject=subject,
+                )
+
+            return await asyncio.gather(*(one(*w) for w in work), return_exceptions=True)
+
+    async def _mail(
+        self,
+        input: SendEmailInput,
+        contact: Contact,
+        records: dict[uuid.UUID, Record],
+        message_id: uuid.UUID,
+    ) -> tuple[OutgoingMail, str, str]:
+        """The mail to send, its subject and its Message-ID header."""
         record = None
         if input.record_id is not None:
-            found = await get_record(self.pool, uuid.UUID(input.record_id))
-            record = found.model_dump() if found else None
+            found = records.get(uuid.UUID(input.record_id))
             if found is None:
-                await send.fail(f"record {input.record_id} no longer exists")
+                raise Unsendable(f"record {input.record_id} no longer exists")
+            record = found.model_dump()
+        fields = profile(contact)
         try:
             subject = render(input.subject, fields, record=record)
             html = render(input.html, fields, html=True, record=record)
             text = render(input.text, fields, record=record) if input.text is not None else None
         except RenderError as exc:
-            await send.fail(f"template failed: {exc}")
+            raise Unsendable(f"template failed: {exc}") from None
         base, secret = self.settings.public_url.rstrip("/"), self.settings.secret
-        assert contact.email is not None  # contacts without one were skipped above
-        message_id = str(send.message_id)
+        assert contact.email is not None  # contacts without one are skipped
         message_id_header = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"
         # Links in both parts are tracked; without an author's text part it is derived
         # from the HTML in the same parse.
-        html, text = tracked_parts(html, text, base, secret.get_secret_value(), message_id)
-        attachments = await self._attachments(send, input.attachments)
-        msg = compose(
+        html, text = tracked_parts(html, text, base, secret.get_secret_value(), str(message_id))
+        attachments = await self._attachments(input.attachments)
+        mail = compose(
             sender=input.sender or self.settings.mail_from,
             to=contact.email,
             subject=subject,
@@ -88,28 +175,21 @@ class EmailActivities:
             headers={
                 "Message-ID": message_id_header,
                 "List-Unsubscribe": (
-                    f"<{unsubscribe_url(base, secret.get_secret_value(), message_id)}>"
+                    f"<{unsubscribe_url(base, secret.get_secret_value(), str(message_id))}>"
                 ),
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },
             attachments=attachments,
         )
+        return mail, subject, message_id_header
 
-        async def over_smtp() -> str:
-            await self.sender.send(msg, may_send=send.held)
-            return message_id_header
-
-        return await send.deliver(
-            over_smtp, rejected=SmtpRejected, unknown=SmtpOutcomeUnknown, subject=subject
-        )
-
-    async def _attachments(self, send: Send, ids: list[str]) -> tuple[Attachment, ...]:
+    async def _attachments(self, ids: list[str]) -> tuple[Attachment, ...]:
         if not ids:
             return ()
         found = await read_files(self.pool, ids)
         if len(found) < len(dict.fromkeys(ids)):
             missing = sorted(set(ids) - {str(meta.id) for meta, _ in found})
-            await send.fail(f"attachment {', '.join(missing)} no longer exists")
+            raise Unsendable(f"attachment {', '.join(missing)} no longer exists")
         return tuple(Attachment(meta.filename, meta.content_type, data) for meta, data in found)
 
     @activity.defn(name="notify")

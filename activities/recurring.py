@@ -31,6 +31,7 @@ from journeys.models import (
     RunPlan,
     RunProgress,
     RunResult,
+    SendResult,
     TesterMail,
 )
 from journeys.recurring import (
@@ -46,9 +47,8 @@ from journeys.store.conditions_sql import QueryProblem
 from journeys.store.journeys import PublishedJourney, get_journey
 from journeys.store.queries import pairs_sql
 
-# Targets read and sent per page, and mails in flight at once (SMTP connections are pooled).
+# Targets read and sent per page (mails in flight are bounded by the SMTP connections).
 PAGE = 200
-SENDS_IN_FLIGHT = 32
 PAGES_IN_FLIGHT = 2
 
 
@@ -190,7 +190,6 @@ class RecurringActivities:
         mail, step = await self._mail(stored)
         details = activity.info().heartbeat_details
         progress = RunProgress.model_validate(details[0]) if details else RunProgress()
-        limit = asyncio.Semaphore(SENDS_IN_FLIGHT)
         # The next page is read and begun while one finishes, so that sends stay in
         # flight all along; progress is recorded in page order.
         in_flight: deque[tuple[int, asyncio.Task[None]]] = deque()
@@ -202,7 +201,7 @@ class RecurringActivities:
                     if not targets:
                         break
                     after = targets[-1].seq
-                    page = self._send_page(run, targets, mail, step, limit)
+                    page = self._send_page(run, targets, mail, step)
                     in_flight.append((after, asyncio.create_task(page)))
                 if not in_flight:
                     return await recurring.run_counts(self.pool, run.id)
@@ -220,7 +219,6 @@ class RecurringActivities:
         targets: list[recurring.Target],
         mail: PublishedJourney,
         step: SendEmail,
-        limit: asyncio.Semaphore,
     ) -> None:
         workflow_id = activity.info().workflow_id
         assert workflow_id is not None  # a workflow's activity
@@ -232,36 +230,34 @@ class RecurringActivities:
             if keys[t.seq] in elsewhere
         ]
 
-        async def one(target: recurring.Target) -> None:
-            request = mail_input(
+        to_send = [t for t in targets if keys[t.seq] not in elsewhere]
+        requests = [
+            mail_input(
                 mail,
                 step,
-                idempotency_key=keys[target.seq],
+                idempotency_key=keys[t.seq],
                 workflow_id=workflow_id,
-                contact_id=str(target.contact_id),
-                record_id=str(target.record_id) if target.record_id else None,
+                contact_id=str(t.contact_id),
+                record_id=str(t.record_id) if t.record_id else None,
                 # A test mail is no recipient of the send: it excludes nobody later.
                 recurring_key=None if run.kind == "test" else run.recurring_key,
             )
-            async with limit:
-                try:
-                    result = await self.email.send_email(request)
-                except ApplicationError as exc:
-                    if exc.non_retryable:
-                        outcomes.append((target.seq, "failed", exc.message[:300]))
-                        return
-                    raise
-            outcomes.append((target.seq, result.status, result.reason))
-
-        results = await asyncio.gather(
-            *(one(t) for t in targets if keys[t.seq] not in elsewhere), return_exceptions=True
-        )
+            for t in to_send
+        ]
+        results = await self.email.send_emails(requests)
+        retry: BaseException | None = None
+        for target, result in zip(to_send, results, strict=True):
+            if isinstance(result, SendResult):
+                outcomes.append((target.seq, result.status, result.reason))
+            elif isinstance(result, ApplicationError) and result.non_retryable:
+                outcomes.append((target.seq, "failed", result.message[:300]))
+            else:
+                retry = retry or result
         # What was done is recorded before a retryable failure (the mail server away)
         # sends the page round again.
         await recurring.mark_targets(self.pool, run.id, outcomes)
-        for outcome in results:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        if retry is not None:
+            raise retry
 
     @staticmethod
     def _key(run: recurring.Run, target: recurring.Target) -> str:

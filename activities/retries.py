@@ -79,9 +79,12 @@ def quiet_outages(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 @asynccontextmanager
 async def keep_alive(
-    every: float, renew: Callable[[], Awaitable[Any]] | None = None
+    every: float, renew: Callable[[], Awaitable[Any]] | None = None, *, heartbeat: bool = True
 ) -> AsyncIterator[None]:
     """Heartbeat (and `renew`) every `every` seconds while the block runs.
+
+    Without `heartbeat` only the renewal: for a block inside an activity that
+    heartbeats its own progress (details an empty heartbeat would wipe out).
 
     Nothing happens for a block shorter than `every`: a typical send finishes
     well within it, so it costs no heartbeat call and no write. A renewal gets at
@@ -91,7 +94,8 @@ async def keep_alive(
     async def beat() -> None:
         while True:
             await asyncio.sleep(every)
-            activity.heartbeat()
+            if heartbeat:
+                activity.heartbeat()
             if renew is not None:
                 try:
                     await asyncio.wait_for(renew(), every)

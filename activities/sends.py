@@ -25,6 +25,8 @@ flight at that moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -45,6 +47,11 @@ log = structlog.get_logger(__name__)
 # been renewed for LEASE seconds belongs to an attempt that is gone.
 LEASE = timedelta(seconds=10)
 RENEW_EVERY = 2.0
+
+# How long the first accepted message of a batch waits for others to share its write:
+# at 500 messages/s a write per message cost 8% of a bulk send's CPU; 10 ms adds a few
+# messages to what a crash at that moment may send twice.
+LINGER = 0.01
 
 Failure = type[Exception] | tuple[type[Exception], ...]
 
@@ -74,22 +81,11 @@ class Send:
     ) -> Send | SendResult:
         """Claim the send; the outcome instead when it was decided before or is a skip."""
         send = cls(pool, input, uuid.uuid4())
-        row = await messages.claim_message(
+        [row] = await messages.claim_messages(
             pool,
-            idempotency_key=input.idempotency_key,
-            channel=channel,
-            workflow_id=input.workflow_id,
-            journey_key=input.journey_key,
-            version=input.version,
-            step=input.step,
-            contact_id=contact_id,
-            recipient=recipient,
-            skip=skip,
+            [_claim(input, channel, contact_id, recipient, skip)],
             lease_owner=send.owner,
             lease=LEASE,
-            follow_up_path=input.follow_up_path,
-            record_id=uuid.UUID(input.record_id) if input.record_id else None,
-            recurring_key=input.recurring_key,
         )
         send.message_id = row["id"]
         if row["status"] != "sending":
@@ -155,8 +151,9 @@ class Send:
                 await self._release()
                 raise
             await persist(
-                lambda: messages.mark_message_sent(
-                    self.pool, self.message_id, subject, provider_id, body, segments
+                lambda: messages.mark_messages_sent(
+                    self.pool,
+                    [messages.Sent(self.message_id, subject, provider_id, body, segments)],
                 ),
                 what="mark sent",
             )
@@ -186,7 +183,7 @@ class Send:
         self._renewed()
 
     async def _renew(self) -> None:
-        if await messages.renew_lease(self.pool, self.message_id, self.owner, LEASE):
+        if await messages.renew_leases(self.pool, [self.message_id], self.owner, LEASE):
             self._renewed()
 
     async def _release(self) -> None:
@@ -194,6 +191,182 @@ class Send:
             await messages.release_lease(self.pool, self.message_id, self.owner)
         except Exception:  # PostgreSQL is away: the lease runs out by itself
             pass
+
+
+# Per send of a batch: the message id to deliver, the outcome decided before (or a
+# skip), or None when an earlier attempt holds it.
+Claimed = uuid.UUID | SendResult | ApplicationError | None
+
+
+class SendBatch:
+    """Many sends of one channel at once, under the rules of `Send`, for bulk runs.
+
+    The sends are claimed in one statement under one lease owner, their leases
+    renewed together, and the accepted ones recorded in group commits: a write
+    takes everything accepted while the one before it ran. A page of mails
+    costs the database a few statements instead of four or five per message (the
+    recurring pair of the bench measured the difference). A message waits for
+    its write before its `deliver` returns; the window in which a crash can send
+    a copy again is `Send`'s (sends in flight) plus the messages waiting for the
+    next write (`LINGER`).
+
+    Use as `async with SendBatch(pool) as batch:`; `claim` first.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.owner = uuid.uuid4()
+        self._valid_until = 0.0
+        self._leased: set[uuid.UUID] = set()
+        self._accepted: list[tuple[messages.Sent, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._alive: contextlib.AbstractAsyncContextManager[None] | None = None
+
+    async def __aenter__(self) -> SendBatch:
+        self._alive = keep_alive(RENEW_EVERY, self._renew, heartbeat=False)
+        await self._alive.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self._writer is not None:
+                await asyncio.wait([self._writer])
+        finally:
+            assert self._alive is not None
+            await self._alive.__aexit__(None, None, None)
+
+    async def claim(
+        self, channel: str, sends: list[tuple[SendInput, uuid.UUID, str | None, str | None]]
+    ) -> list[Claimed]:
+        """Claim (input, contact id, recipient, skip) each; per send in order: the
+        message id to deliver, the outcome decided before (or a skip), or None when
+        an earlier attempt holds it (the caller goes through `Send`, which waits)."""
+        rows = await messages.claim_messages(
+            self.pool,
+            [
+                _claim(input, channel, contact, recipient, skip)
+                for input, contact, recipient, skip in sends
+            ],
+            lease_owner=self.owner,
+            lease=LEASE,
+        )
+        self._renewed()
+        out: list[Claimed] = []
+        for row in rows:
+            if row["status"] != "sending":
+                try:
+                    out.append(_outcome(row))
+                except ApplicationError as exc:
+                    out.append(exc)
+            elif row["claimed"]:
+                self._leased.add(row["id"])
+                out.append(row["id"])
+            else:
+                out.append(None)
+        return out
+
+    def held(self) -> bool:
+        return asyncio.get_running_loop().time() < self._valid_until
+
+    async def fail(self, message_id: uuid.UUID, input: SendInput, reason: str) -> ApplicationError:
+        """The send cannot succeed: recorded; the error to report (not retried)."""
+        self._leased.discard(message_id)
+        await messages.finish_message(self.pool, message_id, "failed", reason)
+        return ApplicationError(f"step '{input.step}': {reason}", non_retryable=True)
+
+    async def deliver(
+        self,
+        message_id: uuid.UUID,
+        input: SendInput,
+        call: Callable[[], Awaitable[str | None]],
+        *,
+        rejected: Failure,
+        unknown: Failure,
+        subject: str | None = None,
+    ) -> SendResult:
+        """As `Send.deliver`, for one of the batch's messages."""
+        try:
+            provider_id = await call()
+        except rejected as exc:
+            refusal = str(exc)
+            self._leased.discard(message_id)
+            await persist(
+                lambda: reject_message(self.pool, message_id, refusal), what="mark rejected"
+            )
+            return SendResult(message_id=str(message_id), status="skipped", reason=refusal)
+        except unknown as exc:
+            log.warning("send.outcome_unknown", message_id=str(message_id), error=str(exc))
+            raise retry_later(f"the provider's answer was lost: {exc}") from None
+        except LeaseLost as exc:
+            raise retry_later(str(exc), delay=LEASE) from None
+        except Exception:
+            self._leased.discard(message_id)
+            with contextlib.suppress(Exception):
+                await messages.release_lease(self.pool, message_id, self.owner)
+            raise
+        self._leased.discard(message_id)
+        written = asyncio.get_running_loop().create_future()
+        self._accepted.append((messages.Sent(message_id, subject, provider_id), written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_accepted())
+        # The write goes on when this caller is cancelled: the writer task owns it.
+        await asyncio.shield(written)
+        log.info(
+            "send.sent", message_id=str(message_id), journey=input.journey_key, step=input.step
+        )
+        return SendResult(message_id=str(message_id), status="sent")
+
+    async def _write_accepted(self) -> None:
+        # Messages accepted within LINGER share the first write; those accepted while
+        # a write runs share the next one.
+        await asyncio.sleep(LINGER)
+        while self._accepted:
+            batch, self._accepted = self._accepted, []
+            sent = [one for one, _ in batch]
+            try:
+                await persist(
+                    functools.partial(messages.mark_messages_sent, self.pool, sent),
+                    what="mark sent",
+                )
+            except BaseException as exc:
+                for _, written in batch:
+                    if not written.done():
+                        written.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                for _, written in batch:
+                    if not written.done():
+                        written.set_result(None)
+
+    def _renewed(self) -> None:
+        self._valid_until = asyncio.get_running_loop().time() + LEASE.total_seconds() - RENEW_EVERY
+
+    async def _renew(self) -> None:
+        if not self._leased:
+            self._renewed()
+            return
+        await messages.renew_leases(self.pool, list(self._leased), self.owner, LEASE)
+        self._renewed()
+
+
+def _claim(
+    input: SendInput, channel: str, contact_id: uuid.UUID, recipient: str | None, skip: str | None
+) -> messages.Claim:
+    return messages.Claim(
+        idempotency_key=input.idempotency_key,
+        channel=channel,
+        workflow_id=input.workflow_id,
+        journey_key=input.journey_key,
+        version=input.version,
+        step=input.step,
+        contact_id=contact_id,
+        recipient=recipient,
+        skip=skip,
+        follow_up_path=input.follow_up_path,
+        record_id=uuid.UUID(input.record_id) if input.record_id else None,
+        recurring_key=input.recurring_key,
+    )
 
 
 def _outcome(row: asyncpg.Record) -> SendResult:

@@ -1,12 +1,14 @@
-"""Request dependencies: settings, the database pool, the Temporal client, auth.
+"""Request dependencies: settings, the database pool, the Temporal client, auth (API
+keys and their scopes).
 
-All are `async def` although none awaits: FastAPI runs plain `def` dependencies
-in a thread pool, a thread hop per dependency per request.
+All are `async def`, also those that await nothing: FastAPI runs plain `def`
+dependencies in a thread pool, a thread hop per dependency per request.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
@@ -17,6 +19,7 @@ from temporalio.client import Client
 from api.hits import HitBuffer
 from journeys.definition.common import KEY_PATTERN
 from journeys.settings import ApiSettings
+from journeys.store import api_keys
 
 
 async def _settings(request: Request) -> ApiSettings:
@@ -47,25 +50,75 @@ HitsDep = Annotated[HitBuffer, Depends(_hits)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 
-_bearer = HTTPBearer(auto_error=False, description="JOURNEYS_API_KEY")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="JOURNEYS_API_KEY (every scope), or a key made with POST /api-keys",
+)
 
 
-async def require_api_key(
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: the configured key (`key_name` None) or a stored one."""
+
+    key_name: str | None
+    scopes: frozenset[str]  # what it may do, the scopes it includes counted in
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def _caller(
     settings: SettingsDep,
+    pool: PoolDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Management endpoints need `Authorization: Bearer <JOURNEYS_API_KEY>`."""
+) -> Caller:
+    """The key of the request: the configured JOURNEYS_API_KEY (compared in constant time,
+    no query) or a stored key, found by its digest in one indexed query. Without a cache:
+    a revoked key is refused from the next request on, in every API process.
+
+    FastAPI runs it once per request, however many dependencies below ask for it."""
     if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send 'Authorization: Bearer <JOURNEYS_API_KEY>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    given = credentials.credentials.encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(given, settings.api_key.get_secret_value().encode()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <JOURNEYS_API_KEY>'")
+    token = credentials.credentials
+    given = token.encode("utf-8", "surrogateescape")
+    if hmac.compare_digest(given, settings.api_key.get_secret_value().encode()):
+        return Caller(None, api_keys.ALL_SCOPES)
+    # Anything not shaped like a made key cannot be one: no query for it.
+    found = await api_keys.find_key(pool, token) if api_keys.could_be_key(token) else None
+    if found is None:
+        raise _unauthorized("invalid API key")
+    if found.revoked:
+        raise _unauthorized(f"API key '{found.name}' was revoked")
+    return Caller(found.name, api_keys.allowed(found.scopes))
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+def _forbidden(caller: Caller, scope: str, what: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        f"API key '{caller.key_name}' lacks the '{scope}' scope, which {what} needs",
+    )
+
+
+async def require_api_key(request: Request, caller: CallerDep) -> Caller:
+    """Management endpoints need `Authorization: Bearer <key>`: GET and HEAD the `read`
+    scope, every other method `write` (admin includes write, write includes read)."""
+    scope = "read" if request.method in ("GET", "HEAD") else "write"
+    if scope not in caller.scopes:
+        raise _forbidden(caller, scope, request.method)
+    return caller
+
+
+async def require_admin(caller: CallerDep) -> Caller:
+    """Administration (API keys, and operations on runs) needs the `admin` scope."""
+    if "admin" not in caller.scopes:
+        raise _forbidden(caller, "admin", "this endpoint")
+    return caller
 
 
 # A client's retry key: the same key on a retry does the work once (events, enrolments).

@@ -35,7 +35,8 @@ def error_response(description: str) -> dict[str, Any]:
 
 # Statuses every route of a kind can answer, for the OpenAPI document.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: error_response("missing or invalid API key"),
+    401: error_response("missing, invalid or revoked API key"),
+    403: error_response("the API key lacks the scope this needs (named)"),
     400: error_response("the body is not UTF-8 JSON"),
     413: error_response("the body is larger than 8 MB"),
 }

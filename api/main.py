@@ -18,7 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import outages
 from api.hits import HitBuffer
 from api.routes import (
+    api_keys,
     campaigns,
+    codec,
     contacts,
     dev_mail,
     dev_sms,
@@ -107,15 +109,18 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     outages.install(app)
+    codec.install(app, settings)
     for module in (
         contacts,
         campaigns,
+        codec,
         journeys,
         events,
         operations,
         recurring,
         reference,
         records,
+        api_keys,
         tracking,
         webhooks,
         health,

@@ -140,10 +140,11 @@ async def _product(args: argparse.Namespace) -> tuple[Any, float]:
         smtp_url=args.smtp_url,
         secret=args.secret,
         public_url=args.public_url,
+        smtp_connections=args.concurrency,  # the floor's connections: like for like
     )
     contacts = [uuid.UUID(c) for c in args.contacts.split(",")]
     pool = await create_pool(settings.database_url, max_size=20)  # as the worker's
-    sender = SmtpSender(settings.smtp_url)
+    sender = SmtpSender(settings.smtp_url, connections=settings.smtp_connections)
     email = EmailActivities(pool, settings, sender)
 
     async def send(i: int) -> None:

@@ -202,7 +202,7 @@ async def run_bench(
     _quiet_logging(home / "bench.log")
     try:
         async with AsyncExitStack() as stack_exit:
-            stack = await start_stack(stack_exit, progress, home)
+            stack = await start_stack(stack_exit, progress, home, smtp_connections=p.concurrency)
             result["stack"] = {
                 "embedded": stack.embedded,
                 "temporal_address": stack.temporal_address,

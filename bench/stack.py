@@ -128,6 +128,8 @@ class Stack:
     floor_task_queue: str
     embedded: dict[str, bool]
     temporal_db: Path | None = None
+    # The worker's connections to the relay: as many as the floor's, like for like.
+    smtp_connections: int = 8
     procs: dict[str, Proc] = field(default_factory=dict)
     watched: dict[str, psutil.Process] = field(default_factory=dict)
     client: Client | None = None  # pydantic converter, like the product's processes
@@ -206,6 +208,7 @@ class Stack:
             TEMPORAL_NAMESPACE=self.namespace,
             DATABASE_URL=self.database_url,
             SMTP_URL=self.smtp_url,
+            SMTP_CONNECTIONS=str(self.smtp_connections),
             JOURNEYS_API_KEY=self.api_key,
             JOURNEYS_SECRET=self.secret,
             JOURNEYS_PUBLIC_URL=self.api_url,
@@ -296,7 +299,9 @@ def _free_port() -> int:
     return free_port()
 
 
-async def start_stack(stack_exit: AsyncExitStack, progress: Progress, home: Path) -> Stack:
+async def start_stack(
+    stack_exit: AsyncExitStack, progress: Progress, home: Path, *, smtp_connections: int = 8
+) -> Stack:
     """Start everything, keeping data and logs in `home`; `stack_exit` stops it all again."""
     from journeys.devstack import TemporalDevServer, start_postgres
     from journeys.migrate import migrate
@@ -368,6 +373,7 @@ async def start_stack(stack_exit: AsyncExitStack, progress: Progress, home: Path
             "smtp": "sink" in procs,
         },
         temporal_db=temporal_db,
+        smtp_connections=smtp_connections,
         procs=procs,
         watched=watched,
     )

@@ -1,4 +1,4 @@
-"""`journeys` command line: dev, api, worker, enrol, recurring, migrate, bench."""
+"""`journeys` command line: dev, api, worker, enrol, recurring, keys, migrate, bench."""
 
 from __future__ import annotations
 
@@ -235,6 +235,22 @@ async def recurring(args: argparse.Namespace) -> None:
             )
 
 
+async def keys(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from journeys.cli_enrol import api_client
+    from journeys.cli_keys import create_key, list_keys, revoke_key
+
+    console = Console()
+    async with api_client(args.api_url, args.data_dir) as http:
+        if args.action == "create":
+            await create_key(http, args.name, args.scope, console)
+        elif args.action == "list":
+            await list_keys(http, console)
+        else:
+            await revoke_key(http, args.name, console)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +285,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api-url", default=None, help="default JOURNEYS_API_URL, or journeys dev's")
     p.add_argument("--data-dir", default=".journeys", help="journeys dev's data (its API key)")
     p.set_defaults(run=recurring)
+
+    p = sub.add_parser("keys", help="create, list or revoke API keys (needs an admin key)")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("create", "make a key; its value is printed once"),
+        ("list", "the keys, without their values"),
+        ("revoke", "revoke the key in use with this name"),
+    ):
+        a = actions.add_parser(action, help=text)
+        if action != "list":
+            a.add_argument("name", help="the key's name")
+        if action == "create":
+            a.add_argument(
+                "--scope",
+                action="append",
+                default=[],
+                help="read, write (includes read) or admin (includes write); repeat for more",
+            )
+        a.add_argument(
+            "--api-url", default=None, help="default JOURNEYS_API_URL, or journeys dev's"
+        )
+        a.add_argument("--data-dir", default=".journeys", help="journeys dev's data (its API key)")
+        a.set_defaults(run=keys)
 
     p = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p.set_defaults(run=migrate)
@@ -308,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(
         os.environ.get(
             "JOURNEYS_LOG_LEVEL",
-            "warning" if args.command in ("dev", "enrol", "recurring") else "info",
+            "warning" if args.command in ("dev", "enrol", "recurring", "keys") else "info",
         )
     )
     try:

@@ -3,16 +3,20 @@
 Three layers, so that each process needs only what it uses: `DatabaseSettings`
 (`journeys migrate`), `Settings` (the worker: Temporal, SMTP, the token secret)
 and `ApiSettings` (the API: also the API key). A missing or empty secret is
-refused by the class itself, naming the variable.
+refused by the class itself, naming the variable; the error does not repeat the
+value refused (it may be a secret).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from journeys.codec import parse_keys
 
 
 def _env(*names: str) -> AliasChoices:
@@ -20,6 +24,10 @@ def _env(*names: str) -> AliasChoices:
 
 
 Secret = Annotated[SecretStr, Field(min_length=1)]
+
+# The dev server's web UI (`journeys dev`, `temporal server start-dev`).
+DEV_UI_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
+ORIGIN = re.compile(r"https?://[^\s/?#*@]+")
 
 
 class DatabaseSettings(BaseSettings):
@@ -31,10 +39,20 @@ class DatabaseSettings(BaseSettings):
 
 
 class Settings(DatabaseSettings):
+    # A refused value may be a key (JOURNEYS_PAYLOAD_KEYS): errors do not repeat it.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
     task_queue: str = Field("journeys", validation_alias=_env("JOURNEYS_TASK_QUEUE"))
     smtp_url: str = Field("smtp://localhost:1025", validation_alias=_env("SMTP_URL"))
+    smtp_connections: int = Field(
+        8,
+        ge=1,
+        le=500,
+        validation_alias=_env("SMTP_CONNECTIONS"),
+        description="open connections to the relay per worker (mails in flight at once)",
+    )
     secret: Secret = Field(
         validation_alias=_env("JOURNEYS_SECRET"), description="HMAC key for tracking tokens"
     )
@@ -77,6 +95,19 @@ class Settings(DatabaseSettings):
         description="local times of contacts without a time_zone (IANA name)",
     )
     log_level: str = Field("info", validation_alias=_env("JOURNEYS_LOG_LEVEL"))
+    payload_keys: SecretStr | None = Field(
+        None,
+        validation_alias=_env("JOURNEYS_PAYLOAD_KEYS"),
+        description="payload encryption keys, <key id>:<base64 of 32 bytes>, comma-separated;"
+        " the first encrypts, all decrypt (journeys.codec)",
+    )
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _check_payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())  # a PayloadKeyError says what is wrong
+        return value
 
 
 class ApiSettings(Settings):
@@ -94,6 +125,23 @@ class ApiSettings(Settings):
         validation_alias=_env("JOURNEYS_SNS_TOPICS"),
         description="ARNs of the SNS topics whose SES notifications are accepted",
     )
+    codec_origins: list[str] = Field(
+        default_factory=lambda: list(DEV_UI_ORIGINS),
+        validation_alias=_env("JOURNEYS_CODEC_ORIGINS"),
+        description="origins of the Temporal web UIs allowed to call /codec (CORS)",
+    )
+
+    @field_validator("codec_origins")
+    @classmethod
+    def _check_codec_origins(cls, value: list[str]) -> list[str]:
+        origins = [origin.strip().rstrip("/").lower() for origin in value]
+        for origin in origins:
+            if not ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin[:100]!r} is not an origin such as http://localhost:8233"
+                    " (scheme, host and port; no path, no '*')"
+                )
+        return origins
 
 
 def missing_variables(error: ValidationError) -> list[str]:

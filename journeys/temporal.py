@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RetryConfig
 
+from journeys.codec import EncryptionCodec
 from journeys.settings import Settings
 
 # For calls made while an HTTP caller waits: a few quick retries, then 503.
@@ -18,12 +21,28 @@ API_RPC_TIMEOUT = timedelta(seconds=5)
 API_CALL_SECONDS = 6.0
 
 
+def payload_codec(settings: Settings) -> EncryptionCodec | None:
+    """The encryption codec when JOURNEYS_PAYLOAD_KEYS is set."""
+    if settings.payload_keys is None:
+        return None
+    return EncryptionCodec.from_text(settings.payload_keys.get_secret_value())
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads, encrypted when JOURNEYS_PAYLOAD_KEYS is set. The client's
+    converter is the worker's too (a worker takes its client's)."""
+    codec = payload_codec(settings)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+
+
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """A client; `lazy` (the API) connects on first use and retries only briefly."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         lazy=lazy,
         retry_config=API_RETRY if lazy else None,
     )

@@ -266,3 +266,96 @@ async def test_a_stale_attempt_cannot_touch_the_lease_of_the_attempt_that_took_o
         "SELECT lease_owner, lease_until > now() AS live FROM messages WHERE id = $1", message_id
     )
     assert row is not None and row["lease_owner"] == current and row["live"]
+
+
+async def test_a_batch_sends_each_mail_once_and_reports_each_outcome(stack: Stack) -> None:
+    """The bulk send path (`send_emails`): one claim for the page, group-committed
+    `sent` rows, and per mail its own outcome; a page sent again sends nothing."""
+    tag = uuid.uuid4().hex[:6]
+    people = [
+        (
+            await upsert_contact(
+                stack.pool, ContactIn(email=f"b{i}-{tag}@example.com", first_name=n)
+            )
+        )[0]
+        for i, n in enumerate(["Ann", "Bob", "Cas"])
+    ]
+    no_mail, *_ = await upsert_contact(stack.pool, ContactIn(first_name="Dee"))
+    held, *_ = await upsert_contact(stack.pool, ContactIn(email=f"held-{tag}@example.com"))
+    # An earlier attempt claimed this one and is still talking to the relay.
+    await stack.pool.execute(
+        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key, journey_version,
+                                 step, contact_id, recipient, status, lease_owner, lease_until)
+           VALUES ($1, $2, 'journey/once/x', 'once', 1, 'mail1', $3, $4, 'sending', $5,
+                   now() + interval '10 seconds')""",
+        uuid.uuid4(),
+        f"batch-{tag}-held",
+        held.id,
+        held.email,
+        uuid.uuid4(),
+    )
+    missing = uuid.uuid4()
+    inputs = [
+        send_input(str(c.id), f"batch-{tag}-{i}", follow_up_path=["mail1"])  # type: ignore[arg-type]
+        if i == 0
+        else send_input(str(c.id), f"batch-{tag}-{i}")
+        for i, c in enumerate(people)
+    ]
+    inputs[2] = send_input(str(people[2].id), f"batch-{tag}-2", html="{{ 1 / 0 }}")
+    inputs += [
+        send_input(str(no_mail.id), f"batch-{tag}-nomail"),
+        send_input(str(missing), f"batch-{tag}-missing"),
+        send_input(str(held.id), f"batch-{tag}-held"),
+    ]
+    activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    env = ActivityEnvironment()
+    results = await env.run(activities.send_emails, inputs)
+
+    sent_ann, sent_bob, bad, skipped, gone, waiting = results
+    assert not isinstance(sent_ann, BaseException) and sent_ann.status == "sent"
+    assert not isinstance(sent_bob, BaseException) and sent_bob.status == "sent"
+    assert isinstance(bad, ApplicationError) and bad.non_retryable
+    assert "ZeroDivisionError" in str(bad)
+    assert not isinstance(skipped, BaseException)
+    assert (skipped.status, skipped.reason) == ("skipped", "no e-mail address")
+    assert isinstance(gone, ApplicationError) and gone.non_retryable and str(missing) in str(gone)
+    # The held one goes the one-by-one way, which waits for the earlier attempt's lease.
+    assert isinstance(waiting, ApplicationError) and not waiting.non_retryable
+    assert "earlier attempt" in str(waiting)
+
+    assert [m["subject"] for m in await stack.wait_for_mail(people[0].email or "", 1)] == [
+        "Once, Ann"
+    ]
+    assert [m["subject"] for m in await stack.wait_for_mail(people[1].email or "", 1)] == [
+        "Once, Bob"
+    ]
+    rows = {
+        r["idempotency_key"]: r
+        for r in await stack.pool.fetch(
+            "SELECT * FROM messages WHERE idempotency_key LIKE $1", f"batch-{tag}-%"
+        )
+    }
+    ann = rows[f"batch-{tag}-0"]
+    assert ann["status"] == "sent" and ann["sent_at"] is not None and ann["lease_owner"] is None
+    assert ann["provider_id"] == f"<{sent_ann.message_id}@127.0.0.1>"
+    assert ann["follow_up_path"] == ["mail1"]
+    assert rows[f"batch-{tag}-1"]["follow_up_path"] is None
+    assert rows[f"batch-{tag}-2"]["status"] == "failed"
+    assert rows[f"batch-{tag}-nomail"]["status"] == "skipped"
+    assert f"batch-{tag}-missing" not in rows
+    # A message with follow-ups gets its `sent` event for the dispatcher, once.
+    kinds = await stack.pool.fetch(
+        "SELECT kind FROM message_events WHERE message_id = $1", ann["id"]
+    )
+    assert [k["kind"] for k in kinds] == ["sent"]
+
+    # The page again (a retried activity): the same outcomes, no second mail.
+    again = await env.run(activities.send_emails, inputs[:2])
+    assert [r.message_id for r in again if not isinstance(r, BaseException)] == [
+        sent_ann.message_id,
+        sent_bob.message_id,
+    ]
+    await asyncio.sleep(0.5)
+    assert len(stack.mail_to(people[0].email or "")) == 1
+    assert len(stack.mail_to(people[1].email or "")) == 1
+    assert stack.mail_to(people[2].email or "") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import asyncpg
 from pydantic import BaseModel, Field
@@ -94,59 +95,66 @@ async def record_unsubscribe(pool: asyncpg.Pool, message_id: uuid.UUID) -> bool:
 WRITE_TIMEOUT = 10.0
 
 
-async def claim_message(
-    pool: asyncpg.Pool,
-    *,
-    idempotency_key: str,
-    channel: str,
-    workflow_id: str,
-    journey_key: str,
-    version: int,
-    step: str,
-    contact_id: uuid.UUID,
-    recipient: str | None,
-    skip: str | None,
-    lease_owner: uuid.UUID,
-    lease: timedelta,
-    follow_up_path: list[str] | None = None,
-    record_id: uuid.UUID | None = None,
-    recurring_key: str | None = None,
-) -> asyncpg.Record:
-    """Insert the send's row under its idempotency key, or return the row already there.
+class Claim(NamedTuple):
+    """One send to claim: the row written under its idempotency key when it is new."""
 
-    A new row is `skipped` (with the reason) or `sending` under this attempt's lease.
+    idempotency_key: str
+    channel: str
+    workflow_id: str
+    journey_key: str
+    version: int
+    step: str
+    contact_id: uuid.UUID
+    recipient: str | None
+    skip: str | None
+    follow_up_path: list[str] | None = None
+    record_id: uuid.UUID | None = None
+    recurring_key: str | None = None
+
+
+async def claim_messages(
+    pool: asyncpg.Pool, claims: list[Claim], *, lease_owner: uuid.UUID, lease: timedelta
+) -> list[asyncpg.Record]:
+    """Insert each send's row under its idempotency key, or find the row already there;
+    the rows in the order of `claims`, in one statement.
+
+    A new row is `skipped` (with the reason) or `sending` under `lease_owner`'s lease;
+    `claimed` says whether this call wrote it.
     """
-    row = await pool.fetchrow(
+    # A key twice in one statement cannot be inserted and updated both: claimed once.
+    unique = list({c.idempotency_key: c for c in claims}.values())
+    rows = await pool.fetch(
         """
         INSERT INTO messages (id, idempotency_key, channel, workflow_id, journey_key,
                               journey_version, step, contact_id, recipient, status, error,
                               lease_owner, lease_until, follow_up_path, record_id,
                               recurring_key)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                CASE WHEN $11::text IS NULL THEN now() + $13::interval END, $14, $15, $16)
+        SELECT gen_random_uuid(), c.idempotency_key, c.channel, c.workflow_id, c.journey_key,
+               c.version, c.step, c.contact_id, c.recipient,
+               CASE WHEN c.skip IS NULL THEN 'sending' ELSE 'skipped' END, c.skip, $2,
+               CASE WHEN c.skip IS NULL THEN now() + $3::interval END, c.follow_up_path,
+               c.record_id, c.recurring_key
+        FROM jsonb_to_recordset($1::jsonb) AS c(
+            idempotency_key text, channel text, workflow_id text, journey_key text,
+            version int, step text, contact_id uuid, recipient text, skip text,
+            follow_up_path text[], record_id uuid, recurring_key text)
         ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
-        RETURNING id, status, error, lease_owner, lease_until, (xmax = 0) AS claimed,
-                  lease_until - now() AS lease_left
+        RETURNING id, idempotency_key, status, error, lease_owner, lease_until,
+                  (xmax = 0) AS claimed, lease_until - now() AS lease_left
         """,
-        uuid.uuid4(),
-        idempotency_key,
-        channel,
-        workflow_id,
-        journey_key,
-        version,
-        step,
-        contact_id,
-        recipient,
-        "skipped" if skip else "sending",
-        skip,
+        [
+            {
+                **c._asdict(),
+                "contact_id": str(c.contact_id),
+                "record_id": str(c.record_id) if c.record_id else None,
+            }
+            for c in unique
+        ],
         lease_owner,
         lease,
-        follow_up_path,
-        record_id,
-        recurring_key,
     )
-    assert row is not None
-    return row
+    by_key = {r["idempotency_key"]: r for r in rows}
+    return [by_key[c.idempotency_key] for c in claims]
 
 
 async def take_over_lease(
@@ -170,18 +178,20 @@ async def take_over_lease(
     )
 
 
-async def renew_lease(
-    pool: asyncpg.Pool, message_id: uuid.UUID, owner: uuid.UUID, lease: timedelta
-) -> bool:
-    return bool(
-        await pool.fetchval(
-            """UPDATE messages SET lease_until = now() + $3
-               WHERE id = $1 AND status = 'sending' AND lease_owner = $2 RETURNING true""",
-            message_id,
-            owner,
-            lease,
-        )
+async def renew_leases(
+    pool: asyncpg.Pool, message_ids: list[uuid.UUID], owner: uuid.UUID, lease: timedelta
+) -> int:
+    """Extend `owner`'s lease on those of the rows still sending; how many it holds."""
+    renewed = await pool.fetchval(
+        """WITH r AS (UPDATE messages SET lease_until = now() + $3
+                      WHERE id = ANY($1::uuid[]) AND status = 'sending' AND lease_owner = $2
+                      RETURNING 1)
+           SELECT count(*) FROM r""",
+        message_ids,
+        owner,
+        lease,
     )
+    return int(renewed)
 
 
 async def release_lease(pool: asyncpg.Pool, message_id: uuid.UUID, owner: uuid.UUID) -> None:
@@ -208,27 +218,32 @@ async def finish_message(
     )
 
 
-async def mark_message_sent(
-    pool: asyncpg.Pool,
-    message_id: uuid.UUID,
-    subject: str | None,
-    provider_id: str | None,
-    body: str | None = None,
-    segments: int | None = None,
-) -> None:
+class Sent(NamedTuple):
+    """A message the provider accepted, as it is recorded."""
+
+    message_id: uuid.UUID
+    subject: str | None
+    provider_id: str | None
+    body: str | None = None
+    segments: int | None = None
+
+
+async def mark_messages_sent(pool: asyncpg.Pool, sent: list[Sent]) -> None:
+    """Record messages as sent, in one statement."""
     # A message with follow-ups also gets its `sent` event, once: a retry of this write
     # after it committed finds the row sent already.
     await pool.execute(
-        """WITH m AS (UPDATE messages SET status = 'sent', subject = $2, provider_id = $3,
-                                          body = $4, segments = $5, sent_at = now(),
+        """WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb)
+                        AS s(message_id uuid, subject text, provider_id text, body text,
+                             segments int)),
+                m AS (UPDATE messages SET status = 'sent', subject = s.subject,
+                                          provider_id = s.provider_id, body = s.body,
+                                          segments = s.segments, sent_at = now(),
                                           lease_owner = NULL, lease_until = NULL
-                      WHERE id = $1 AND status <> 'sent' RETURNING id, follow_up_path)
+                      FROM s WHERE messages.id = s.message_id AND messages.status <> 'sent'
+                      RETURNING messages.id, messages.follow_up_path)
            INSERT INTO message_events (message_id, kind)
            SELECT id, 'sent' FROM m WHERE follow_up_path IS NOT NULL""",
-        message_id,
-        subject,
-        provider_id,
-        body,
-        segments,
+        [{**s._asdict(), "message_id": str(s.message_id)} for s in sent],
         timeout=WRITE_TIMEOUT,
     )

@@ -129,8 +129,13 @@ async def upsert_record(
 
 
 async def get_record(pool: Executor, record_id: uuid.UUID) -> Record | None:
-    row = await pool.fetchrow("SELECT * FROM records WHERE id = $1", record_id)
-    return _record(row) if row else None
+    return (await get_records(pool, [record_id])).get(record_id)
+
+
+async def get_records(pool: Executor, ids: list[uuid.UUID]) -> dict[uuid.UUID, Record]:
+    """The records of `ids` that exist, by id, in one query."""
+    rows = await pool.fetch("SELECT * FROM records WHERE id = ANY($1::uuid[])", ids)
+    return {row["id"]: _record(row) for row in rows}
 
 
 async def list_records(
