@@ -1,4 +1,4 @@
-"""`journeys` command line: dev, api, worker, enrol, recurring, keys, migrate, bench."""
+"""`journeys` command line: dev, api, worker, enrol, recurring, keys, ops, migrate, bench."""
 
 from __future__ import annotations
 
@@ -251,6 +251,39 @@ async def keys(args: argparse.Namespace) -> None:
             await revoke_key(http, args.name, console)
 
 
+async def ops_command(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from journeys import cli_ops
+    from journeys.ops import runs_query
+    from journeys.settings import TemporalSettings
+    from journeys.temporal import connect
+
+    client = await connect(TemporalSettings())
+    console = Console()
+    if args.action == "failed":
+        await cli_ops.show_failed(
+            client, console, journey=args.journey, step=args.step, since=args.since
+        )
+        return
+    if args.action == "stuck":
+        await cli_ops.show_stuck(
+            client, console, journey=args.journey, step=args.step, older_than=args.older_than
+        )
+        return
+    query = runs_query(journey=args.journey, step=args.step, where=args.query)
+    if args.action == "replay":
+        outcomes = await cli_ops.replay(client, console, query)
+        if not all(o.ok for o in outcomes):
+            sys.exit(3)  # for a deploy pipeline: some runs would break on this code
+        return
+    outcomes_ = await cli_ops.reset(
+        client, console, query, args.to, reason=args.reason, dry_run=args.dry_run
+    )
+    if any(o.outcome == "error" for o in outcomes_):
+        sys.exit(3)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -309,6 +342,41 @@ def main(argv: list[str] | None = None) -> None:
         a.add_argument("--data-dir", default=".journeys", help="journeys dev's data (its API key)")
         a.set_defaults(run=keys)
 
+    p = sub.add_parser(
+        "ops", help="failed and stuck participants; replay and reset runs (talks to Temporal)"
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("failed", "participants whose run failed, with the step and why"),
+        ("stuck", "participants one of whose activities keeps retrying"),
+        ("replay", "replay the runs' histories on the code on this disk (changes nothing)"),
+        ("reset", "reset the runs in bulk; mail sent before the reset point is not resent"),
+    ):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("--journey", default=None, help="only this journey's runs")
+        a.add_argument("--step", default=None, help="only runs at (or failed at) this step")
+        if action == "failed":
+            a.add_argument("--since", default=None, help="closed since, e.g. P1D")
+        if action == "stuck":
+            a.add_argument("--older-than", default="PT10M", help="retrying for longer than (PT10M)")
+        if action in ("replay", "reset"):
+            a.add_argument(
+                "--query",
+                default=None,
+                help="a visibility query ANDed to the rest, e.g. 'ExecutionStatus = \"Failed\"'",
+            )
+        if action == "reset":
+            a.add_argument(
+                "--to",
+                required=True,
+                help="last-good (before the failed or retrying activity), first, or step:<id>",
+            )
+            a.add_argument("--reason", default="journeys ops reset", help="kept on each reset")
+            a.add_argument(
+                "--dry-run", action="store_true", help="show each run's reset point only"
+            )
+        a.set_defaults(run=ops_command)
+
     p = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p.set_defaults(run=migrate)
 
@@ -347,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(
         os.environ.get(
             "JOURNEYS_LOG_LEVEL",
-            "warning" if args.command in ("dev", "enrol", "recurring", "keys") else "info",
+            "warning" if args.command in ("dev", "enrol", "recurring", "keys", "ops") else "info",
         )
     )
     try:

@@ -126,7 +126,7 @@ class JourneyInput(BaseModel):
     follow_up: FollowUpRun | None = Field(default=None, description="set on follow-up runs")
 
 
-ParticipantStatus = Literal["running", "completed", "exited", "removed", "skipped"]
+ParticipantStatus = Literal["running", "completed", "exited", "removed", "skipped", "failed"]
 
 
 class JourneyProgress(BaseModel):
@@ -137,7 +137,7 @@ class JourneyProgress(BaseModel):
     status: ParticipantStatus
     current_step: str
     history: list[StepVisit]
-    reason: str | None = Field(default=None, description="why it exited or was removed")
+    reason: str | None = Field(default=None, description="why it exited, was removed or failed")
 
 
 # --- activities ---------------------------------------------------------------------------

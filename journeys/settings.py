@@ -1,10 +1,10 @@
 """All configuration in one place, read from the environment.
 
-Three layers, so that each process needs only what it uses: `DatabaseSettings`
-(`journeys migrate`), `Settings` (the worker: Temporal, SMTP, the token secret)
-and `ApiSettings` (the API: also the API key). A missing or empty secret is
-refused by the class itself, naming the variable; the error does not repeat the
-value refused (it may be a secret).
+Layers, so that each process needs only what it uses: `DatabaseSettings`
+(`journeys migrate`), `TemporalSettings` (`journeys ops`), `Settings` (the worker:
+both, SMTP, the token secret) and `ApiSettings` (the API: also the API key). A
+missing or empty secret is refused by the class itself, naming the variable; the
+error does not repeat the value refused (it may be a secret).
 """
 
 from __future__ import annotations
@@ -38,12 +38,34 @@ class DatabaseSettings(BaseSettings):
     )
 
 
-class Settings(DatabaseSettings):
+class TemporalSettings(BaseSettings):
+    """What a process needs to talk to Temporal (`journeys ops` needs no more)."""
+
     # A refused value may be a key (JOURNEYS_PAYLOAD_KEYS): errors do not repeat it.
-    model_config = SettingsConfigDict(hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    payload_keys: SecretStr | None = Field(
+        None,
+        validation_alias=_env("JOURNEYS_PAYLOAD_KEYS"),
+        description="payload encryption keys, <key id>:<base64 of 32 bytes>, comma-separated;"
+        " the first encrypts, all decrypt (journeys.codec)",
+    )
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _check_payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())  # a PayloadKeyError says what is wrong
+        return value
+
+
+class Settings(DatabaseSettings, TemporalSettings):
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     task_queue: str = Field("journeys", validation_alias=_env("JOURNEYS_TASK_QUEUE"))
     smtp_url: str = Field("smtp://localhost:1025", validation_alias=_env("SMTP_URL"))
     smtp_connections: int = Field(
@@ -95,19 +117,6 @@ class Settings(DatabaseSettings):
         description="local times of contacts without a time_zone (IANA name)",
     )
     log_level: str = Field("info", validation_alias=_env("JOURNEYS_LOG_LEVEL"))
-    payload_keys: SecretStr | None = Field(
-        None,
-        validation_alias=_env("JOURNEYS_PAYLOAD_KEYS"),
-        description="payload encryption keys, <key id>:<base64 of 32 bytes>, comma-separated;"
-        " the first encrypts, all decrypt (journeys.codec)",
-    )
-
-    @field_validator("payload_keys")
-    @classmethod
-    def _check_payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_keys(value.get_secret_value())  # a PayloadKeyError says what is wrong
-        return value
 
 
 class ApiSettings(Settings):

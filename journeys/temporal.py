@@ -11,7 +11,7 @@ from temporalio.converter import DataConverter
 from temporalio.service import RetryConfig
 
 from journeys.codec import EncryptionCodec
-from journeys.settings import Settings
+from journeys.settings import TemporalSettings
 
 # For calls made while an HTTP caller waits: a few quick retries, then 503.
 # (The SDK's default keeps retrying an unavailable server for 10 s.)
@@ -21,14 +21,14 @@ API_RPC_TIMEOUT = timedelta(seconds=5)
 API_CALL_SECONDS = 6.0
 
 
-def payload_codec(settings: Settings) -> EncryptionCodec | None:
+def payload_codec(settings: TemporalSettings) -> EncryptionCodec | None:
     """The encryption codec when JOURNEYS_PAYLOAD_KEYS is set."""
     if settings.payload_keys is None:
         return None
     return EncryptionCodec.from_text(settings.payload_keys.get_secret_value())
 
 
-def data_converter(settings: Settings) -> DataConverter:
+def data_converter(settings: TemporalSettings) -> DataConverter:
     """Pydantic payloads, encrypted when JOURNEYS_PAYLOAD_KEYS is set. The client's
     converter is the worker's too (a worker takes its client's)."""
     codec = payload_codec(settings)
@@ -37,7 +37,7 @@ def data_converter(settings: Settings) -> DataConverter:
     return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect(settings: TemporalSettings, *, lazy: bool = False) -> Client:
     """A client; `lazy` (the API) connects on first use and retries only briefly."""
     return await Client.connect(
         settings.temporal_address,

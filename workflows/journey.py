@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from journeys.conditions import evaluate, facts_read
-    from journeys.definition import WaitForEvent, parse_duration
+    from journeys.definition import End, WaitForEvent, parse_duration
     from journeys.definition.journey import TriggeredEntry
     from journeys.models import (
         SA_STATUS,
@@ -45,6 +47,13 @@ STEP_KEY = SearchAttributeKey.for_keyword(SA_STEP)
 KEPT_CONTACT_EVENTS = 50
 STATUS_KEY = SearchAttributeKey.for_keyword(SA_STATUS)
 
+# Patches: changes to the commands a run gives, each guarded for runs started before
+# (README, "Changing workflow code").
+# A failed step is noted (status, dossier) before the run fails.
+FAILED_STATUS = "failed-status"
+# The end step and the status `completed` are shown in one upsert, not two.
+END_IN_ONE_UPSERT = "end-in-one-upsert"
+
 
 @workflow.defn(name="JourneyWorkflow")
 class JourneyWorkflow:
@@ -60,6 +69,8 @@ class JourneyWorkflow:
         # run; after continue-as-new they carry over. Only changes are upserted.
         history = self.state.history
         self._shown_step = history[-1].step if history else input.definition.start
+        # An end step not yet shown: it goes out with the status (END_IN_ONE_UPSERT).
+        self._end_step: str | None = None
         self._awaited_events = {
             step.name
             for step in input.definition.steps.values()
@@ -97,10 +108,37 @@ class JourneyWorkflow:
                 f"{left.status.capitalize()} at step `{self.state.current_step}`: {left.reason}"
             )
             return self.progress()
+        except ActivityError as exc:
+            # A step's activity failed for good. Runs that failed before failures
+            # were noted replay as they ran: the error went straight out.
+            if not workflow.patched(FAILED_STATUS):
+                raise
+            await self._fail(exc)
         self.status = "completed"
-        workflow.upsert_search_attributes([STATUS_KEY.value_set("completed")])
+        shown = [STEP_KEY.value_set(self._end_step)] if self._end_step else []
+        workflow.upsert_search_attributes([*shown, STATUS_KEY.value_set("completed")])
         workflow.set_current_details(f"Completed at step `{self.state.current_step}`.")
         return self.progress()
+
+    async def _fail(self, exc: ActivityError) -> NoReturn:
+        """End the run failed at its step: the status, the web UI's details and the
+        dossier say why, then the run fails with that reason (`journeys ops failed`)."""
+        step = self.state.current_step
+        cause = exc.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        self.status, self.reason = "failed", f"step `{step}` failed: {reason}"
+        self.record_outcome(f"failed: {reason}")
+        workflow.upsert_search_attributes([STATUS_KEY.value_set("failed")])
+        workflow.set_current_details(f"Failed at step `{step}`: {reason}")
+        info = workflow.info()
+        await note(
+            self,
+            "journey_failed",
+            f"{self.input.journey_key} failed at step {step}: {reason}",
+            f"failed/{info.workflow_id}/{info.run_id}",
+            summary="note the failure in the dossier",
+        )
+        raise ApplicationError(self.reason, type="StepFailed", non_retryable=True) from exc
 
     async def _may_start(self) -> bool:
         follow_up, entry = self.input.follow_up, self.input.definition.entry
@@ -139,10 +177,14 @@ class JourneyWorkflow:
 
     def _arrive(self, step_id: str) -> None:
         self.state.history.append(StepVisit(step=step_id, at=workflow.now()))
-        if step_id != self._shown_step:
-            workflow.upsert_search_attributes([STEP_KEY.value_set(step_id)])
-            self._shown_step = step_id
         step = self.input.definition.steps[step_id]
+        if step_id != self._shown_step:
+            if isinstance(step, End) and workflow.patched(END_IN_ONE_UPSERT):
+                # The run ends right here: shown with the status, one event fewer.
+                self._end_step = step_id
+            else:
+                workflow.upsert_search_attributes([STEP_KEY.value_set(step_id)])
+            self._shown_step = step_id
         self.describe(
             f"At step `{step_id}` ({step.type}){': ' + step.title if step.title else ''}."
         )

@@ -106,6 +106,12 @@ class EnrolmentResponse(BaseModel):
     enrolments: list[Enrolment]
 
 
+class Retrying(BaseModel):
+    activity: str
+    attempt: int
+    last_error: str | None
+
+
 class ParticipantView(BaseModel):
     journey_key: str
     contact_id: uuid.UUID
@@ -115,8 +121,13 @@ class ParticipantView(BaseModel):
     status: str = Field(
         description="running, completed, exited, removed, skipped (run_if) or failed"
     )
-    reason: str | None = Field(default=None, description="why it exited or was removed")
+    reason: str | None = Field(default=None, description="why it exited, was removed or failed")
     current_step: str | None
+    retrying: Retrying | None = Field(
+        default=None,
+        description="the step's activity failed and is being retried (a provider down, a "
+        "bug): `journeys ops stuck` lists those retrying for long",
+    )
     history: list[StepVisit]
     messages: list[MessageView]
 
@@ -270,14 +281,27 @@ async def read_participant(
             API_CALL_SECONDS,
         )
         current_step, history, reason = progress.current_step, progress.history, progress.reason
-        if progress.status in ("exited", "removed", "skipped"):
+        if progress.status in ("exited", "removed", "skipped", "failed"):
             status = progress.status
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, Unavailable):
         # No worker to answer, or a failed run whose history no longer replays:
         # describe() reached Temporal, and the status it gave still tells.
         pass
+    retrying = next(
+        (
+            Retrying(
+                activity=a.activity_type.name,
+                attempt=a.attempt,
+                last_error=a.last_failure.message or None,
+            )
+            for a in description.raw_description.pending_activities
+            if a.attempt > 1
+        ),
+        None,
+    )
     return ParticipantView(
         journey_key=key,
+        retrying=retrying,
         contact_id=contact_id,
         workflow_id=enrolment["workflow_id"],
         run_id=enrolment["run_id"],

@@ -1,0 +1,150 @@
+"""`journeys ops failed | stuck | replay | reset`: operations on participants' runs,
+straight against Temporal (TEMPORAL_ADDRESS, or `journeys dev`'s), with the code on
+this disk: replay answers whether the runs' histories replay on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from temporalio.client import Client
+
+from journeys import ops
+from journeys.cli_enrol import CommandError
+from journeys.definition.common import parse_duration
+
+
+def _when(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if at else "-"
+
+
+def _duration(option: str, text: str) -> timedelta:
+    try:
+        return parse_duration(text, zero=True)
+    except ValueError as exc:
+        raise CommandError(f"{option}: {exc}") from None
+
+
+@contextmanager
+def _progress(console: Console, what: str) -> Iterator[Callable[[int, int | None], None]]:
+    with Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+async def show_failed(
+    client: Client,
+    console: Console,
+    *,
+    journey: str | None,
+    step: str | None,
+    since: str | None,
+) -> list[ops.FailedRun]:
+    after = datetime.now(UTC) - _duration("--since", since) if since else None
+    runs = await ops.failed_runs(client, journey=journey, step=step, since=after)
+    table = Table(title=f"Failed runs ({len(runs)})")
+    for column in ("journey", "participant", "step", "failed at (UTC)"):
+        table.add_column(column, no_wrap=True)
+    for run in runs:
+        table.add_row(
+            run.journey or "-", run.participant or "-", run.step or "-", _when(run.closed_at)
+        )
+    console.print(table)
+    for run in runs:  # below the table: a reason is too long for a column
+        console.print(f"  {run.workflow_id}: {run.reason}")
+    return runs
+
+
+async def show_stuck(
+    client: Client,
+    console: Console,
+    *,
+    journey: str | None,
+    step: str | None,
+    older_than: str,
+) -> list[ops.StuckRun]:
+    with _progress(console, "looking at running participants") as progress:
+        runs = await ops.stuck_runs(
+            client,
+            now=datetime.now(UTC),
+            older_than=_duration("--older-than", older_than),
+            journey=journey,
+            step=step,
+            progress=progress,
+        )
+    table = Table(title=f"Stuck runs: an activity retrying for over {older_than} ({len(runs)})")
+    for column in ("journey", "participant", "step", "activity", "attempt", "since (UTC)"):
+        table.add_column(column, no_wrap=True)
+    for run in runs:
+        table.add_row(
+            run.journey or "-",
+            run.participant or "-",
+            run.step or "-",
+            run.activity,
+            str(run.attempt),
+            _when(run.retrying_since),
+        )
+    console.print(table)
+    for run in runs:
+        console.print(f"  {run.workflow_id}: {run.last_error or '(no error recorded)'}")
+    return runs
+
+
+async def replay(client: Client, console: Console, query: str) -> list[ops.ReplayOutcome]:
+    from worker import WORKFLOWS
+
+    with _progress(console, "replaying") as progress:
+        outcomes = await ops.replay_runs(client, query, WORKFLOWS, progress=progress)
+    bad = [o for o in outcomes if not o.ok]
+    for outcome in bad:
+        console.print(f"[red]does not replay[/] {outcome.workflow_id} ({outcome.run_id})")
+        console.print(f"  {outcome.error}")
+    console.print(
+        f"{len(outcomes)} runs replayed on this code: {len(outcomes) - len(bad)} cleanly, "
+        f"{len(bad)} not"
+    )
+    return outcomes
+
+
+async def reset(
+    client: Client,
+    console: Console,
+    query: str,
+    to: str,
+    *,
+    reason: str,
+    dry_run: bool,
+) -> list[ops.ResetOutcome]:
+    try:
+        ops.check_reset_target(to)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    with _progress(console, "resetting" if not dry_run else "finding reset points") as progress:
+        outcomes = await ops.reset_runs(
+            client, query, to, reason=reason, dry_run=dry_run, progress=progress
+        )
+    for outcome in outcomes:
+        if outcome.outcome != "reset":
+            console.print(f"{outcome.outcome} {outcome.workflow_id}: {outcome.detail}")
+    counts = {
+        kind: sum(o.outcome == kind for o in outcomes) for kind in ("reset", "skipped", "error")
+    }
+    console.print(
+        f"reset {counts['reset']}, skipped {counts['skipped']}, errors {counts['error']}"
+        + (" (dry run: nothing changed)" if dry_run else "")
+    )
+    return outcomes

@@ -1,0 +1,423 @@
+"""Operations on participants' runs: which failed, which are stuck, whether their
+histories replay on the code at hand, and resetting many of them at once.
+
+Everything here reads Temporal: visibility finds the runs (by the search
+attributes every journey run carries), `describe` shows a run's retrying
+activity, and a run's history says where a reset goes back to. Only
+`reset_runs` changes anything. The CLI (`journeys ops`) and the API (`/ops`)
+both call these functions; the CLI with the code on the operator's disk, the API
+with the code it was deployed with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, TypeVar
+
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, ResetReapplyType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.workflowservice.v1 import (
+    GetWorkflowExecutionHistoryReverseRequest,
+    ResetWorkflowExecutionRequest,
+)
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecution as WorkflowExecutionListed
+from temporalio.common import SearchAttributeKey
+
+from journeys.models import SA_JOURNEY, SA_PARTICIPANT, SA_STATUS, SA_STEP
+
+JOURNEY_RUNS = 'WorkflowType = "JourneyWorkflow"'
+# Runs looked at by one call at most; narrow by journey or step for more.
+LIMIT = 10_000
+# A value put in a visibility query: journey keys and step ids are of this shape.
+QUERY_VALUE = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
+
+_JOURNEY = SearchAttributeKey.for_keyword(SA_JOURNEY)
+_PARTICIPANT = SearchAttributeKey.for_keyword(SA_PARTICIPANT)
+_STEP = SearchAttributeKey.for_keyword(SA_STEP)
+
+Progress = Callable[[int, int | None], None]  # (done, total when known)
+
+
+def _value(name: str, value: str) -> str:
+    if not QUERY_VALUE.match(value):
+        raise ValueError(f"{name} {value!r}: letters, digits and _ . : / @ - only")
+    return f'"{value}"'
+
+
+def runs_query(
+    *,
+    journey: str | None = None,
+    step: str | None = None,
+    since: datetime | None = None,
+    where: str | None = None,
+    extra: str | None = None,
+) -> str:
+    """A visibility query for journey runs: of one journey, at one step, closed since,
+    and an operator's own `where` clause (ANDed, in parentheses)."""
+    parts = [JOURNEY_RUNS]
+    if journey is not None:
+        parts.append(f"{SA_JOURNEY} = {_value('journey', journey)}")
+    if step is not None:
+        parts.append(f"{SA_STEP} = {_value('step', step)}")
+    if since is not None:
+        parts.append(f'CloseTime >= "{since.isoformat()}"')
+    if extra is not None:
+        parts.append(extra)
+    if where:
+        parts.append(f"({where})")
+    return " AND ".join(parts)
+
+
+@dataclass
+class RunRef:
+    workflow_id: str
+    run_id: str
+    journey: str | None
+    participant: str | None
+    step: str | None
+
+
+@dataclass
+class FailedRun(RunRef):
+    closed_at: datetime | None
+    reason: str
+
+
+@dataclass
+class StuckRun(RunRef):
+    activity: str
+    attempt: int
+    retrying_since: datetime
+    last_error: str | None
+
+
+def _ref(ex: WorkflowExecutionListed) -> RunRef:
+    sa = ex.typed_search_attributes
+    return RunRef(ex.id, ex.run_id, sa.get(_JOURNEY), sa.get(_PARTICIPANT), sa.get(_STEP))
+
+
+async def _listed(client: Client, query: str, limit: int) -> list[WorkflowExecutionListed]:
+    return [ex async for ex in client.list_workflows(query, limit=limit)]
+
+
+async def _reverse_events(client: Client, ref: RunRef) -> AsyncIterator[HistoryEvent]:
+    """The run's history from its last event backwards, a page at a time."""
+    token = b""
+    while True:
+        page = await client.workflow_service.get_workflow_execution_history_reverse(
+            GetWorkflowExecutionHistoryReverseRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
+                maximum_page_size=100,
+                next_page_token=token,
+            )
+        )
+        for event in page.history.events:
+            yield event
+        token = page.next_page_token
+        if not token:
+            return
+
+
+async def _failure_of(client: Client, ref: RunRef) -> str:
+    async for event in _reverse_events(client, ref):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            failure = event.workflow_execution_failed_event_attributes.failure
+            # The run's own message names the step and the activity's reason; the
+            # causes below it repeat that, or add what a run from before says less.
+            messages = [failure.message]
+            while failure.HasField("cause"):
+                failure = failure.cause
+                said = failure.message
+                if said and said != "Activity task failed" and not any(said in m for m in messages):
+                    messages.append(said)
+            return ": ".join(messages)
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+            return "the run timed out"
+    return "(no failure recorded)"
+
+
+async def failed_runs(
+    client: Client,
+    *,
+    journey: str | None = None,
+    step: str | None = None,
+    since: datetime | None = None,
+    limit: int = LIMIT,
+) -> list[FailedRun]:
+    """Runs that ended failed: a step's activity failed for good (JourneyStatus
+    `failed`), or the run failed before that status existed. With the step it failed
+    at and the reason."""
+    query = runs_query(
+        journey=journey,
+        step=step,
+        since=since,
+        extra=f'({SA_STATUS} = "failed" OR ExecutionStatus = "Failed")',
+    )
+    listed = await _listed(client, query, limit)
+
+    async def failed(ex: WorkflowExecutionListed) -> FailedRun | None:
+        # A run that was reset (or re-entered) since is no longer the participant's.
+        latest = await client.get_workflow_handle(ex.id).describe()
+        if latest.run_id != ex.run_id:
+            return None
+        reason = await _failure_of(client, _ref(ex))
+        return FailedRun(**_ref(ex).__dict__, closed_at=ex.close_time, reason=reason)
+
+    return [run for run in await _bounded(listed, failed) if run is not None]
+
+
+async def _retrying(
+    client: Client, ref: RunRef, now: datetime, older_than: timedelta
+) -> StuckRun | None:
+    description = await client.get_workflow_handle(ref.workflow_id, run_id=ref.run_id).describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.attempt < 2:
+            continue
+        # Retries add no event: the activity's first schedule is its scheduled event.
+        since = None
+        async for event in _reverse_events(client, ref):
+            if (
+                event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and event.activity_task_scheduled_event_attributes.activity_id
+                == pending.activity_id
+            ):
+                since = event.event_time.ToDatetime(tzinfo=now.tzinfo)
+                break
+        if since is None or now - since < older_than:
+            continue
+        return StuckRun(
+            **ref.__dict__,
+            activity=pending.activity_type.name,
+            attempt=pending.attempt,
+            retrying_since=since,
+            last_error=pending.last_failure.message or None,
+        )
+    return None
+
+
+async def stuck_runs(
+    client: Client,
+    *,
+    now: datetime,
+    older_than: timedelta,
+    journey: str | None = None,
+    step: str | None = None,
+    limit: int = LIMIT,
+    progress: Progress | None = None,
+) -> list[StuckRun]:
+    """Running participants one of whose activities has been retrying for longer than
+    `older_than` (a provider down, a bug that raises a retryable error)."""
+    query = runs_query(journey=journey, step=step, extra='ExecutionStatus = "Running"')
+    listed = await _listed(client, query, limit)
+    found = await _bounded(
+        listed, lambda ex: _retrying(client, _ref(ex), now, older_than), progress
+    )
+    return [run for run in found if run is not None]
+
+
+@dataclass
+class ReplayOutcome:
+    workflow_id: str
+    run_id: str | None
+    ok: bool
+    error: str | None
+
+
+async def replay_runs(
+    client: Client,
+    query: str,
+    workflows: Sequence[type],
+    *,
+    limit: int = LIMIT,
+    progress: Progress | None = None,
+) -> list[ReplayOutcome]:
+    """Replay the histories of the matching runs on `workflows` (the code at hand):
+    per run, whether it replays, or the non-determinism and where. Changes nothing."""
+    from temporalio.worker import Replayer
+
+    replayer = Replayer(workflows=workflows, data_converter=client.data_converter)
+    histories = client.list_workflows(query, limit=limit).map_histories()
+    out: list[ReplayOutcome] = []
+    async with replayer.workflow_replay_iterator(histories) as results:
+        async for result in results:
+            failure = result.replay_failure
+            out.append(
+                ReplayOutcome(
+                    workflow_id=result.history.workflow_id,
+                    run_id=result.history.run_id,
+                    ok=failure is None,
+                    error=None if failure is None else f"{type(failure).__name__}: {failure}",
+                )
+            )
+            if progress is not None:
+                progress(len(out), None)
+    return out
+
+
+def check_reset_target(to: str) -> str:
+    """`last-good`, `first` or `step:<id>`; a ValueError naming the problem otherwise."""
+    if to in ("last-good", "first"):
+        return to
+    if to.startswith("step:") and QUERY_VALUE.match(to[5:]):
+        return to
+    raise ValueError(f"--to {to!r}: use last-good, first or step:<step id>")
+
+
+def reset_point(events: Sequence[HistoryEvent], to: str) -> int | str:
+    """The WorkflowTaskCompleted event a reset goes back to (its task runs again on the
+    current code), or why there is none.
+
+    - `first`: the run's first workflow task.
+    - `last-good`: the task that scheduled the activity that failed (or still
+      retries); for a run whose workflow task fails (a bug, a non-determinism), the
+      last task that completed.
+    - `step:<id>`: the task in which the run last arrived at that step.
+    """
+    completed = [e.event_id for e in events if e.event_type == _WFT_COMPLETED]
+    if not completed:
+        return "no workflow task has completed"
+    if to == "first":
+        return completed[0]
+    if to == "last-good":
+        return _last_good(events, completed)
+    step = to.removeprefix("step:")
+    for event in reversed(events):
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            attrs = event.upsert_workflow_search_attributes_event_attributes
+            shown = attrs.search_attributes.indexed_fields.get(SA_STEP)
+            if shown is not None and json.loads(shown.data) == step:
+                return attrs.workflow_task_completed_event_id
+    started = events[0].workflow_execution_started_event_attributes
+    first_step = started.search_attributes.indexed_fields.get(SA_STEP)
+    if first_step is not None and json.loads(first_step.data) == step:
+        return completed[0]
+    return f"the run never arrived at step '{step}'"
+
+
+_WFT_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+_ACTIVITY_DONE = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "activity_task_completed_event_attributes",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: "activity_task_canceled_event_attributes",
+}
+
+
+def _last_good(events: Sequence[HistoryEvent], completed: list[int]) -> int | str:
+    tasks = [
+        e
+        for e in events
+        if e.event_type
+        in (
+            _WFT_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+        )
+    ]
+    if tasks and tasks[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+        return completed[-1]
+    succeeded = {
+        getattr(e, attrs).scheduled_event_id
+        for e in events
+        for kind, attrs in _ACTIVITY_DONE.items()
+        if e.event_type == kind
+    }
+    for event in reversed(events):
+        if (
+            event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and event.event_id not in succeeded
+        ):
+            return event.activity_task_scheduled_event_attributes.workflow_task_completed_event_id
+    return "nothing failed or is retrying in this run"
+
+
+@dataclass
+class ResetOutcome:
+    workflow_id: str
+    run_id: str
+    outcome: Literal["reset", "skipped", "error"]
+    detail: str
+    new_run_id: str | None = None
+
+
+async def reset_runs(
+    client: Client,
+    query: str,
+    to: str,
+    *,
+    reason: str,
+    limit: int = LIMIT,
+    concurrency: int = 8,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> list[ResetOutcome]:
+    """Reset every matching run to `to` (`check_reset_target`), `concurrency` at a time.
+    Signals received after the reset point are applied again to the new run. Mail sent
+    before the reset point is not sent again: a send's idempotency key holds the run
+    chain's first run id, which a reset keeps. `dry_run` finds the reset points only."""
+    check_reset_target(to)
+    executions = [
+        ex
+        for ex in await _listed(client, query, limit)
+        if ex.status != WorkflowExecutionStatus.CONTINUED_AS_NEW
+    ]
+
+    async def one(ex: WorkflowExecutionListed) -> ResetOutcome:
+        handle = client.get_workflow_handle(ex.id, run_id=ex.run_id)
+        try:
+            history = await handle.fetch_history()
+            point = reset_point(history.events, to)
+            if isinstance(point, str):
+                return ResetOutcome(ex.id, ex.run_id, "skipped", point)
+            if dry_run:
+                return ResetOutcome(ex.id, ex.run_id, "skipped", f"would reset to event {point}")
+            response = await client.workflow_service.reset_workflow_execution(
+                ResetWorkflowExecutionRequest(
+                    namespace=client.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=ex.id, run_id=ex.run_id),
+                    reason=reason,
+                    workflow_task_finish_event_id=point,
+                    request_id=str(uuid.uuid4()),
+                    reset_reapply_type=ResetReapplyType.RESET_REAPPLY_TYPE_SIGNAL,
+                )
+            )
+        except Exception as exc:
+            return ResetOutcome(ex.id, ex.run_id, "error", f"{type(exc).__name__}: {exc}")
+        return ResetOutcome(
+            ex.id, ex.run_id, "reset", f"to event {point}", new_run_id=response.run_id
+        )
+
+    return await _bounded(executions, one, progress, concurrency)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def _bounded(
+    items: Sequence[T],
+    work: Callable[[T], Awaitable[R]],
+    progress: Progress | None = None,
+    concurrency: int = 16,
+) -> list[R]:
+    """`work` on each item, `concurrency` at a time, in order; progress after each."""
+    limit = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(item: T) -> R:
+        nonlocal done
+        async with limit:
+            result = await work(item)
+        done += 1
+        if progress is not None:
+            progress(done, len(items))
+        return result
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
