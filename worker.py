@@ -13,7 +13,8 @@ import asyncpg
 import httpx
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.bulk import BulkActivities
 from activities.contacts import ContactActivities
@@ -116,7 +117,22 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
         activities=bound_activities(settings, pool, outbound, client),
+        deployment_config=deployment_config(settings),
         **WORKER_OPTIONS,
+    )
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """The Worker Deployment version this worker serves (JOURNEYS_DEPLOYMENT and
+    JOURNEYS_BUILD_ID), or None: unversioned, every worker takes every task."""
+    if settings.deployment_name is None or settings.build_id is None:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(settings.deployment_name, settings.build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED
+        if settings.versioning == "pinned"
+        else VersioningBehavior.AUTO_UPGRADE,
     )
 
 

@@ -777,10 +777,27 @@ async def pair_steps(b: Bench) -> dict[str, Any]:
         lambda i: b.enrol_one(key, contacts[w + i]),
         product_done,
     )
+    # The same again with a second worker process beside the first (O5): what a
+    # second core's worth of worker buys on this machine.
+    more = await b.new_contacts(n)
+    await b.stack.start_worker("worker2")
+    try:
+        two_rate, two_detail = await _completions(
+            b,
+            f"steps product, two worker processes: {n} more participants",
+            n,
+            lambda i: b.enrol_one(key, more[i]),
+            product_done,
+        )
+    finally:
+        b.stack.stop_proc("worker2")
     failed = await b.count(f"JourneyKey = '{key}' AND ExecutionStatus = 'Failed'")
     return {
         "unit": "completions/s",
         **pair_figures(floor_rate, product_rate, RATIO_TARGETS["steps"]),
+        "product_two_workers": two_rate,
+        "two_workers_gain": ratio(two_rate, product_rate),
+        "two_workers_detail": two_detail,
         "journey": key,
         "product_failed": failed,
         "floor_detail": floor_detail,

@@ -212,6 +212,19 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             ]
         )
     ratio_row("steps", "completions/s", "floor", "product", "ratio")
+    steps = pairs.get("steps") or {}
+    if steps.get("product_two_workers") is not None:
+        rows.append(
+            [
+                "steps",
+                "completions/s, two worker processes against one",
+                _num(steps.get("product")),
+                _num(steps.get("product_two_workers")),
+                _ratio_text(steps.get("two_workers_gain")),
+                "",
+                "",
+            ]
+        )
     ratio_row("mail", "messages/s (floor: open connections)", "floor", "product", "ratio")
     mail = pairs.get("mail") or {}
     if mail.get("floor_new_connection") is not None:

@@ -174,6 +174,14 @@ async def api(args: argparse.Namespace) -> None:
 
 
 async def worker(args: argparse.Namespace) -> None:
+    if args.processes < 1:
+        raise ValueError(f"--processes {args.processes}: one or more")
+    if args.processes > 1:
+        from journeys.supervise import supervise
+
+        await _migrated_settings(Settings)  # once, before the processes start
+        await supervise(args.processes)
+        return
     from worker import run_worker
 
     await run_worker(await _migrated_settings(Settings))
@@ -271,6 +279,13 @@ async def ops_command(args: argparse.Namespace) -> None:
             client, console, journey=args.journey, step=args.step, older_than=args.older_than
         )
         return
+    if args.action in ("versions", "promote"):
+        deployment = args.deployment or os.environ.get("JOURNEYS_DEPLOYMENT") or "journeys"
+        if args.action == "versions":
+            await cli_ops.show_versions(client, console, deployment)
+        else:
+            await cli_ops.promote(client, console, deployment, args.build_id)
+        return
     query = runs_query(journey=args.journey, step=args.step, where=args.query)
     if args.action == "replay":
         outcomes = await cli_ops.replay(client, console, query)
@@ -303,6 +318,12 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(run=api)
 
     p = sub.add_parser("worker", help="run a Temporal worker (configured by environment)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run N worker processes (one core each), restarted when one dies",
+    )
     p.set_defaults(run=worker)
 
     p = sub.add_parser("enrol", help="enrol everyone in a selection, with a progress bar")
@@ -375,6 +396,17 @@ def main(argv: list[str] | None = None) -> None:
             a.add_argument(
                 "--dry-run", action="store_true", help="show each run's reset point only"
             )
+        a.set_defaults(run=ops_command)
+    for action, text in (
+        ("versions", "the Worker Deployment's builds and the open runs each serves"),
+        ("promote", "make a build the current version: new runs start on it"),
+    ):
+        a = actions.add_parser(action, help=text)
+        if action == "promote":
+            a.add_argument("build_id", help="the build id (JOURNEYS_BUILD_ID of its workers)")
+        a.add_argument(
+            "--deployment", default=None, help="default JOURNEYS_DEPLOYMENT, or journeys"
+        )
         a.set_defaults(run=ops_command)
 
     p = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")

@@ -148,3 +148,24 @@ async def reset(
         + (" (dry run: nothing changed)" if dry_run else "")
     )
     return outcomes
+
+
+async def show_versions(client: Client, console: Console, deployment: str) -> list[ops.VersionRuns]:
+    versions = await ops.deployment_versions(client, deployment)
+    table = Table(title=f"Worker Deployment {deployment}: which build serves which runs")
+    for column in ("build id", "status", "open runs", "of which journeys"):
+        table.add_column(column, no_wrap=True)
+    for v in versions:
+        table.add_row(
+            v.build_id or "(unversioned)", v.status, str(v.open_runs), str(v.open_journey_runs)
+        )
+    console.print(table)
+    return versions
+
+
+async def promote(client: Client, console: Console, deployment: str, build_id: str) -> None:
+    previous = await ops.promote(client, deployment, build_id)
+    console.print(
+        f"{deployment}: {build_id} is current (was {previous or 'none'}); new runs start on "
+        "it, pinned runs stay on their build until they end"
+    )

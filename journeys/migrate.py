@@ -1,4 +1,5 @@
-"""Schema migrations: the SQL files under `infra/migrations`, applied with yoyo.
+"""Schema migrations: the SQL files in `journeys/migrations` (package data, so an
+installed wheel carries them), applied with yoyo.
 
 yoyo records what it applied and runs each file in a transaction. Two processes
 starting at once (API and worker) would both try to create yoyo's own tables,
@@ -12,7 +13,7 @@ from pathlib import Path
 import psycopg
 from yoyo import get_backend, read_migrations
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "infra" / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _LOCK_ID = 0x4A6F75726E657973  # "Journeys"
 
 
@@ -32,6 +33,10 @@ def migrate(database_url: str) -> list[str]:
             backend = get_backend(yoyo_uri)
             try:
                 migrations = read_migrations(str(MIGRATIONS_DIR))
+                if not migrations:
+                    # An install without its SQL files would report "up to date" on an
+                    # empty database and fail later on every query.
+                    raise RuntimeError(f"no migrations in {MIGRATIONS_DIR}: a broken install")
                 with backend.lock():
                     pending = backend.to_apply(migrations)
                     backend.apply_migrations(pending)

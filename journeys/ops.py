@@ -21,11 +21,13 @@ from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType, ResetReapplyType
+from temporalio.api.enums.v1 import EventType, ResetReapplyType, WorkerDeploymentVersionStatus
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
     GetWorkflowExecutionHistoryReverseRequest,
     ResetWorkflowExecutionRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.client import WorkflowExecution as WorkflowExecutionListed
@@ -46,10 +48,14 @@ _STEP = SearchAttributeKey.for_keyword(SA_STEP)
 Progress = Callable[[int, int | None], None]  # (done, total when known)
 
 
-def _value(name: str, value: str) -> str:
+def _checked(name: str, value: str) -> str:
     if not QUERY_VALUE.match(value):
         raise ValueError(f"{name} {value!r}: letters, digits and _ . : / @ - only")
-    return f'"{value}"'
+    return value
+
+
+def _value(name: str, value: str) -> str:
+    return f'"{_checked(name, value)}"'
 
 
 def runs_query(
@@ -421,3 +427,65 @@ async def _bounded(
         return result
 
     return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+# --- worker versioning ------------------------------------------------------------------
+
+
+@dataclass
+class VersionRuns:
+    """A version of the Worker Deployment and the runs on it (build_id None: the runs
+    started by unversioned workers)."""
+
+    build_id: str | None
+    status: str  # current, ramping, draining, drained, inactive, created; "-" unversioned
+    open_runs: int
+    open_journey_runs: int
+
+
+async def deployment_versions(client: Client, deployment: str) -> list[VersionRuns]:
+    """The deployment's versions, newest first, with how many open runs each serves,
+    and the open runs on no version (started before versioning was turned on)."""
+    described = await client.workflow_service.describe_worker_deployment(
+        DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment)
+    )
+    summaries = sorted(
+        described.worker_deployment_info.version_summaries,
+        key=lambda v: v.create_time.ToDatetime(),
+        reverse=True,
+    )
+
+    async def runs(where: str) -> tuple[int, int]:
+        open_ = f'{where} AND ExecutionStatus = "Running"'
+        every = await client.count_workflows(open_)
+        journeys = await client.count_workflows(f"{JOURNEY_RUNS} AND {open_}")
+        return every.count, journeys.count
+
+    out = []
+    for summary in summaries:
+        build = summary.deployment_version.build_id
+        status = WorkerDeploymentVersionStatus.Name(summary.status)
+        version = f"{_checked('deployment', deployment)}:{build}"
+        counts = await runs(f"TemporalWorkerDeploymentVersion = {_value('version', version)}")
+        out.append(
+            VersionRuns(
+                build, status.removeprefix("WORKER_DEPLOYMENT_VERSION_STATUS_").lower(), *counts
+            )
+        )
+    out.append(VersionRuns(None, "-", *await runs("TemporalWorkerDeploymentVersion IS NULL")))
+    return out
+
+
+async def promote(client: Client, deployment: str, build_id: str) -> str | None:
+    """Make `build_id` the deployment's current version: new runs start on it (and
+    auto-upgrade runs move to it); pinned runs stay where they are. The previous
+    current build id."""
+    response = await client.workflow_service.set_worker_deployment_current_version(
+        SetWorkerDeploymentCurrentVersionRequest(
+            namespace=client.namespace,
+            deployment_name=deployment,
+            build_id=_checked("build id", build_id),
+        )
+    )
+    previous = response.previous_deployment_version.build_id
+    return previous or None

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from journeys.codec import parse_keys
@@ -55,12 +63,144 @@ class TemporalSettings(BaseSettings):
         " the first encrypts, all decrypt (journeys.codec)",
     )
 
+    # A secured cluster (self-hosted with TLS, or Temporal Cloud). The Temporal CLI's
+    # names for the same settings (`temporal options`) are accepted too, so that one
+    # environment serves `journeys` and `temporal` alike.
+    temporal_tls: bool | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS"),
+        description="TLS to the frontend; when unset, on as soon as a certificate, a CA, a"
+        " server name or an API key is set",
+    )
+    temporal_tls_cert: Path | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_CERT", "TEMPORAL_TLS_CLIENT_CERT_PATH"),
+        description="PEM client certificate (mTLS), with TEMPORAL_TLS_KEY",
+    )
+    temporal_tls_key: Path | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_KEY", "TEMPORAL_TLS_CLIENT_KEY_PATH"),
+        description="PEM private key of TEMPORAL_TLS_CERT (not encrypted)",
+    )
+    temporal_tls_ca: Path | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_CA", "TEMPORAL_TLS_SERVER_CA_CERT_PATH"),
+        description="PEM CA the server's certificate is checked against (default: the"
+        " system's roots)",
+    )
+    temporal_tls_server_name: str | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_SERVER_NAME"),
+        description="the name the server's certificate must carry (and SNI), when it is not"
+        " the host of TEMPORAL_ADDRESS",
+    )
+    temporal_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_API_KEY"),
+        description="Temporal Cloud API key, sent as a bearer token (over TLS)",
+    )
+
     @field_validator("payload_keys")
     @classmethod
     def _check_payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_keys(value.get_secret_value())  # a PayloadKeyError says what is wrong
         return value
+
+    @field_validator(
+        "temporal_tls",
+        "temporal_tls_cert",
+        "temporal_tls_key",
+        "temporal_tls_ca",
+        "temporal_tls_server_name",
+        "temporal_api_key",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # Deployment templates pass an optional variable they have no value for as "".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca")
+    @classmethod
+    def _check_pem_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        # Checked at start, so that a wrong mount is named here rather than surfacing as
+        # a TLS handshake error. The message names the file, never its content.
+        if path is None:
+            return None
+        variable, marker, what = PEM_FILES[str(info.field_name)]
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(
+                f"{variable}: cannot read {path} ({exc.strerror or type(exc).__name__})"
+            ) from None
+        if b"-----BEGIN " not in content or marker not in content:
+            raise ValueError(
+                f"{variable}: {path} is not a PEM {what}"
+                f" (no '-----BEGIN {marker.decode()}-----' line)"
+            )
+        if marker == b"PRIVATE KEY" and b"ENCRYPTED" in content:
+            raise ValueError(f"{variable}: {path} is encrypted; give the key without a passphrase")
+        return path
+
+    @model_validator(mode="after")
+    def _check_temporal_auth(self) -> Self:
+        cert, key = self.temporal_tls_cert, self.temporal_tls_key
+        if (cert is None) != (key is None):
+            have, lack = (
+                ("TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY")
+                if key is None
+                else ("TEMPORAL_TLS_KEY", "TEMPORAL_TLS_CERT")
+            )
+            raise ValueError(
+                f"{have} is set but {lack} is not: a client certificate needs its private key"
+            )
+        if cert is not None and self.temporal_api_key is not None:
+            raise ValueError(
+                "TEMPORAL_API_KEY and a client certificate (TEMPORAL_TLS_CERT, TEMPORAL_TLS_KEY)"
+                " are both set: use one of them (Temporal Cloud accepts either)"
+            )
+        if self.temporal_tls is False:
+            tls_only = [
+                name
+                for name, value in (
+                    ("TEMPORAL_TLS_CERT", cert),
+                    ("TEMPORAL_TLS_CA", self.temporal_tls_ca),
+                    ("TEMPORAL_TLS_SERVER_NAME", self.temporal_tls_server_name),
+                )
+                if value is not None
+            ]
+            if tls_only:
+                raise ValueError(
+                    f"TEMPORAL_TLS is false, but {' and '.join(tls_only)} only apply over TLS"
+                )
+        return self
+
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        """TLS to Temporal: as TEMPORAL_TLS says, else whether anything TLS is set."""
+        if self.temporal_tls is not None:
+            return self.temporal_tls
+        return any(
+            value is not None
+            for value in (
+                self.temporal_tls_cert,
+                self.temporal_tls_ca,
+                self.temporal_tls_server_name,
+                self.temporal_api_key,
+            )
+        )
+
+
+# field: (its variable, what a PEM file of that kind contains, what to call it)
+PEM_FILES = {
+    "temporal_tls_cert": ("TEMPORAL_TLS_CERT", b"CERTIFICATE", "certificate"),
+    "temporal_tls_key": ("TEMPORAL_TLS_KEY", b"PRIVATE KEY", "private key"),
+    "temporal_tls_ca": ("TEMPORAL_TLS_CA", b"CERTIFICATE", "certificate"),
+}
 
 
 class Settings(DatabaseSettings, TemporalSettings):
@@ -75,6 +215,34 @@ class Settings(DatabaseSettings, TemporalSettings):
         validation_alias=_env("SMTP_CONNECTIONS"),
         description="open connections to the relay per worker (mails in flight at once)",
     )
+    # Worker versioning: with both, the worker serves one version of a Temporal Worker
+    # Deployment, and a run stays on the version it started on (pinned) or moves to
+    # the current one at its next task (auto-upgrade). README, "Operations".
+    deployment_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,100}$",
+        validation_alias=_env("JOURNEYS_DEPLOYMENT"),
+        description="the Worker Deployment this worker belongs to",
+    )
+    build_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        validation_alias=_env("JOURNEYS_BUILD_ID"),
+        description="this worker's code: a git commit, a release",
+    )
+    versioning: Literal["pinned", "auto-upgrade"] = Field(
+        "pinned", validation_alias=_env("JOURNEYS_VERSIONING")
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.deployment_name is None) != (self.build_id is None):
+            raise ValueError(
+                "set JOURNEYS_DEPLOYMENT and JOURNEYS_BUILD_ID together (worker versioning), "
+                "or neither"
+            )
+        return self
+
     secret: Secret = Field(
         validation_alias=_env("JOURNEYS_SECRET"), description="HMAC key for tracking tokens"
     )

@@ -8,7 +8,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
-from temporalio.service import RetryConfig
+from temporalio.service import RetryConfig, TLSConfig
 
 from journeys.codec import EncryptionCodec
 from journeys.settings import TemporalSettings
@@ -37,11 +37,36 @@ def data_converter(settings: TemporalSettings) -> DataConverter:
     return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
 
 
+def tls_config(settings: TemporalSettings) -> TLSConfig | bool:
+    """What `Client.connect(tls=...)` gets: False (plain), True (TLS, the server checked
+    against the system's roots) or a TLSConfig with the PEM files read now, so that a
+    renewed certificate is picked up by the next process start."""
+    if not settings.temporal_tls_enabled:
+        return False
+    cert, key, ca = settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca
+    if cert is None and ca is None and settings.temporal_tls_server_name is None:
+        return True
+    return TLSConfig(
+        server_root_ca_cert=ca.read_bytes() if ca else None,
+        domain=settings.temporal_tls_server_name,
+        client_cert=cert.read_bytes() if cert else None,
+        client_private_key=key.read_bytes() if key else None,
+    )
+
+
+def api_key(settings: TemporalSettings) -> str | None:
+    """The Temporal Cloud API key (the SDK sends it as `Authorization: Bearer`)."""
+    key = settings.temporal_api_key
+    return key.get_secret_value() if key is not None else None
+
+
 async def connect(settings: TemporalSettings, *, lazy: bool = False) -> Client:
     """A client; `lazy` (the API) connects on first use and retries only briefly."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
+        api_key=api_key(settings),
+        tls=tls_config(settings),
         data_converter=data_converter(settings),
         lazy=lazy,
         retry_config=API_RETRY if lazy else None,

@@ -7,12 +7,12 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -21,6 +21,8 @@ from temporalio.client import WorkflowHandle
 from journeys.devstack import free_port
 from journeys.settings import ApiSettings
 from journeys.sns import SnsClient
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -205,3 +207,34 @@ async def run_cli(api_url: str, api_key: str, *args: str) -> tuple[int, str, str
     out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def run_ops(temporal_address: str, *args: str) -> tuple[int, str, str]:
+    """`journeys ops ARGS...` in a subprocess against Temporal: exit code, stdout, stderr
+    (wide, so that rich tables keep their columns on one line)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "journeys.cli",
+        "ops",
+        *args,
+        env={**os.environ, "TEMPORAL_ADDRESS": temporal_address, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def eventually(
+    call: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 20
+) -> T:
+    """`await call()` until `check` holds for what it answers (visibility is eventually
+    consistent); its last answer."""
+    for _ in range(int(timeout * 5)):
+        found = await call()
+        if check(found):
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"never held: {found}")

@@ -10,8 +10,6 @@ queue.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +28,7 @@ from journeys.models import UpdateContactInput, journey_workflow_id
 from journeys.store.journeys import get_journey
 from tests.builders import linear_journey, mail
 from tests.conftest import Stack
-from tests.helpers import create_contact, publish, record_history
+from tests.helpers import create_contact, eventually, publish, record_history, run_ops
 from worker import WORKER_OPTIONS, WORKFLOWS, Outbound, bound_activities
 
 # Contacts for whom the buggy activity fails retryably (the rest fail for good).
@@ -69,26 +67,6 @@ async def worker_on(
         yield
     await outbound.http.aclose()
     await outbound.smtp.close()
-
-
-async def _ops_cli(stack: Stack, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "journeys.cli",
-        "ops",
-        *args,
-        env={
-            **os.environ,
-            "TEMPORAL_ADDRESS": stack.settings.temporal_address,
-            "COLUMNS": "200",
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _closed(stack: Stack, workflow_id: str) -> WorkflowExecutionStatus | None:
@@ -154,20 +132,24 @@ async def test_failed_participants_are_found_replayed_reset_and_complete_without
         )
 
         # Failed: from Temporal visibility, with the step and the reason.
-        found = await _eventually(lambda: ops.failed_runs(stack.temporal, journey=key), 2)
+        found = await eventually(
+            lambda: ops.failed_runs(stack.temporal, journey=key), lambda f: len(f) >= 2
+        )
         assert {f.participant for f in found} == set(failing)
         assert all(f.step == "upgrade" and "KeyError: 'plan'" in f.reason for f in found)
         assert await ops.failed_runs(stack.temporal, journey=key, step="welcome") == []
-        code, out, err = await _ops_cli(stack, "failed", "--journey", key, "--since", "P1D")
+        code, out, err = await run_ops(
+            stack.settings.temporal_address, "failed", "--journey", key, "--since", "P1D"
+        )
         assert code == 0, err
         assert journey_workflow_id(key, ann) in out and "KeyError: 'plan'" in out
 
         # Stuck: Cy's activity keeps retrying.
-        stuck = await _eventually(
+        stuck = await eventually(
             lambda: ops.stuck_runs(
                 stack.temporal, now=datetime.now(UTC), older_than=timedelta(0), journey=key
             ),
-            1,
+            lambda found: len(found) >= 1,
         )
         assert stuck[0].participant == cy and stuck[0].activity == "update_contact"
         assert stuck[0].attempt >= 2 and "relay of plans is down" in (stuck[0].last_error or "")
@@ -184,7 +166,9 @@ async def test_failed_participants_are_found_replayed_reset_and_complete_without
         assert view["status"] == "running" and view["retrying"]["activity"] == "update_contact"
         assert view["retrying"]["attempt"] >= 2
         assert "relay of plans is down" in view["retrying"]["last_error"]
-        code, out, err = await _ops_cli(stack, "stuck", "--journey", key, "--older-than", "PT0S")
+        code, out, err = await run_ops(
+            stack.settings.temporal_address, "stuck", "--journey", key, "--older-than", "PT0S"
+        )
         assert code == 0, err
         assert journey_workflow_id(key, cy) in out and "relay of plans is down" in out
 
@@ -195,7 +179,7 @@ async def test_failed_participants_are_found_replayed_reset_and_complete_without
     changed = await ops.replay_runs(stack.temporal, query, [ReorderedJourney])
     assert len(changed) == 3 and not any(r.ok for r in changed)
     assert all("Nondeterminism" in (r.error or "") for r in changed), changed
-    code, out, err = await _ops_cli(stack, "replay", "--journey", key)
+    code, out, err = await run_ops(stack.settings.temporal_address, "replay", "--journey", key)
     assert code == 0, err
     assert "3 runs replayed on this code: 3 cleanly, 0 not" in out
 
@@ -210,8 +194,8 @@ async def test_failed_participants_are_found_replayed_reset_and_complete_without
         )
         assert [o.outcome for o in dry] == ["skipped", "skipped"]
         assert all(o.detail.startswith("would reset to event") for o in dry)
-        code, out, err = await _ops_cli(
-            stack,
+        code, out, err = await run_ops(
+            stack.settings.temporal_address,
             "reset",
             "--journey",
             key,
@@ -241,17 +225,6 @@ async def test_failed_participants_are_found_replayed_reset_and_complete_without
             email = (await stack.http.get(f"/contacts/{contact}")).json()["email"]
             assert len(stack.mail_to(email)) == 1, email
         assert await ops.failed_runs(stack.temporal, journey=key) == []
-
-
-async def _eventually(call: Any, count: int, timeout: float = 20) -> Any:
-    """Visibility is eventually consistent: `call()` once it finds `count` runs."""
-    found: Any = []
-    for _ in range(int(timeout * 5)):
-        found = await call()
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"expected {count}, found {found}")
 
 
 @workflow.defn(name="JourneyWorkflow", sandboxed=False)
