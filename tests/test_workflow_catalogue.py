@@ -14,6 +14,7 @@ from temporalio.client import WorkflowHandle
 
 from journeys.models import ProfileChange, Removal, ResolvedWait
 from tests.builders import journey, linear_journey, mail, wait
+from tests.helpers import record_history
 from tests.test_workflow import Harness, harness, result
 from workflows.journey import JourneyWorkflow
 from workflows.script import ScriptCallWorkflow
@@ -267,6 +268,29 @@ async def test_records_memberships_notifications_and_scripts(harness: Harness) -
     assert (await script.result()).status == "succeeded"
     assert fakes.scripts[0].url == "https://crm.example/hooks/x"
     assert fakes.scripts[0].participant == handle.id
+
+
+async def test_the_other_membership_steps_and_a_script_run(harness: Harness) -> None:
+    """The membership kinds the test above leaves out, and the script's own run: with
+    it every step kind and workflow type has a recorded history (test_replay.py)."""
+    handle = await harness.start(
+        linear_journey(
+            "crm2",
+            "CRM 2",
+            ("not_vip", {"type": "remove_from_selection", "selection": "vip"}),
+            ("seminar", {"type": "add_to_project", "project": "seminar"}),
+            ("hook", {"type": "run_script", "url": "https://crm.example/hooks/y"}),
+        )
+    )
+    await result(handle)
+    changes = [(c.kind, c.key, c.add) for c in harness.fakes.membership_changes]
+    assert changes == [("selection", "vip", False), ("project", "seminar", True)]
+    run_id = harness.fakes.membership_changes[0].idempotency_key.split("/")[-3]
+    script = harness.env.client.get_workflow_handle_for(
+        ScriptCallWorkflow.run, f"script/{handle.id}/{run_id}/hook/1"
+    )
+    assert (await script.result()).status == "succeeded"
+    await record_history(script, "script-call")
 
 
 def texting(key: str, if_no_phone: str) -> dict[str, Any]:
