@@ -111,6 +111,11 @@ class RecurringActivities:
         stored = await stop_when_ended(self.pool, self.client, self.task_queue, stored, today)
         if stored.status != "live":
             return f"the send is {stored.status}"
+        broken = await recurring.broken_exclusions(
+            self.pool, self.default_time_zone, only=stored.key
+        )
+        if broken:  # a selection it is made of was changed outside the API's checks
+            return broken[0][1]
         at = input.at.astimezone(ZoneInfo(send.time_zone)).time()
         if at >= QUIET_FROM or at < QUIET_UNTIL:
             return f"{at:%H:%M} is in the quiet hours (23:00-06:00): the run was too late"

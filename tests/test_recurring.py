@@ -135,19 +135,38 @@ async def test_a_live_send_mails_each_pair_once_a_day(stack: Stack) -> None:
     second = await run_now(stack, key, 1)
     assert (second["counts"]["found"], second["counts"]["sent"]) == (0, 0), second
 
-    # A selection changed to forget the exclusion still mails nobody twice that day:
-    # the send path's key holds the local day.
-    await selection(
-        http,
-        sel,
-        {
-            "all": [
-                {"record_field": "starts_at", "op": "within_next", "value": "P2D"},
-                {"record_field": "title", "op": "contains", "value": tag},
-            ]
+    # The selection may not forget the exclusion later: refused, naming the send, and
+    # the selection is kept as it was.
+    refused = await http.post(
+        "/selections",
+        json={
+            "key": sel,
+            "name": sel,
+            "type": "query",
+            "of": "performance",
+            "role": "ticket_holder",
+            "query": {
+                "all": [
+                    {"record_field": "starts_at", "op": "within_next", "value": "P2D"},
+                    {"record_field": "title", "op": "contains", "value": tag},
+                ]
+            },
         },
-        of="performance",
-        role="ticket_holder",
+    )
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()["detail"][0]
+    assert problem["loc"] == ["body", "query"]
+    assert f"recurring send '{key}' uses it" in problem["msg"]
+    assert "must exclude who received this send" in problem["msg"]
+    kept = (await http.get(f"/selections/{sel}")).json()
+    assert exclusion(key) in kept["query"]["all"], kept
+
+    # The send path itself mails nobody twice on one local day: with the first run's
+    # mails dated back past the exclusion's day, the selection finds Ann and Bob again,
+    # and the run counts them excluded by the key that holds the local day.
+    await stack.pool.execute(
+        "UPDATE messages SET created_at = created_at - interval '2 days' WHERE recurring_key = $1",
+        key,
     )
     third = await run_now(stack, key, 2)
     assert third["counts"]["found"] == 2 and third["counts"]["excluded"] == 2, third
@@ -155,6 +174,34 @@ async def test_a_live_send_mails_each_pair_once_a_day(stack: Stack) -> None:
     assert len(stack.mail_to(f"ann-{tag}@example.com")) == 1
     handle = stack.temporal.get_workflow_handle(first["workflow_id"])
     await record_history(handle, "recurring-run")
+
+
+async def test_a_run_whose_selection_lost_the_exclusion_sends_nothing(stack: Stack) -> None:
+    """Changed behind the API's back (straight in the database), the selection no longer
+    excludes recent recipients: the run is skipped with the reason, and mails nobody."""
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    key, sel = f"lost-{tag}", f"lost-{tag}"
+    field = await http.post("/contact-fields", json={"name": "tier", "type": "text"})
+    assert field.status_code in (200, 201), field.text
+    await create_contact(http, email=f"ann-{tag}@example.com", fields={"tier": tag})
+    await selection(
+        http, sel, {"all": [{"field": "tier", "op": "eq", "value": tag}, exclusion(key)]}
+    )
+    created = await http.post(
+        "/recurring-sends",
+        json=recurring_send(key, sel, message={"subject": "News", "html": "<p>News</p>"}),
+    )
+    assert created.status_code == 201, created.text
+    await stack.pool.execute(
+        "UPDATE selections SET query = $2::jsonb WHERE key = $1",
+        sel,
+        {"field": "tier", "op": "eq", "value": tag},
+    )
+    run = await run_now(stack, key, 0)
+    assert run["status"] == "skipped", run
+    assert "must exclude who received this send" in run["reason"], run
+    await asyncio.sleep(0.5)
+    assert stack.mail_to(f"ann-{tag}@example.com") == []
 
 
 async def test_dedupe_by_address_on_and_off(stack: Stack) -> None:

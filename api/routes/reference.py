@@ -19,7 +19,7 @@ from journeys.definition import CONTACT_COLUMNS, FIELD_NAME_PATTERN, KEY_PATTERN
 from journeys.definition.conditions import Condition
 from journeys.fieldtypes import FieldType
 from journeys.references import MAX_ATTACHMENTS_BYTES
-from journeys.store import crm, fields, files, groups, queries, records, users
+from journeys.store import crm, fields, files, groups, queries, records, recurring, users
 from journeys.store.conditions_sql import CONDITION, QueryProblem
 from journeys.store.contacts import missing_contacts
 from journeys.store.queries import check_query
@@ -247,6 +247,16 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
                     )
                 except QueryProblem as exc:
                     raise unprocessable([(("query", *exc.loc), str(exc))]) from None
+                broken = await recurring.broken_exclusions(
+                    pool, settings.default_time_zone, {body.key: body.query}
+                )
+                if broken:
+                    raise unprocessable(
+                        [
+                            (("query",), f"recurring send '{send}' uses it: {why}")
+                            for send, why in broken
+                        ]
+                    )
                 query = CONDITION.dump_python(
                     body.query, mode="json", by_alias=True, exclude_none=True
                 )

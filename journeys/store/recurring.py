@@ -9,7 +9,9 @@ from datetime import date, datetime
 
 import asyncpg
 
-from journeys.recurring import RecurringSendIn
+from journeys.definition.conditions import Condition
+from journeys.recurring import RecurringSendIn, exclusion_problem
+from journeys.store.conditions_sql import compiler_for
 
 # Outcomes a target ends with; `send` is a target not yet done.
 TARGET_STATUSES = ("sent", "skipped", "excluded", "failed", "deduplicated")
@@ -263,3 +265,27 @@ async def finish_run(
         counts,
     )
     return counts
+
+
+async def broken_exclusions(
+    pool: asyncpg.Pool,
+    default_time_zone: str,
+    overrides: dict[str, Condition | None] | None = None,
+    only: str | None = None,
+) -> list[tuple[str, str]]:
+    """(send, why) for each recurring send (or only `only`) whose selection does not
+    exclude its recent recipients, with `overrides` standing in for stored queries (a
+    selection being changed). Saving a send checks this; so do a selection's change
+    and each run, so that editing the selection later cannot undo it."""
+    compiler = await compiler_for(pool, default_time_zone, overrides)
+    broken = []
+    for send in await list_sends(pool):
+        selection = send.definition.selection
+        if send.definition.internal is not None or selection is None:
+            continue
+        if only is not None and send.key != only:
+            continue
+        problem = exclusion_problem(send.key, selection, compiler.selections)
+        if problem is not None:
+            broken.append((send.key, problem))
+    return broken
