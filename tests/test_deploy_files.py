@@ -12,7 +12,6 @@ every image tag is pinned; no secret value is committed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import re
@@ -20,6 +19,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -132,27 +132,26 @@ def k8s_containers() -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
 
 
 class _Parsed(BaseException):
-    """Stops `journeys.cli.main` right after it parsed its arguments."""
+    """Stops `journeys.cli.main` once it parsed its arguments, before the command runs."""
 
-    def __init__(self, namespace: argparse.Namespace) -> None:
-        self.namespace = namespace
+    def __init__(self, parsed: SimpleNamespace) -> None:
+        self.parsed = parsed
 
 
-def cli_parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> argparse.Namespace:
-    """`journeys <args>` parsed by the real CLI parser (argparse exits on a bad one)."""
+def cli_parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """`journeys <args>` parsed by the real CLI (a bad one exits): the command's name
+    (`command`) and the arguments each command hands to its body (`host`, `port`...)."""
     from journeys import cli
 
-    original = argparse.ArgumentParser.parse_args
-
-    def parse_then_stop(self: argparse.ArgumentParser, *a: Any, **kw: Any) -> Any:
-        raise _Parsed(original(self, *a, **kw))
+    def parsed_then_stop(command: str, body: Any, **params: Any) -> None:
+        raise _Parsed(SimpleNamespace(command=command, **params))
 
     with monkeypatch.context() as patch:
-        patch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+        patch.setattr(cli, "_run", parsed_then_stop)
         try:
             cli.main(list(args))
         except _Parsed as parsed:
-            return parsed.namespace
+            return parsed.parsed
         except SystemExit as exit_:
             raise AssertionError(
                 f"journeys {' '.join(args)}: refused (exit {exit_.code})"
