@@ -28,6 +28,7 @@ from activities.sms import SmsActivities
 from activities.smtp import SmtpSender
 from activities.timing import TimingActivities
 from activities.twilio import SMS_STATUS_PATH, SmsProvider, TwilioProvider, parse_sms_url
+from journeys import metrics
 from journeys.db import create_pool
 from journeys.dispatch import Dispatcher
 from journeys.enrolment import sweep_intents_forever
@@ -180,5 +181,14 @@ async def running_worker(
 
 
 async def run_worker(settings: Settings) -> None:
+    """`journeys worker`: the worker, and its Prometheus endpoint on JOURNEYS_METRICS_PORT
+    (plus the process's index under `--processes N`, so that each has its own port)."""
+    if settings.metrics_port:
+        port = settings.metrics_port + settings.worker_process
+        try:
+            metrics.serve(port)
+            log.info("worker.metrics", port=port, path="/metrics")
+        except OSError as exc:  # the port is taken: the worker matters more than its metrics
+            log.error("worker.metrics_unavailable", port=port, error=str(exc))
     async with running_worker(settings):
         await asyncio.Event().wait()

@@ -37,6 +37,7 @@ import structlog
 from temporalio.exceptions import ApplicationError
 
 from activities.retries import keep_alive, persist, retry_later
+from journeys import metrics
 from journeys.models import SendInput, SendResult
 from journeys.store import messages
 from journeys.store.delivery import reject_message
@@ -63,8 +64,10 @@ class LeaseLost(Exception):
 class Send:
     """One attempt at one send, holding the row's lease once `begin` returns it."""
 
-    def __init__(self, pool: asyncpg.Pool, input: SendInput, message_id: uuid.UUID) -> None:
-        self.pool, self.input, self.message_id = pool, input, message_id
+    def __init__(
+        self, pool: asyncpg.Pool, input: SendInput, message_id: uuid.UUID, channel: str = "email"
+    ) -> None:
+        self.pool, self.input, self.message_id, self.channel = pool, input, message_id, channel
         self.owner = uuid.uuid4()
         self._valid_until = 0.0  # loop time; with a margin for the clocks' difference
 
@@ -80,7 +83,7 @@ class Send:
         skip: str | None,
     ) -> Send | SendResult:
         """Claim the send; the outcome instead when it was decided before or is a skip."""
-        send = cls(pool, input, uuid.uuid4())
+        send = cls(pool, input, uuid.uuid4(), channel)
         [row] = await messages.claim_messages(
             pool,
             [_claim(input, channel, contact_id, recipient, skip)],
@@ -89,6 +92,8 @@ class Send:
         )
         send.message_id = row["id"]
         if row["status"] != "sending":
+            if row["claimed"]:  # skipped now; otherwise decided (and counted) before
+                metrics.send(channel, row["status"])
             return _outcome(row)
         if row["claimed"]:
             send._renewed()
@@ -103,11 +108,13 @@ class Send:
 
     async def skipped(self, reason: str) -> SendResult:
         await messages.finish_message(self.pool, self.message_id, "skipped", reason)
+        metrics.send(self.channel, "skipped")
         return SendResult(message_id=str(self.message_id), status="skipped", reason=reason)
 
     async def fail(self, reason: str) -> NoReturn:
         """The send cannot succeed (a template error): recorded, and no retry."""
         await messages.finish_message(self.pool, self.message_id, "failed", reason)
+        metrics.send(self.channel, "failed")
         raise ApplicationError(f"step '{self.input.step}': {reason}", non_retryable=True)
 
     def held(self) -> bool:
@@ -138,6 +145,7 @@ class Send:
                     lambda: reject_message(self.pool, self.message_id, refusal),
                     what="mark rejected",
                 )
+                metrics.send(self.channel, "rejected")
                 return SendResult(message_id=str(self.message_id), status="skipped", reason=refusal)
             except unknown as exc:
                 # The provider may have it. The lease stays: the retry waits for it to
@@ -157,11 +165,13 @@ class Send:
                 ),
                 what="mark sent",
             )
+        metrics.send(self.channel, "sent")
         log.info(
             "send.sent",
             message_id=str(self.message_id),
             journey=self.input.journey_key,
             step=self.input.step,
+            participant=self.input.contact_id,
         )
         return SendResult(message_id=str(self.message_id), status="sent")
 
@@ -216,6 +226,7 @@ class SendBatch:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.owner = uuid.uuid4()
+        self.channel = ""  # the batch's, from `claim`
         self._valid_until = 0.0
         self._leased: set[uuid.UUID] = set()
         self._accepted: list[tuple[messages.Sent, asyncio.Future[None]]] = []
@@ -251,9 +262,12 @@ class SendBatch:
             lease=LEASE,
         )
         self._renewed()
+        self.channel = channel
         out: list[Claimed] = []
         for row in rows:
             if row["status"] != "sending":
+                if row["claimed"]:
+                    metrics.send(channel, row["status"])
                 try:
                     out.append(_outcome(row))
                 except ApplicationError as exc:
@@ -272,6 +286,7 @@ class SendBatch:
         """The send cannot succeed: recorded; the error to report (not retried)."""
         self._leased.discard(message_id)
         await messages.finish_message(self.pool, message_id, "failed", reason)
+        metrics.send(self.channel, "failed")
         return ApplicationError(f"step '{input.step}': {reason}", non_retryable=True)
 
     async def deliver(
@@ -293,6 +308,7 @@ class SendBatch:
             await persist(
                 lambda: reject_message(self.pool, message_id, refusal), what="mark rejected"
             )
+            metrics.send(self.channel, "rejected")
             return SendResult(message_id=str(message_id), status="skipped", reason=refusal)
         except unknown as exc:
             log.warning("send.outcome_unknown", message_id=str(message_id), error=str(exc))
@@ -311,8 +327,13 @@ class SendBatch:
             self._writer = asyncio.create_task(self._write_accepted())
         # The write goes on when this caller is cancelled: the writer task owns it.
         await asyncio.shield(written)
+        metrics.send(self.channel, "sent")
         log.info(
-            "send.sent", message_id=str(message_id), journey=input.journey_key, step=input.step
+            "send.sent",
+            message_id=str(message_id),
+            journey=input.journey_key,
+            step=input.step,
+            participant=input.contact_id,
         )
         return SendResult(message_id=str(message_id), status="sent")
 

@@ -27,6 +27,7 @@ from api.routes import (
     events,
     health,
     journeys,
+    metrics,
     operations,
     ops,
     records,
@@ -126,6 +127,7 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
         tracking,
         webhooks,
         health,
+        metrics,
     ):
         app.include_router(module.router)
     if settings.dev_mail_dir is not None:

@@ -30,6 +30,7 @@ import asyncpg
 import structlog
 from temporalio.client import Client
 
+from journeys import metrics
 from journeys.conditions import evaluate, facts_read
 from journeys.definition import Condition
 from journeys.definition.journey import FieldChangeEntry
@@ -237,9 +238,11 @@ class Dispatcher:
         delivered = [r["id"] for r in rows if r["id"] not in failures]
         if delivered:
             await mark_message_events_delivered(self.pool, delivered)
+            metrics.events_delivered("message", rows, failed=failures)
         if failures:
             log.warning("dispatch.retry", events=len(failures), error=next(iter(failures.values())))
             await mark_failed(self.pool, "message_events", failures)
+            metrics.dispatch_retried("message", len(failures))
 
     async def _follow_ups(self, row: asyncpg.Record) -> None:
         """Start the follow-ups the event fires (each once per message)."""
@@ -302,6 +305,7 @@ class Dispatcher:
                 async with self._limit:
                     delivered_to, entries = await self._route_contact_event(row)
                 await mark_contact_event_delivered(self.pool, row["id"], delivered_to, entries)
+                metrics.events_delivered("contact", [row])
             except Exception as exc:
                 failures[row["id"]] = _error(exc)
 
@@ -323,6 +327,7 @@ class Dispatcher:
         if failures:
             log.warning("dispatch.retry", events=len(failures), error=next(iter(failures.values())))
             await mark_failed(self.pool, "contact_events", failures)
+            metrics.dispatch_retried("contact", len(failures))
 
     async def _route_contact_event(
         self, row: asyncpg.Record

@@ -27,6 +27,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from journeys import metrics
 from journeys.definition import parse_duration
 from journeys.models import (
     SA_JOURNEY,
@@ -141,6 +142,7 @@ async def enrol(
     refused = await _refused_by_reentry(client, pool, journey, todo)
     if refused:
         await record_refusals(pool, journey.key, journey.version, refused, request_key)
+        metrics.enrolments(journey.key, ["refused"] * len(refused))
     intents = await record_intents(
         pool, journey.key, journey.version, [c for c in todo if c not in refused], request_key
     )
@@ -230,6 +232,7 @@ async def finish_intents(
             by_journey.setdefault(intent.journey_key, []).append(o)
     for journey_key, marks in by_journey.items():
         await mark_intents(pool, journey_key, marks)
+        metrics.enrolments(journey_key, [mark.state for mark in marks])
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     if failed:
         raise failed[0]

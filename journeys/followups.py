@@ -23,6 +23,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from journeys import metrics
 from journeys.definition import JourneyDefinition, parse_duration
 from journeys.definition.followups import DEFAULT_LISTEN, FollowUp, same_link
 from journeys.definition.journey import ApiEntry
@@ -155,4 +156,6 @@ async def start_follow_up(
         )
     except WorkflowAlreadyStartedError:
         pass  # fired before (or by an earlier try of this delivery)
+    else:
+        metrics.follow_up_fired(journey.key, rule.on)
     return workflow_id

@@ -4,6 +4,7 @@ message it receives as an .eml file, for people and tests to read."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -47,6 +48,9 @@ class MailSink:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> MailSink:
+        # aiosmtpd logs every command of a session at info (RCPT TO:<address>); the
+        # product logs no address, and the sink keeps what it receives anyway.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self.folder.mkdir(parents=True, exist_ok=True)
         handler = _StoreHandler(self.folder)
         loop = asyncio.get_running_loop()

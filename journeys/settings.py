@@ -285,6 +285,19 @@ class Settings(DatabaseSettings, TemporalSettings):
         description="local times of contacts without a time_zone (IANA name)",
     )
     log_level: str = Field("info", validation_alias=_env("JOURNEYS_LOG_LEVEL"))
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        validation_alias=_env("JOURNEYS_METRICS_PORT"),
+        description="port of `journeys worker`'s Prometheus endpoint (/metrics); 0: none",
+    )
+    worker_process: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("JOURNEYS_WORKER_PROCESS"),
+        description="this process's index under `journeys worker --processes N` (set by it)",
+    )
 
 
 class ApiSettings(Settings):

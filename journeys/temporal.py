@@ -11,6 +11,7 @@ from temporalio.converter import DataConverter
 from temporalio.service import RetryConfig, TLSConfig
 
 from journeys.codec import EncryptionCodec
+from journeys.metrics import sdk_runtime
 from journeys.settings import TemporalSettings
 
 # For calls made while an HTTP caller waits: a few quick retries, then 503.
@@ -61,9 +62,11 @@ def api_key(settings: TemporalSettings) -> str | None:
 
 
 async def connect(settings: TemporalSettings, *, lazy: bool = False) -> Client:
-    """A client; `lazy` (the API) connects on first use and retries only briefly."""
+    """A client; `lazy` (the API) connects on first use and retries only briefly. Made on
+    the process's runtime, whose metrics the process serves (`journeys.metrics`)."""
     return await Client.connect(
         settings.temporal_address,
+        runtime=sdk_runtime(),
         namespace=settings.temporal_namespace,
         api_key=api_key(settings),
         tls=tls_config(settings),

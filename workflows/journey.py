@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from journeys.conditions import evaluate, facts_read
@@ -109,9 +109,10 @@ class JourneyWorkflow:
             )
             return self.progress()
         except ActivityError as exc:
-            # A step's activity failed for good. Runs that failed before failures
-            # were noted replay as they ran: the error went straight out.
-            if not workflow.patched(FAILED_STATUS):
+            # A step's activity failed for good. A cancelled run is not a failed one
+            # (and records no marker); runs that failed before failures were noted
+            # replay as they ran: the error went straight out.
+            if is_cancelled_exception(exc) or not workflow.patched(FAILED_STATUS):
                 raise
             await self._fail(exc)
         self.status = "completed"

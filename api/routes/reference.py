@@ -247,9 +247,17 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
                     )
                 except QueryProblem as exc:
                     raise unprocessable([(("query", *exc.loc), str(exc))]) from None
-                broken = await recurring.broken_exclusions(
-                    pool, settings.default_time_zone, {body.key: body.query}
-                )
+                # Only what this change breaks: a send already broken by another
+                # selection's change made outside the API is that run's concern.
+                zone = settings.default_time_zone
+                before = {key for key, _ in await recurring.broken_exclusions(pool, zone)}
+                broken = [
+                    (send, why)
+                    for send, why in await recurring.broken_exclusions(
+                        pool, zone, {body.key: body.query}
+                    )
+                    if send not in before
+                ]
                 if broken:
                     raise unprocessable(
                         [

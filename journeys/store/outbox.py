@@ -31,7 +31,7 @@ def _claim(table: str, columns: str) -> str:
 _CLAIM_MESSAGE_EVENTS = f"""
     WITH claimed AS ({_claim("message_events", "e.id, e.message_id, e.kind, e.url, e.data, e.at")})
     SELECT c.*, m.workflow_id, m.step, m.contact_id, m.journey_key, m.journey_version,
-           m.follow_up_path, COALESCE(m.sent_at, m.created_at) AS listening_since
+           m.follow_up_path, m.channel, COALESCE(m.sent_at, m.created_at) AS listening_since
     FROM claimed c JOIN messages m ON m.id = c.message_id ORDER BY c.id"""
 
 _CLAIM_CONTACT_EVENTS = f"""
