@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
-from activities.retries import give_up, quiet_outages
+from activities.retries import finish_pages, give_up, keep_heartbeating, quiet_outages
 from journeys.definition import parse_duration
 from journeys.definition.journey import SelectionEntry
 from journeys.enrolment import START_CONCURRENCY, enrol
@@ -49,12 +49,6 @@ PageHandler = Callable[[list[uuid.UUID], Counter[str]], Awaitable[list[dict[str,
 PageOutcome = tuple[Counter[str], list[dict[str, Any]]]
 # Pages begun at once: the next is read and its intents written while one finishes.
 PAGES_IN_FLIGHT = 2
-
-
-async def _keep_heartbeating(page: Callable[[], OperationPage]) -> None:
-    while True:
-        activity.heartbeat(page().model_dump(mode="json"))
-        await asyncio.sleep(HEARTBEAT_EVERY)
 
 
 def operation_key(operation_id: uuid.UUID) -> str:
@@ -168,7 +162,7 @@ class BulkActivities:
         after = uuid.UUID(page.after) if page.after else None
         in_flight: deque[tuple[list[uuid.UUID], asyncio.Task[PageOutcome]]] = deque()
         # A page takes seconds; the heartbeat says the worker is alive meanwhile.
-        ticker = asyncio.create_task(_keep_heartbeating(lambda: page))
+        ticker = asyncio.create_task(keep_heartbeating(lambda: page, HEARTBEAT_EVERY))
         try:
             while True:
                 while len(in_flight) < PAGES_IN_FLIGHT:
@@ -189,9 +183,7 @@ class BulkActivities:
                 activity.heartbeat(page.model_dump(mode="json"))
         finally:
             ticker.cancel()
-            for _, task in in_flight:
-                task.cancel()
-            await asyncio.gather(*(task for _, task in in_flight), return_exceptions=True)
+            await finish_pages([task for _, task in in_flight])
 
     async def _handler(self, op: operations.Operation) -> PageHandler:
         if op.kind == "enrol_selection":

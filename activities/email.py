@@ -31,7 +31,13 @@ from journeys.store.files import read_files
 from journeys.store.records import Record, get_records
 from journeys.store.users import get_user
 from journeys.templates import RenderError, render
+from journeys.text import storable_problem
 from journeys.tracking import tracked_parts, unsubscribe_url
+
+# Mails of one bulk page being rendered or sent at once (beyond the SMTP connections,
+# so that rendering keeps ahead of the relay; bounded, so that a page of 500 is not
+# composed, attachments and all, before the first is sent).
+MAILS_IN_FLIGHT = 64
 
 
 class Unsendable(Exception):
@@ -89,13 +95,17 @@ class EmailActivities:
 
     async def send_emails(self, inputs: list[SendEmailInput]) -> list[SendResult | BaseException]:
         """`send_email` for many mails at once (a page of a bulk run), in a few
-        statements (`SendBatch`); per mail in order its result or its error."""
-        contacts = await get_contacts(self.pool, [uuid.UUID(i.contact_id) for i in inputs])
+        statements (`SendBatch`); per mail in order its result or its error. A key given
+        twice is sent once, and both copies get its result."""
+        unique = list({i.idempotency_key: i for i in inputs}.values())
+        contacts = await get_contacts(self.pool, [uuid.UUID(i.contact_id) for i in unique])
         records = await get_records(
-            self.pool, list({uuid.UUID(i.record_id) for i in inputs if i.record_id})
+            self.pool, list({uuid.UUID(i.record_id) for i in unique if i.record_id})
         )
+        # Mails being made or sent at once: the page's others wait their turn unrendered.
+        in_flight = asyncio.Semaphore(MAILS_IN_FLIGHT)
         async with SendBatch(self.pool) as batch:
-            known = [(i, contacts.get(uuid.UUID(i.contact_id))) for i in inputs]
+            known = [(i, contacts.get(uuid.UUID(i.contact_id))) for i in unique]
             claimed = await batch.claim(
                 "email",
                 [(i, c.id, c.email, _skip_reason(c)) for i, c in known if c is not None],
@@ -116,27 +126,30 @@ class EmailActivities:
                     return claim
                 if claim is None:  # an earlier attempt holds it: the one-by-one path waits
                     return await self.send_email(input)
-                try:
-                    mail, subject, message_id_header = await self._mail(
-                        input, contact, records, claim
+                async with in_flight:
+                    try:
+                        mail, subject, message_id_header = await self._mail(
+                            input, contact, records, claim
+                        )
+                    except Unsendable as exc:
+                        raise await batch.fail(claim, input, str(exc)) from None
+
+                    async def over_smtp() -> str:
+                        await self.sender.send(mail, may_send=batch.holds(claim))
+                        return message_id_header
+
+                    return await batch.deliver(
+                        claim,
+                        input,
+                        over_smtp,
+                        rejected=SmtpRejected,
+                        unknown=SmtpOutcomeUnknown,
+                        subject=subject,
                     )
-                except Unsendable as exc:
-                    raise await batch.fail(claim, input, str(exc)) from None
 
-                async def over_smtp() -> str:
-                    await self.sender.send(mail, may_send=batch.held)
-                    return message_id_header
-
-                return await batch.deliver(
-                    claim,
-                    input,
-                    over_smtp,
-                    rejected=SmtpRejected,
-                    unknown=SmtpOutcomeUnknown,
-                    subject=subject,
-                )
-
-            return await asyncio.gather(*(one(*w) for w in work), return_exceptions=True)
+            results = await asyncio.gather(*(one(*w) for w in work), return_exceptions=True)
+        by_key = {i.idempotency_key: r for i, r in zip(unique, results, strict=True)}
+        return [by_key[i.idempotency_key] for i in inputs]
 
     async def _mail(
         self,
@@ -159,6 +172,10 @@ class EmailActivities:
             text = render(input.text, fields, record=record) if input.text is not None else None
         except RenderError as exc:
             raise Unsendable(f"template failed: {exc}") from None
+        # What PostgreSQL cannot store (a NUL, a lone surrogate from a field) would be
+        # sent and then never recorded as sent: a retry would send it again.
+        if problem := storable_problem({"subject": subject, "html": html, "text": text}):
+            raise Unsendable(f"the rendered mail cannot be stored: {problem}")
         base, secret = self.settings.public_url.rstrip("/"), self.settings.secret
         assert contact.email is not None  # contacts without one are skipped
         message_id_header = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"

@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
-from activities.retries import give_up, quiet_outages
+from activities.retries import finish_pages, give_up, keep_heartbeating, quiet_outages
 from journeys.definition import SendEmail
 from journeys.message_journeys import mail_input, mail_step
 from journeys.models import (
@@ -199,6 +199,9 @@ class RecurringActivities:
         # flight all along; progress is recorded in page order.
         in_flight: deque[tuple[int, asyncio.Task[None]]] = deque()
         after = progress.after
+        # A page takes seconds (minutes when the relay is slow): the heartbeat says the
+        # worker is alive meanwhile, with the progress a retry resumes from.
+        ticker = asyncio.create_task(keep_heartbeating(lambda: progress))
         try:
             while True:
                 while len(in_flight) < PAGES_IN_FLIGHT:
@@ -212,11 +215,11 @@ class RecurringActivities:
                     return await recurring.run_counts(self.pool, run.id)
                 last, task = in_flight.popleft()
                 await task
-                activity.heartbeat(RunProgress(after=last).model_dump(mode="json"))
+                progress = RunProgress(after=last)
+                activity.heartbeat(progress.model_dump(mode="json"))
         finally:
-            for _, task in in_flight:
-                task.cancel()
-            await asyncio.gather(*(task for _, task in in_flight), return_exceptions=True)
+            ticker.cancel()
+            await finish_pages([task for _, task in in_flight])
 
     async def _send_page(
         self,

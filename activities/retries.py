@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -141,3 +142,23 @@ async def persist(write: Callable[[], Awaitable[Any]], *, what: str, budget: flo
     except asyncio.CancelledError:
         await asyncio.wait([writing])
         raise
+
+
+async def keep_heartbeating(details: Callable[[], BaseModel], every: float = 5.0) -> None:
+    """Heartbeat `details()` every `every` seconds, until cancelled: a page of a bulk
+    activity takes seconds, and a retry resumes from the progress last heartbeated."""
+    while True:
+        activity.heartbeat(details().model_dump(mode="json"))
+        await asyncio.sleep(every)
+
+
+async def finish_pages(pages: list[asyncio.Task[Any]]) -> None:
+    """Pages still running when their activity stops: cancelled with it when the
+    activity is cancelled; otherwise (another page failed) waited for, because a page
+    stopped in the middle of an SMTP transaction may have delivered a mail it did not
+    record, which its retry sends again."""
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        for page in pages:
+            page.cancel()
+    await asyncio.gather(*pages, return_exceptions=True)

@@ -264,7 +264,14 @@ class SendBatch:
         self._renewed()
         self.channel = channel
         out: list[Claimed] = []
+        seen: set[uuid.UUID] = set()
         for row in rows:
+            if row["id"] in seen:
+                # The same key twice: only its first copy may deliver; this one is
+                # told to take the one-by-one path, which finds the row leased.
+                out.append(None)
+                continue
+            seen.add(row["id"])
             if row["status"] != "sending":
                 if row["claimed"]:
                     metrics.send(channel, row["status"])
@@ -279,8 +286,12 @@ class SendBatch:
                 out.append(None)
         return out
 
-    def held(self) -> bool:
-        return asyncio.get_running_loop().time() < self._valid_until
+    def holds(self, message_id: uuid.UUID) -> Callable[[], bool]:
+        """Whether this batch still holds `message_id`'s lease, as far as it can tell:
+        asked once more just before the provider is given the message."""
+        return lambda: (
+            message_id in self._leased and asyncio.get_running_loop().time() < self._valid_until
+        )
 
     async def fail(self, message_id: uuid.UUID, input: SendInput, reason: str) -> ApplicationError:
         """The send cannot succeed: recorded; the error to report (not retried)."""
@@ -320,7 +331,8 @@ class SendBatch:
             with contextlib.suppress(Exception):
                 await messages.release_lease(self.pool, message_id, self.owner)
             raise
-        self._leased.discard(message_id)
+        # The lease is kept (and renewed) until the row says `sent`: a retry that took
+        # the row over before that would send it again.
         written = asyncio.get_running_loop().create_future()
         self._accepted.append((messages.Sent(message_id, subject, provider_id), written))
         if self._writer is None or self._writer.done():
@@ -356,7 +368,8 @@ class SendBatch:
                 if not isinstance(exc, Exception):
                     raise
             else:
-                for _, written in batch:
+                for one, written in batch:
+                    self._leased.discard(one.message_id)
                     if not written.done():
                         written.set_result(None)
 
@@ -364,10 +377,12 @@ class SendBatch:
         self._valid_until = asyncio.get_running_loop().time() + LEASE.total_seconds() - RENEW_EVERY
 
     async def _renew(self) -> None:
-        if not self._leased:
-            self._renewed()
-            return
-        await messages.renew_leases(self.pool, list(self._leased), self.owner, LEASE)
+        if self._leased:
+            asked = set(self._leased)
+            renewed = await messages.renew_leases(self.pool, list(asked), self.owner, LEASE)
+            # A row whose lease another attempt took over (ours ran out while the
+            # database was away) is no longer this batch's to send.
+            self._leased -= asked - renewed
         self._renewed()
 
 

@@ -32,10 +32,12 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.client import WorkflowExecution as WorkflowExecutionListed
 from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError, RPCStatusCode
 
 from journeys.models import SA_JOURNEY, SA_PARTICIPANT, SA_STATUS, SA_STEP
 
-JOURNEY_RUNS = 'WorkflowType = "JourneyWorkflow"'
+JOURNEY_WORKFLOW = "JourneyWorkflow"
+JOURNEY_RUNS = f'WorkflowType = "{JOURNEY_WORKFLOW}"'
 # Runs looked at by one call at most; narrow by journey or step for more.
 LIMIT = 10_000
 # A value put in a visibility query: journey keys and step ids are of this shape.
@@ -49,7 +51,7 @@ Progress = Callable[[int, int | None], None]  # (done, total when known)
 
 
 def _checked(name: str, value: str) -> str:
-    if not QUERY_VALUE.match(value):
+    if not QUERY_VALUE.fullmatch(value):
         raise ValueError(f"{name} {value!r}: letters, digits and _ . : / @ - only")
     return value
 
@@ -171,11 +173,18 @@ async def failed_runs(
     listed = await _listed(client, query, limit)
 
     async def failed(ex: WorkflowExecutionListed) -> FailedRun | None:
-        # A run that was reset (or re-entered) since is no longer the participant's.
-        latest = await client.get_workflow_handle(ex.id).describe()
-        if latest.run_id != ex.run_id:
+        if ex.workflow_type != JOURNEY_WORKFLOW:
             return None
-        reason = await _failure_of(client, _ref(ex))
+        # A run that was reset (or re-entered) since is no longer the participant's.
+        try:
+            latest = await client.get_workflow_handle(ex.id).describe()
+            if latest.run_id != ex.run_id:
+                return None
+            reason = await _failure_of(client, _ref(ex))
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # gone since the listing (retention)
+                return None
+            raise
         return FailedRun(**_ref(ex).__dict__, closed_at=ex.close_time, reason=reason)
 
     return [run for run in await _bounded(listed, failed) if run is not None]
@@ -184,7 +193,13 @@ async def failed_runs(
 async def _retrying(
     client: Client, ref: RunRef, now: datetime, older_than: timedelta
 ) -> StuckRun | None:
-    description = await client.get_workflow_handle(ref.workflow_id, run_id=ref.run_id).describe()
+    try:
+        handle = client.get_workflow_handle(ref.workflow_id, run_id=ref.run_id)
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # gone since the listing
+            return None
+        raise
     for pending in description.raw_description.pending_activities:
         if pending.attempt < 2:
             continue
@@ -273,7 +288,7 @@ def check_reset_target(to: str) -> str:
     """`last-good`, `first` or `step:<id>`; a ValueError naming the problem otherwise."""
     if to in ("last-good", "first"):
         return to
-    if to.startswith("step:") and QUERY_VALUE.match(to[5:]):
+    if to.startswith("step:") and QUERY_VALUE.fullmatch(to[5:]):
         return to
     raise ValueError(f"--to {to!r}: use last-good, first or step:<step id>")
 
@@ -303,6 +318,9 @@ def reset_point(events: Sequence[HistoryEvent], to: str) -> int | str:
             if shown is not None and json.loads(shown.data) == step:
                 return attrs.workflow_task_completed_event_id
     started = events[0].workflow_execution_started_event_attributes
+    if started.continued_execution_run_id:
+        # A continued run starts with the step its predecessor was at, not arriving.
+        return f"the run did not arrive at step '{step}' (an earlier run of its chain may)"
     first_step = started.search_attributes.indexed_fields.get(SA_STEP)
     if first_step is not None and json.loads(first_step.data) == step:
         return completed[0]
@@ -372,12 +390,19 @@ async def reset_runs(
     executions = [
         ex
         for ex in await _listed(client, query, limit)
+        # The query's own terms (an operator's `where`) cannot widen it past journeys.
         if ex.status != WorkflowExecutionStatus.CONTINUED_AS_NEW
+        and ex.workflow_type == JOURNEY_WORKFLOW
     ]
 
     async def one(ex: WorkflowExecutionListed) -> ResetOutcome:
         handle = client.get_workflow_handle(ex.id, run_id=ex.run_id)
         try:
+            # Resetting a run that is no longer the participant's latest (reset once
+            # already, or re-entered since) would end the run they are in now.
+            latest = await client.get_workflow_handle(ex.id).describe()
+            if latest.run_id != ex.run_id:
+                return ResetOutcome(ex.id, ex.run_id, "skipped", "no longer the participant's run")
             history = await handle.fetch_history()
             point = reset_point(history.events, to)
             if isinstance(point, str):

@@ -226,6 +226,45 @@ async def test_failed_participants_are_found_replayed_reset_and_complete_without
             assert len(stack.mail_to(email)) == 1, email
         assert await ops.failed_runs(stack.temporal, journey=key) == []
 
+        # The old failed runs still match the query; reset again, they are skipped: a
+        # reset of a run that is no longer the participant's would end the one they are in.
+        again = await ops.reset_runs(
+            stack.temporal,
+            ops.runs_query(journey=key, where='ExecutionStatus = "Failed"'),
+            "last-good",
+            reason="test",
+        )
+        assert [(o.outcome, o.detail) for o in again] == [
+            ("skipped", "no longer the participant's run")
+        ] * 2
+
+        # Back to the very start: the welcome step runs again, and finds its mail sent
+        # under the same key (a reset keeps the chain's first run id).
+        first = await ops.reset_runs(
+            stack.temporal,
+            ops.runs_query(
+                journey=key,
+                where=f'WorkflowId = "{journey_workflow_id(key, ann)}" '
+                'AND ExecutionStatus = "Completed"',
+            ),
+            "first",
+            reason="test",
+        )
+        assert [o.outcome for o in first] == ["reset"], first
+        handle = stack.temporal.get_workflow_handle(journey_workflow_id(key, ann))
+        assert handle.run_id is None  # the latest run: the reset's
+        await asyncio.wait_for(handle.result(), 30)
+        history = await handle.fetch_history()
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert "send_email" in scheduled  # the welcome step did run again
+        await asyncio.sleep(0.5)
+        email = (await stack.http.get(f"/contacts/{ann}")).json()["email"]
+        assert len(stack.mail_to(email)) == 1
+
 
 @workflow.defn(name="JourneyWorkflow", sandboxed=False)
 class ReorderedJourney:

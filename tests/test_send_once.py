@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
+from activities.sends import SendBatch
 from activities.smtp import SmtpSender
 from journeys.contacts import ContactIn
 from journeys.models import SendEmailInput
@@ -359,3 +360,39 @@ async def test_a_batch_sends_each_mail_once_and_reports_each_outcome(stack: Stac
     assert len(stack.mail_to(people[0].email or "")) == 1
     assert len(stack.mail_to(people[1].email or "")) == 1
     assert stack.mail_to(people[2].email or "") == []
+
+
+async def test_a_key_twice_in_one_batch_is_sent_once(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:6]
+    contact, *_ = await upsert_contact(
+        stack.pool, ContactIn(email=f"twice-{tag}@example.com", first_name="Tia")
+    )
+    activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    same = send_input(str(contact.id), f"twice-{tag}")
+    first, second = await ActivityEnvironment().run(activities.send_emails, [same, same])
+    assert not isinstance(first, BaseException) and first.status == "sent"
+    assert second == first
+    await asyncio.sleep(0.5)
+    assert len(stack.mail_to(f"twice-{tag}@example.com")) == 1
+
+
+async def test_a_batch_gives_up_the_rows_whose_lease_another_attempt_took(stack: Stack) -> None:
+    """Its renewal finds out: those rows are not sent by this batch any more."""
+    tag = uuid.uuid4().hex[:6]
+    people = [
+        (await upsert_contact(stack.pool, ContactIn(email=f"l{i}-{tag}@example.com")))[0]
+        for i in range(2)
+    ]
+    inputs = [send_input(str(c.id), f"lease-{tag}-{i}") for i, c in enumerate(people)]
+    async with SendBatch(stack.pool) as batch:
+        kept, taken = await batch.claim(
+            "email", [(i, c.id, c.email, None) for i, c in zip(inputs, people, strict=True)]
+        )
+        assert isinstance(kept, uuid.UUID) and isinstance(taken, uuid.UUID)
+        assert batch.holds(kept)() and batch.holds(taken)()
+        await stack.pool.execute(
+            "UPDATE messages SET lease_owner = $2 WHERE id = $1", taken, uuid.uuid4()
+        )
+        await batch._renew()
+        assert batch.holds(kept)() and not batch.holds(taken)()
+        await stack.pool.execute("UPDATE messages SET status = 'skipped' WHERE id = $1", kept)

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -24,6 +26,7 @@ from journeys.definition import JourneyDefinition
 from journeys.enrolment import start_participant
 from journeys.models import (
     NO_PHONE,
+    SA_STATUS,
     ContactEvent,
     ContactSnapshot,
     CreatedRecord,
@@ -44,7 +47,7 @@ from journeys.models import (
     UpdateContactInput,
 )
 from journeys.store.journeys import PublishedJourney
-from tests.builders import journey
+from tests.builders import journey, linear_journey, mail
 from tests.helpers import record_history
 from tests.test_definition import valid_definition
 from workflows.journey import JourneyWorkflow
@@ -67,10 +70,13 @@ class FakeActivities:
     membership_changes: list[MembershipInput] = field(default_factory=list)
     records: list[CreateRecordInput] = field(default_factory=list)
     scripts: list[ScriptCallInput] = field(default_factory=list)
+    send_fails: str | None = None  # a send's error that no retry fixes
 
     @activity.defn(name="send_email")
     async def send_email(self, input: SendEmailInput) -> SendResult:
         self.sent.append(input)
+        if self.send_fails:
+            raise ApplicationError(self.send_fails, non_retryable=True)
         return SendResult(message_id=f"msg-{input.step}", status="sent")
 
     @activity.defn(name="load_contact")
@@ -394,3 +400,20 @@ async def test_before_the_wait_began_events_do_not_count(harness: Harness) -> No
         await handle.signal(JourneyWorkflow.contact_event, ContactEvent(id=i, name="paid", at=at))
     progress = await result(handle)
     assert progress.history[1].outcome == "timeout"
+
+
+async def test_a_step_that_fails_for_good_ends_the_run_failed(harness: Harness) -> None:
+    harness.fakes.send_fails = "template failed: 'plan' is undefined"
+    handle = await harness.start(linear_journey("fails", "Fails", ("mail1", mail("Hi"))))
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert "step `mail1` failed: template failed: 'plan' is undefined" in str(info.value.cause)
+    progress = await handle.query(JourneyWorkflow.progress)
+    assert (progress.status, progress.current_step) == ("failed", "mail1")
+    assert progress.reason == "step `mail1` failed: template failed: 'plan' is undefined"
+    assert progress.history[-1].outcome == "failed: template failed: 'plan' is undefined"
+    assert [(j.kind, j.step) for j in harness.fakes.journal] == [("journey_failed", "mail1")]
+    described = await handle.describe()
+    status = SearchAttributeKey.for_keyword(SA_STATUS)
+    assert described.typed_search_attributes.get(status) == "failed"
+    await record_history(handle, "test_a_step_that_fails_for_good_ends_the_run_failed")

@@ -180,18 +180,17 @@ async def take_over_lease(
 
 async def renew_leases(
     pool: asyncpg.Pool, message_ids: list[uuid.UUID], owner: uuid.UUID, lease: timedelta
-) -> int:
-    """Extend `owner`'s lease on those of the rows still sending; how many it holds."""
-    renewed = await pool.fetchval(
-        """WITH r AS (UPDATE messages SET lease_until = now() + $3
-                      WHERE id = ANY($1::uuid[]) AND status = 'sending' AND lease_owner = $2
-                      RETURNING 1)
-           SELECT count(*) FROM r""",
+) -> set[uuid.UUID]:
+    """Extend `owner`'s lease on those of the rows still sending; the ids it holds."""
+    rows = await pool.fetch(
+        """UPDATE messages SET lease_until = now() + $3
+           WHERE id = ANY($1::uuid[]) AND status = 'sending' AND lease_owner = $2
+           RETURNING id""",
         message_ids,
         owner,
         lease,
     )
-    return int(renewed)
+    return {r["id"] for r in rows}
 
 
 async def release_lease(pool: asyncpg.Pool, message_id: uuid.UUID, owner: uuid.UUID) -> None:
