@@ -36,9 +36,18 @@ R = TypeVar("R")
 _ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
 
 
-def redacted(text: str) -> str:
-    """`text` without e-mail addresses: reasons go to logs and Temporal's history."""
-    return _ADDRESS.sub("<address>", text).rstrip(": ")
+# An SMS provider's refusal quotes the number ("The 'To' number +31 6 1234 5678 is not
+# valid"): seven digits or more, with the separators people write. Error codes (21211)
+# and statuses (503) are shorter.
+_PHONE = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
+
+
+def redacted(text: str, *, phones: bool = False) -> str:
+    """`text` without e-mail addresses (and with `phones`, phone numbers: for what an SMS
+    provider says; elsewhere a run of digits is more often an IP address or a date):
+    reasons go to logs, Temporal's history and the message log."""
+    text = _ADDRESS.sub("<address>", text)
+    return (_PHONE.sub("<phone>", text) if phones else text).rstrip(": ")
 
 
 def retry_later(reason: str, delay: timedelta | None = None) -> ApplicationError:

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from activities.retries import redacted
 from journeys.definition.common import DeliveryErrorKind
 
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
@@ -120,7 +121,8 @@ def _reason(response: httpx.Response) -> str:
     except ValueError:
         return str(response.status_code)
     if isinstance(body, dict) and "code" in body:
-        return f"{response.status_code} ({body['code']}: {body.get('message', '')})"
+        said = redacted(str(body.get("message", "")), phones=True)  # it may quote the number
+        return f"{response.status_code} ({body['code']}: {said})"
     return str(response.status_code)
 
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from activities.retries import redacted
 from activities.twilio import (
     SmsConfigError,
     SmsOutcomeUnknown,
@@ -103,3 +104,30 @@ def test_the_sms_url_names_provider_and_credentials() -> None:
     for bad in ("http://A:B@host", "twilio://host", "twilio://A@host"):
         with pytest.raises(ValueError, match="SMS_URL"):
             parse_sms_url(bad)
+
+
+async def test_a_refusal_that_quotes_the_number_is_reported_without_it() -> None:
+    """The provider's message goes into the send's reason, the workflow's history and
+    the logs: the phone number it quotes does not."""
+    body = {
+        "code": 21211,
+        "message": "The 'To' number +31 6 1234 5678 is not a valid phone number.",
+    }
+    async with provider_answering(400, body) as url:
+        with pytest.raises(SmsRejected) as info:
+            await send(url)
+    reason = str(info.value)
+    assert "21211" in reason and "not a valid phone number" in reason
+    assert "1234" not in reason and "<phone>" in reason
+
+
+def test_redacted_hides_addresses_and_phone_numbers_but_not_codes() -> None:
+    text = "450 <ann@example.com>: greylisted; call +31 (0)6-1234 5678 or 0612345678; code 21211"
+    assert (
+        redacted(text, phones=True)
+        == "450 <<address>>: greylisted; call <phone> or <phone>; code 21211"
+    )
+    # Elsewhere digits stay: an outage names a host and a port.
+    assert redacted("connect to 192.168.100.200:5432 failed") == (
+        "connect to 192.168.100.200:5432 failed"
+    )
