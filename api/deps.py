@@ -88,6 +88,11 @@ async def _caller(
         return Caller(None, api_keys.ALL_SCOPES)
     # Anything not shaped like a made key cannot be one: no query for it.
     found = await api_keys.find_key(pool, token) if api_keys.could_be_key(token) else None
+    return stored_caller(found)
+
+
+def stored_caller(found: api_keys.FoundKey | None) -> Caller:
+    """The caller of a stored key; 401 when there is none or it was revoked."""
     if found is None:
         raise _unauthorized("invalid API key")
     if found.revoked:

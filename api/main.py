@@ -11,11 +11,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import outages
+from api import console, outages
 from api.hits import HitBuffer
 from api.routes import (
     api_keys,
@@ -53,7 +53,9 @@ class SafeJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    if console.is_console(request):
+        return console.error_page(request, 422, exc.errors())
     return SafeJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
@@ -63,7 +65,9 @@ def _template_matches(template: str, path: str) -> bool:
     return re.fullmatch("[^/]+".join(map(re.escape, literal)), path) is not None
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if console.is_console(request):
+        return console.error_page(request, exc.status_code, exc.detail)
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         # Starlette names only the methods of the first route with this path; the
@@ -112,6 +116,7 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     outages.install(app)
     codec.install(app, settings)
+    console.install(app)
     for module in (
         contacts,
         campaigns,

@@ -90,6 +90,7 @@ async def dev(
         dev_mail_dir=None if relay else home / "mail",
         sms_url=sms_provider or sink_url(f"http://127.0.0.1:{port}"),
         dev_sms_dir=None if sms_provider else home / "sms",
+        temporal_ui_url=f"http://localhost:{ui_port}",
     )
     await asyncio.to_thread(migrate, settings.database_url)
     async with AsyncExitStack() as stack:

@@ -16,7 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from journeys.models import SEARCH_ATTRIBUTES
+from journeys.models import SEARCH_ATTRIBUTE_TYPES
 
 # Measured on a 2-core machine: WAL with normal sync roughly triples workflow
 # starts and signals per second against the dev server's default journal.
@@ -100,8 +100,8 @@ class TemporalDevServer:
         ]
         for pragma in SQLITE_PRAGMAS:
             cmd += ["--sqlite-pragma", pragma]
-        for name in SEARCH_ATTRIBUTES:
-            cmd += ["--search-attribute", f"{name}=Keyword"]
+        for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
+            cmd += ["--search-attribute", f"{name}={kind}"]
         cmd += ["--headless"] if self.ui_port is None else ["--ui-port", str(self.ui_port)]
         return [*cmd, *self.extra_args]
 

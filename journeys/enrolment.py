@@ -19,9 +19,6 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -29,15 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from journeys import metrics
 from journeys.definition import parse_duration
-from journeys.models import (
-    SA_JOURNEY,
-    SA_PARTICIPANT,
-    SA_STATUS,
-    SA_STEP,
-    SA_VERSION,
-    JourneyInput,
-    journey_workflow_id,
-)
+from journeys.models import JourneyInput, journey_workflow_id, run_search_attributes
 from journeys.outages import bounded
 from journeys.store.enrolments import (
     Intent,
@@ -70,19 +59,6 @@ class Enrolment(BaseModel):
     reason: str | None = Field(default=None, description="why the enrolment was refused")
 
 
-def _search_attributes(journey: PublishedJourney, contact_id: uuid.UUID) -> TypedSearchAttributes:
-    kw = SearchAttributeKey.for_keyword
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(kw(SA_JOURNEY), journey.key),
-            SearchAttributePair(kw(SA_VERSION), str(journey.version)),
-            SearchAttributePair(kw(SA_PARTICIPANT), str(contact_id)),
-            SearchAttributePair(kw(SA_STEP), journey.definition.start),
-            SearchAttributePair(kw(SA_STATUS), "running"),
-        ]
-    )
-
-
 async def start_participant(
     client: Client,
     task_queue: str,
@@ -107,7 +83,9 @@ async def start_participant(
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         rpc_timeout=API_RPC_TIMEOUT,
-        search_attributes=_search_attributes(journey, contact_id),
+        search_attributes=run_search_attributes(
+            journey.key, journey.version, str(contact_id), journey.definition.start
+        ),
         memo={MEMO_INTENT: str(intent_id)} if intent_id else None,
         static_summary=f"{journey.name} (v{journey.version}), participant {contact_id}",
     )

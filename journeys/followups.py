@@ -15,9 +15,6 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -30,15 +27,11 @@ from journeys.definition.journey import ApiEntry
 from journeys.definition.steps.messaging import MessageStep
 from journeys.models import (
     SA_FOLLOW_UP,
-    SA_JOURNEY,
     SA_MESSAGE_STEP,
-    SA_PARTICIPANT,
-    SA_STATUS,
-    SA_STEP,
-    SA_VERSION,
     FollowUpRun,
     JourneyInput,
     follow_up_workflow_id,
+    run_search_attributes,
 )
 from journeys.outages import bounded
 from journeys.store.journeys import PublishedJourney
@@ -123,17 +116,12 @@ async def start_follow_up(
     """Start the rule's run for this message, unless it fired for it before; its
     workflow id either way."""
     workflow_id = follow_up_workflow_id(journey.key, str(message_id), rule.key)
-    kw = SearchAttributeKey.for_keyword
-    attributes = TypedSearchAttributes(
-        [
-            SearchAttributePair(kw(SA_JOURNEY), journey.key),
-            SearchAttributePair(kw(SA_VERSION), str(journey.version)),
-            SearchAttributePair(kw(SA_PARTICIPANT), str(contact_id)),
-            SearchAttributePair(kw(SA_STEP), rule.start),
-            SearchAttributePair(kw(SA_STATUS), "running"),
-            SearchAttributePair(kw(SA_FOLLOW_UP), rule.key),
-            SearchAttributePair(kw(SA_MESSAGE_STEP), "/".join(path)),
-        ]
+    attributes = run_search_attributes(
+        journey.key,
+        journey.version,
+        str(contact_id),
+        rule.start,
+        **{SA_FOLLOW_UP: rule.key, SA_MESSAGE_STEP: "/".join(path)},
     )
     try:
         await bounded(

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from journeys.definition import Condition, JourneyDefinition
 from journeys.definition.common import DeliveryErrorKind, MessageEventName
@@ -26,6 +27,8 @@ SA_STATUS = "JourneyStatus"
 # Only on follow-up runs: the rule's key and the message step it hangs on.
 SA_FOLLOW_UP = "JourneyFollowUp"
 SA_MESSAGE_STEP = "JourneyMessageStep"
+# Every step a run has been at (a KeywordList): the console's "passed" counts.
+SA_STEPS_TAKEN = "JourneyStepsTaken"
 SEARCH_ATTRIBUTES = (
     SA_JOURNEY,
     SA_VERSION,
@@ -34,7 +37,32 @@ SEARCH_ATTRIBUTES = (
     SA_STATUS,
     SA_FOLLOW_UP,
     SA_MESSAGE_STEP,
+    SA_STEPS_TAKEN,
 )
+# The type each is registered with in the namespace; the others are Keyword.
+SEARCH_ATTRIBUTE_TYPES = {name: "Keyword" for name in SEARCH_ATTRIBUTES} | {
+    SA_STEPS_TAKEN: "KeywordList"
+}
+STEPS_TAKEN_KEY = SearchAttributeKey.for_keyword_list(SA_STEPS_TAKEN)
+
+
+def run_search_attributes(
+    journey_key: str, version: int, contact_id: str, start: str, **follow_up: str
+) -> TypedSearchAttributes:
+    """What a new run is found by in Temporal visibility: a journey run's, or with
+    `follow_up` (SA name -> value) a follow-up run's."""
+    kw = SearchAttributeKey.for_keyword
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(kw(SA_JOURNEY), journey_key),
+            SearchAttributePair(kw(SA_VERSION), str(version)),
+            SearchAttributePair(kw(SA_PARTICIPANT), contact_id),
+            SearchAttributePair(kw(SA_STEP), start),
+            SearchAttributePair(kw(SA_STATUS), "running"),
+            SearchAttributePair(STEPS_TAKEN_KEY, [start]),
+            *(SearchAttributePair(kw(name), value) for name, value in follow_up.items()),
+        ]
+    )
 
 
 def journey_workflow_id(journey_key: str, contact_id: str) -> str:
@@ -138,6 +166,9 @@ class JourneyProgress(BaseModel):
     current_step: str
     history: list[StepVisit]
     reason: str | None = Field(default=None, description="why it exited, was removed or failed")
+    details: str | None = Field(
+        default=None, description="the web UI's current details: where it is and why"
+    )
 
 
 # --- activities ---------------------------------------------------------------------------

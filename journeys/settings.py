@@ -315,6 +315,11 @@ class ApiSettings(Settings):
         validation_alias=_env("JOURNEYS_SNS_TOPICS"),
         description="ARNs of the SNS topics whose SES notifications are accepted",
     )
+    temporal_ui_url: str = Field(
+        "http://localhost:8233",
+        validation_alias=_env("JOURNEYS_TEMPORAL_UI_URL"),
+        description="the Temporal web UI, linked from the console's participant pages",
+    )
     codec_origins: list[str] = Field(
         default_factory=lambda: list(DEV_UI_ORIGINS),
         validation_alias=_env("JOURNEYS_CODEC_ORIGINS"),

@@ -26,7 +26,7 @@ from journeys.db import create_pool
 from journeys.devstack import TemporalDevServer, find_binary, free_port, start_postgres
 from journeys.mailsink import MailSink, list_mail
 from journeys.migrate import migrate
-from journeys.models import SEARCH_ATTRIBUTES
+from journeys.models import SEARCH_ATTRIBUTE_TYPES
 from journeys.settings import ApiSettings
 from journeys.smssink import list_sms, sink_url
 from journeys.temporal import connect
@@ -139,7 +139,10 @@ async def register_search_attributes(client: Client) -> None:
         AddSearchAttributesRequest(
             namespace=client.namespace,
             search_attributes={
-                name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES
+                name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST
+                if kind == "KeywordList"
+                else IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for name, kind in SEARCH_ATTRIBUTE_TYPES.items()
             },
         )
     )

@@ -6,7 +6,7 @@ is checked: the YAML parses; every variable handed to a Journeys process is one 
 settings class reads, and the required ones are there; the commands are real
 `journeys` commands with arguments the CLI accepts; the probe and health-check paths
 are routes of the API; the search-attribute script registers exactly
-`SEARCH_ATTRIBUTES` (and, run against a dev server, does so, twice without harm);
+`SEARCH_ATTRIBUTE_TYPES` (and, run against a dev server, does so, twice without harm);
 every image tag is pinned; no secret value is committed.
 """
 
@@ -28,7 +28,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from journeys.devstack import TemporalDevServer, find_binary, free_port
-from journeys.models import SEARCH_ATTRIBUTES
+from journeys.models import SEARCH_ATTRIBUTE_TYPES
 from journeys.settings import ApiSettings, DatabaseSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,15 +370,17 @@ def test_health_checks_ask_routes_the_api_has() -> None:
 # --- search attributes -----------------------------------------------------------------
 
 
-def script_attributes() -> list[str]:
+def script_attributes() -> dict[str, str]:
+    """name -> type, as the script registers them."""
     match = re.search(r'^ATTRIBUTES="([^"]*)"$', SCRIPT.read_text(), re.M)
     assert match, "ATTRIBUTES=... in register-search-attributes.sh"
-    return match.group(1).split()
+    pairs = [pair.split(":") for pair in match.group(1).split()]
+    assert len({name for name, _ in pairs}) == len(pairs)
+    return dict(pairs)
 
 
 def test_the_setup_jobs_register_the_search_attributes() -> None:
-    names = script_attributes()
-    assert sorted(names) == sorted(SEARCH_ATTRIBUTES) and len(set(names)) == len(names)
+    assert script_attributes() == SEARCH_ATTRIBUTE_TYPES
     # compose runs the script...
     setup = compose()["services"]["temporal-setup"]
     assert (
@@ -427,17 +429,17 @@ async def test_the_script_registers_them_on_a_real_server(tmp_path: Path) -> Non
         }
         first = await asyncio.to_thread(_run, ["sh", str(SCRIPT)], env)
         assert first.returncode == 0, first.stderr
-        for name in SEARCH_ATTRIBUTES:
-            assert f"{name}: registered (Keyword)" in first.stdout
+        for name, kind in SEARCH_ATTRIBUTE_TYPES.items():
+            assert f"{name}: registered ({kind})" in first.stdout
         listed = await asyncio.to_thread(
             _run, [temporal, "operator", "search-attribute", "list", "-n", "deploy-test"], env
         )
         rows = [line.split() for line in listed.stdout.splitlines()[1:]]
         types = {row[0]: row[1] for row in rows if len(row) >= 2}
-        assert all(types.get(name) == "Keyword" for name in SEARCH_ATTRIBUTES), listed.stdout
+        assert all(types.get(n) == k for n, k in SEARCH_ATTRIBUTE_TYPES.items()), listed.stdout
         second = await asyncio.to_thread(_run, ["sh", str(SCRIPT)], env)
         assert second.returncode == 0, second.stderr
-        assert second.stdout.count("already registered") == len(SEARCH_ATTRIBUTES)
+        assert second.stdout.count("already registered") == len(SEARCH_ATTRIBUTE_TYPES)
         absent = {**env, "TEMPORAL_NAMESPACE": "absent", "SETUP_CREATE_NAMESPACE": "false"}
         missing = await asyncio.to_thread(_run, ["sh", str(SCRIPT)], absent)
         assert missing.returncode == 1 and "namespace absent does not exist" in missing.stderr

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from journeys.models import (
         SA_STATUS,
         SA_STEP,
+        STEPS_TAKEN_KEY,
         ContactEvent,
         JourneyInput,
         JourneyProgress,
@@ -71,6 +72,10 @@ class JourneyWorkflow:
         self._shown_step = history[-1].step if history else input.definition.start
         # An end step not yet shown: it goes out with the status (END_IN_ONE_UPSERT).
         self._end_step: str | None = None
+        # The steps shown as taken (search attribute, carried over by continue-as-new):
+        # each change of step shows the set with the step, in the same upsert.
+        shown_taken = workflow.info().typed_search_attributes.get(STEPS_TAKEN_KEY)
+        self._steps_taken = set(shown_taken or ())
         self._awaited_events = {
             step.name
             for step in input.definition.steps.values()
@@ -116,7 +121,7 @@ class JourneyWorkflow:
                 raise
             await self._fail(exc)
         self.status = "completed"
-        shown = [STEP_KEY.value_set(self._end_step)] if self._end_step else []
+        shown = self._shown_at(self._end_step) if self._end_step else []
         workflow.upsert_search_attributes([*shown, STATUS_KEY.value_set("completed")])
         workflow.set_current_details(f"Completed at step `{self.state.current_step}`.")
         return self.progress()
@@ -184,11 +189,17 @@ class JourneyWorkflow:
                 # The run ends right here: shown with the status, one event fewer.
                 self._end_step = step_id
             else:
-                workflow.upsert_search_attributes([STEP_KEY.value_set(step_id)])
+                workflow.upsert_search_attributes(self._shown_at(step_id))
             self._shown_step = step_id
         self.describe(
             f"At step `{step_id}` ({step.type}){': ' + step.title if step.title else ''}."
         )
+
+    def _shown_at(self, step_id: str) -> list[SearchAttributeUpdate[Any]]:
+        """The search attributes that show the run at `step_id`. The steps taken ride
+        along in the same upsert: one command as before, so older runs replay."""
+        self._steps_taken.add(step_id)
+        return [STEP_KEY.value_set(step_id), STEPS_TAKEN_KEY.value_set(sorted(self._steps_taken))]
 
     def describe(self, details: str) -> None:
         """Current details in the web UI: where the participant is and why."""
@@ -286,4 +297,5 @@ class JourneyWorkflow:
             current_step=self.state.current_step,
             history=self.state.history,
             reason=self.reason,
+            details=workflow.get_current_details() or None,
         )

@@ -4,9 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field, model_validator
 from temporalio.client import (
+    Client,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -22,24 +24,20 @@ from api.errors import (
     unprocessable,
 )
 from api.outages import OUTAGE_RESPONSE
-from journeys.definition import KEY_PATTERN, JourneyDefinition, definition_problems
-from journeys.definition.graph import duplicate_action_warnings
-from journeys.definition.journey import SelectionEntry
+from journeys.definition import KEY_PATTERN, JourneyDefinition
 from journeys.enrolment import Enrolment, enrol
-from journeys.entry_schedule import sync_entry_schedule
 from journeys.models import Removal, StepVisit
 from journeys.operations import start_operation
 from journeys.outages import Unavailable, bounded
-from journeys.references import reference_problems
+from journeys.publishing import NotPublishable, publish_definition
 from journeys.signals import deliver
 from journeys.store import groups
 from journeys.store.conditions_sql import QueryProblem
 from journeys.store.contacts import missing_contacts
 from journeys.store.enrolments import get_enrolment, write_journal_line
-from journeys.store.journeys import get_journey, list_versions, publish
+from journeys.store.journeys import get_journey, list_versions
 from journeys.store.messages import MessageView, messages_of
 from journeys.store.queries import selection_sql
-from journeys.templates import template_problems
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from workflows.journey import JourneyWorkflow
 
@@ -122,6 +120,9 @@ class ParticipantView(BaseModel):
         description="running, completed, exited, removed, skipped (run_if) or failed"
     )
     reason: str | None = Field(default=None, description="why it exited, was removed or failed")
+    details: str | None = Field(
+        default=None, description="where it is and why, as the Temporal web UI says it"
+    )
     current_step: str | None
     retrying: Retrying | None = Field(
         default=None,
@@ -149,23 +150,13 @@ async def publish_journey(
 ) -> PublishedWithWarnings:
     """Validate the definition and store it as the journey's next version. A selection
     entry gets its Temporal Schedule (`entry/<key>`) first; another entry removes it."""
-    problems = (
-        definition_problems(body) or template_problems(body) or await reference_problems(pool, body)
-    )
-    if problems:
-        raise unprocessable(problems)
-    previous = await get_journey(pool, body.key)
-    if isinstance(body.entry, SelectionEntry) or (
-        previous and isinstance(previous.definition.entry, SelectionEntry)
-    ):
-        await sync_entry_schedule(client, settings.task_queue, body)
-    journey = await publish(pool, body)
+    try:
+        journey, warnings = await publish_definition(pool, client, settings.task_queue, body)
+    except NotPublishable as exc:
+        raise unprocessable(exc.problems) from None
     return PublishedWithWarnings(
         **Published.model_validate(journey.model_dump()).model_dump(),
-        warnings=[
-            PublishWarning(loc=["body", *loc], msg=msg)
-            for loc, msg in duplicate_action_warnings(body)
-        ],
+        warnings=[PublishWarning(loc=["body", *loc], msg=msg) for loc, msg in warnings],
     )
 
 
@@ -260,6 +251,14 @@ async def read_participant(
     key: JourneyKey, contact_id: uuid.UUID, pool: PoolDep, client: TemporalDep
 ) -> ParticipantView:
     """Where the participant is, the steps it took, and what it was sent."""
+    return await participant_view(pool, client, key, contact_id)
+
+
+async def participant_view(
+    pool: asyncpg.Pool, client: Client, key: str, contact_id: uuid.UUID
+) -> ParticipantView:
+    """The participant's latest run: Temporal's description and the run's own account
+    (a query), and the messages it sent; 404 when there is none."""
     enrolment = await get_enrolment(pool, key, contact_id)
     if enrolment is None:
         raise not_found(f"contact {contact_id} was never enrolled in journey '{key}'")
@@ -273,7 +272,7 @@ async def read_participant(
             raise
         raise not_found(f"the run of contact {contact_id} in journey '{key}' is gone") from None
     status = _STATUS.get(description.status, "unknown") if description.status else "unknown"
-    current_step, history, reason = None, [], None
+    current_step, history, reason, details = None, [], None, None
     try:
         progress = await bounded(
             "Temporal",
@@ -281,6 +280,7 @@ async def read_participant(
             API_CALL_SECONDS,
         )
         current_step, history, reason = progress.current_step, progress.history, progress.reason
+        details = progress.details
         if progress.status in ("exited", "removed", "skipped", "failed"):
             status = progress.status
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, Unavailable):
@@ -308,6 +308,7 @@ async def read_participant(
         version=enrolment["version"],
         status=status,
         reason=reason,
+        details=details,
         current_step=current_step,
         history=history,
         messages=await messages_of(pool, enrolment["workflow_id"]),

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Registers the Keyword search attributes Journeys writes (journeys/models.py,
-# SEARCH_ATTRIBUTES) in TEMPORAL_NAMESPACE; run again, it changes nothing.
+# Registers the search attributes Journeys writes (journeys/models.py,
+# SEARCH_ATTRIBUTE_TYPES: name:type) in TEMPORAL_NAMESPACE; run again, it changes nothing.
 #
 # Runs in the temporalio/admin-tools image (the compose one-shot `temporal-setup`
 # and the Kubernetes Job `journeys-search-attributes`). The `temporal` CLI reads
@@ -11,7 +11,7 @@
 # SETUP_NAMESPACE_RETENTION, 7d unless set).
 set -eu
 
-ATTRIBUTES="JourneyKey JourneyVersion JourneyParticipant JourneyStep JourneyStatus JourneyFollowUp JourneyMessageStep"
+ATTRIBUTES="JourneyKey:Keyword JourneyVersion:Keyword JourneyParticipant:Keyword JourneyStep:Keyword JourneyStatus:Keyword JourneyFollowUp:Keyword JourneyMessageStep:Keyword JourneyStepsTaken:KeywordList"
 
 namespace="${TEMPORAL_NAMESPACE:-default}"
 address="${TEMPORAL_ADDRESS:-localhost:7233}"
@@ -52,23 +52,25 @@ type_of() {
 }
 
 create() {
-    temporal operator search-attribute create --namespace "$namespace" --name "$1" --type Keyword
+    temporal operator search-attribute create --namespace "$namespace" --name "$1" --type "$2"
 }
 
-for name in $ATTRIBUTES; do
+for pair in $ATTRIBUTES; do
+    name="${pair%%:*}"
+    kind="${pair#*:}"
     registered="$(type_of "$name")"
-    if [ "$registered" = "Keyword" ]; then
+    if [ "$registered" = "$kind" ]; then
         echo "$name: already registered"
         continue
     fi
     if [ -n "$registered" ]; then
-        echo "$name is registered as $registered in $namespace; Journeys needs Keyword" >&2
+        echo "$name is registered as $registered in $namespace; Journeys needs $kind" >&2
         exit 1
     fi
     # A namespace created a moment ago takes a few seconds to be known everywhere.
-    if ! retry create "$name" || [ "$(type_of "$name")" != "Keyword" ]; then
+    if ! retry create "$name" "$kind" || [ "$(type_of "$name")" != "$kind" ]; then
         echo "$name: could not be registered in $namespace" >&2
         exit 1
     fi
-    echo "$name: registered (Keyword)"
+    echo "$name: registered ($kind)"
 done

@@ -120,6 +120,11 @@ async def find_key(pool: asyncpg.Pool, token: str) -> FoundKey | None:
     """The stored key `token` is, by its digest, in one statement (a unique-index lookup);
     its `last_used_at` is moved on at most once a minute, so busy keys cost no write per
     request. None when no key has this digest."""
+    return await find_key_by_digest(pool, token_hash(token))
+
+
+async def find_key_by_digest(pool: asyncpg.Pool, digest: bytes) -> FoundKey | None:
+    """`find_key` by the key's digest (a console session keeps the digest, not the key)."""
     row = await pool.fetchrow(
         """WITH touched AS (
                UPDATE api_keys SET last_used_at = now()
@@ -127,6 +132,6 @@ async def find_key(pool: asyncpg.Pool, token: str) -> FoundKey | None:
                  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
                RETURNING id)
            SELECT name, scopes, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE hash = $1""",
-        token_hash(token),
+        digest,
     )
     return FoundKey.model_validate(dict(row)) if row else None

@@ -286,3 +286,40 @@ async def write_journal_line(
         journey_key,
         idempotency_key,
     )
+
+
+async def follow_ups_fired(
+    pool: asyncpg.Pool, journey_key: str, contact_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """The follow-ups that fired for the contact in the journey, with the message's step."""
+    return await pool.fetch(
+        """SELECT f.workflow_id, f.follow_up_key, f.trigger, f.fired_at, m.step
+           FROM follow_up_runs f JOIN messages m ON m.id = f.message_id
+           WHERE f.contact_id = $1 AND f.journey_key = $2 ORDER BY f.fired_at""",
+        contact_id,
+        journey_key,
+    )
+
+
+async def recent_enrolments(
+    pool: asyncpg.Pool, journey_key: str, limit: int
+) -> list[asyncpg.Record]:
+    """The journey's latest enrolments, the newest first."""
+    return await pool.fetch(
+        """SELECT contact_id, version, workflow_id, enrolled_at FROM enrolments
+           WHERE journey_key = $1 ORDER BY enrolled_at DESC LIMIT $2""",
+        journey_key,
+        limit,
+    )
+
+
+async def enrolments_of(pool: asyncpg.Pool, contact_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The contact's enrolments (its latest in each journey) with the journey's name,
+    the newest first."""
+    return await pool.fetch(
+        """SELECT e.journey_key, j.name AS journey_name, e.version, e.workflow_id,
+                  e.enrolled_at
+           FROM enrolments e LEFT JOIN journeys j ON j.key = e.journey_key
+           WHERE e.contact_id = $1 ORDER BY e.enrolled_at DESC""",
+        contact_id,
+    )

@@ -102,3 +102,21 @@ async def _latest_versions(pool: asyncpg.Pool, where: str, arg: Any) -> list[Pub
         arg,
     )
     return [PublishedJourney.model_validate(dict(r)) for r in rows]
+
+
+class JourneySummary(BaseModel):
+    key: str
+    name: str
+    version: int
+    published_at: datetime
+
+
+async def list_journeys(pool: asyncpg.Pool) -> list[JourneySummary]:
+    """Every journey with its latest version, by name."""
+    rows = await pool.fetch(
+        """SELECT j.key, j.name, j.latest_version AS version, v.published_at
+           FROM journeys j JOIN journey_versions v
+                ON v.journey_key = j.key AND v.version = j.latest_version
+           ORDER BY lower(j.name), j.key"""
+    )
+    return [JourneySummary.model_validate(dict(r)) for r in rows]

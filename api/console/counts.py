@@ -1,0 +1,164 @@
+"""Counts from Temporal visibility: how many runs of a journey are in each state, at
+each step, and how many went through it.
+
+Visibility counts only group by ExecutionStatus, so a count per step is a query per
+step; they go out together (at most `CONCURRENT_COUNTS` at a time). A journey's own
+runs are those without `JourneyFollowUp`; executions closed by continue-as-new are
+left out, their continuation is counted instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+
+from temporalio.client import Client
+
+from journeys.models import (
+    SA_FOLLOW_UP,
+    SA_JOURNEY,
+    SA_MESSAGE_STEP,
+    SA_STATUS,
+    SA_STEP,
+    SA_STEPS_TAKEN,
+)
+from journeys.outages import bounded
+from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
+
+CONCURRENT_COUNTS = 16
+
+
+@dataclass(frozen=True)
+class JourneyCounts:
+    running: int = 0
+    completed: int = 0
+    exited: int = 0
+    removed: int = 0  # removed, or skipped by run_if, or terminated by an operator
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.running + self.completed + self.exited + self.removed + self.failed
+
+
+def _quote(value: str) -> str:
+    # Keys and step ids are restricted to [A-Za-z0-9_-] by the definition format;
+    # quoting anyway keeps a query from ever being built out of a stray quote.
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def journey_runs(key: str) -> str:
+    return f"{SA_JOURNEY} = {_quote(key)} AND {SA_FOLLOW_UP} IS NULL"
+
+
+async def _count(client: Client, query: str, limit: asyncio.Semaphore) -> int:
+    async with limit:
+        found = await bounded(
+            "Temporal",
+            client.count_workflows(query, rpc_timeout=API_RPC_TIMEOUT),
+            API_CALL_SECONDS,
+        )
+    return found.count
+
+
+async def _gather(counts: Iterable[Awaitable[int]]) -> list[int]:
+    return list(await asyncio.gather(*counts))
+
+
+async def journey_counts(client: Client, keys: list[str]) -> dict[str, JourneyCounts]:
+    """Runs of each journey by outcome: three counts per journey."""
+    limit = asyncio.Semaphore(CONCURRENT_COUNTS)
+
+    async def one(key: str) -> JourneyCounts:
+        runs = journey_runs(key)
+        async with limit:
+            by_status = await bounded(
+                "Temporal",
+                client.count_workflows(
+                    f"{runs} GROUP BY ExecutionStatus", rpc_timeout=API_RPC_TIMEOUT
+                ),
+                API_CALL_SECONDS,
+            )
+        closed_as = f"{runs} AND ExecutionStatus = 'Completed' AND {SA_STATUS} IN "
+        exited, removed = await _gather(
+            [
+                _count(client, closed_as + "('exited')", limit),
+                _count(client, closed_as + "('removed', 'skipped')", limit),
+            ]
+        )
+        groups = {str(group.group_values[0]): group.count for group in by_status.groups}
+        return JourneyCounts(
+            running=groups.get("Running", 0),
+            completed=groups.get("Completed", 0) - exited - removed,
+            exited=exited,
+            removed=removed + groups.get("Terminated", 0) + groups.get("Canceled", 0),
+            failed=groups.get("Failed", 0) + groups.get("TimedOut", 0),
+        )
+
+    found = await asyncio.gather(*(one(key) for key in keys))
+    return dict(zip(keys, found, strict=True))
+
+
+@dataclass(frozen=True)
+class StepPlace:
+    """Where a node of the graph is in visibility: the journey's own runs (no
+    follow-up), or the runs of one follow-up of one message step."""
+
+    step: str
+    follow_up: str | None = None
+    message_step: str | None = None
+
+
+async def step_counts(
+    client: Client, key: str, places: dict[str, StepPlace]
+) -> dict[str, tuple[int, int]]:
+    """(here now, went through) of each node: running at the step, and runs that have
+    been at it and are no longer there (ended, or moved on)."""
+    limit = asyncio.Semaphore(CONCURRENT_COUNTS)
+
+    def runs_of(place: StepPlace) -> str:
+        if place.follow_up is None:
+            return journey_runs(key)
+        return (
+            f"{SA_JOURNEY} = {_quote(key)} AND {SA_FOLLOW_UP} = {_quote(place.follow_up)}"
+            f" AND {SA_MESSAGE_STEP} = {_quote(place.message_step or '')}"
+        )
+
+    async def one(place: StepPlace) -> tuple[int, int]:
+        runs, step = runs_of(place), _quote(place.step)
+        here, been = await _gather(
+            [
+                _count(
+                    client,
+                    f"{runs} AND ExecutionStatus = 'Running' AND {SA_STEP} = {step}",
+                    limit,
+                ),
+                _count(
+                    client,
+                    f"{runs} AND ExecutionStatus != 'ContinuedAsNew' AND {SA_STEPS_TAKEN} = {step}",
+                    limit,
+                ),
+            ]
+        )
+        return here, max(been - here, 0)
+
+    found = await asyncio.gather(*(one(place) for place in places.values()))
+    return dict(zip(places, found, strict=True))
+
+
+async def fired_counts(
+    client: Client, key: str, follow_ups: dict[str, tuple[str, str]]
+) -> dict[str, int]:
+    """How often each follow-up fired: node id -> (message step path, follow-up key)."""
+    limit = asyncio.Semaphore(CONCURRENT_COUNTS)
+    found = await _gather(
+        _count(
+            client,
+            f"{SA_JOURNEY} = {_quote(key)} AND {SA_FOLLOW_UP} = {_quote(rule)}"
+            f" AND {SA_MESSAGE_STEP} = {_quote(path)} AND ExecutionStatus != 'ContinuedAsNew'",
+            limit,
+        )
+        for path, rule in follow_ups.values()
+    )
+    return dict(zip(follow_ups, found, strict=True))

@@ -1,0 +1,74 @@
+"""Rendering console pages: one Jinja environment over the package's templates.
+
+The templates escape everything (autoescape), and each page gets the signed-in
+caller, the form token and the navigation from `render`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from api.console.session import form_token
+from api.deps import Caller
+
+env = Environment(
+    loader=PackageLoader("api.console", "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _when(value: datetime | None) -> str:
+    """A time as people read it in a table: UTC, to the second."""
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+env.filters["when"] = _when
+
+NAVIGATION = (
+    ("journeys", "Journeys", "/console/journeys"),
+    ("contacts", "Contacts", "/console/contacts"),
+    ("messages", "Messages", "/console/messages"),
+    ("campaigns", "Campaigns", "/console/campaigns"),
+    ("recurring", "Recurring sends", "/console/recurring-sends"),
+)
+
+
+def _served(request: Request) -> list[tuple[str, str, str]]:
+    """The sections of NAVIGATION this app serves."""
+    paths = {getattr(route, "path", None) for route in request.app.routes}
+    return [entry for entry in NAVIGATION if entry[2] in paths]
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    caller: Caller | None,
+    section: str = "",
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    page = env.get_template(template).render(
+        request=request,
+        caller=caller,
+        csrf=form_token(request) if caller else "",
+        section=section,
+        navigation=_served(request),
+        dev_mail=request.app.state.settings.dev_mail_dir is not None,
+        **context,
+    )
+    # Pages show live data: never from a cache, and never framed by another site.
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-ancestors 'none'",
+    }
+    return HTMLResponse(page, status_code=status_code, headers=headers)

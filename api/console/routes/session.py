@@ -1,0 +1,70 @@
+"""Sign in with an API key, sign out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api.console.pages import render
+from api.console.session import COOKIE, MAX_AGE_SECONDS, Reader, sign_in
+from api.deps import PoolDep, SettingsDep
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+def _back_to(next_page: str | None) -> str:
+    """Where to go after signing in: a console page, never another site."""
+    if next_page and next_page.startswith("/console") and not next_page.startswith("//"):
+        return next_page
+    return "/console/journeys"
+
+
+@router.get("")
+async def home(_: Reader) -> Response:
+    return RedirectResponse("/console/journeys", status_code=303)
+
+
+@router.get("/sign-in", response_class=HTMLResponse)
+async def sign_in_form(
+    request: Request, next: str | None = None, reason: str | None = None
+) -> HTMLResponse:
+    return render(request, "sign_in.html", caller=None, next=_back_to(next), error=reason)
+
+
+@router.post("/sign-in")
+async def sign_in_with_key(
+    request: Request,
+    settings: SettingsDep,
+    pool: PoolDep,
+    key: Annotated[str, Form(max_length=500)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    if not key.strip():
+        error = "enter an API key: JOURNEYS_API_KEY, or one made with `journeys keys create`"
+        return render(request, "sign_in.html", caller=None, next=next, error=error, status_code=401)
+    try:
+        _, cookie = await sign_in(settings, pool, key)
+    except HTTPException as exc:
+        return render(
+            request, "sign_in.html", caller=None, next=next, error=exc.detail, status_code=401
+        )
+    response = RedirectResponse(_back_to(next), status_code=303)
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        max_age=MAX_AGE_SECONDS,
+        path="/console",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out() -> Response:
+    response = RedirectResponse("/console/sign-in", status_code=303)
+    response.delete_cookie(COOKIE, path="/console")
+    return response

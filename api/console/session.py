@@ -1,0 +1,124 @@
+"""Console sign-in: an API key once, then a signed, HttpOnly session cookie.
+
+The cookie holds the key's SHA-256 digest (the same digest the `api_keys` table is
+searched by), signed and dated with itsdangerous; never the key itself. Each request
+looks the digest up again, so a revoked key ends its sessions at once, and a changed
+JOURNEYS_API_KEY ends the sessions signed in with the old one.
+
+Forms that act (publish, Live/Stop, link/unlink) carry a token derived from the
+cookie (double submit, signed): a page of another site cannot post them, on top of
+the cookie's SameSite=Lax.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request, status
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from api.deps import Caller, PoolDep, SettingsDep, stored_caller
+from journeys.settings import ApiSettings
+from journeys.store import api_keys
+
+COOKIE = "journeys_console"
+# A working day and then some: a session signed in the morning lasts until evening.
+MAX_AGE_SECONDS = 12 * 3600
+_BOOTSTRAP = "configured"  # signed in with JOURNEYS_API_KEY itself
+
+
+class SignInNeeded(Exception):
+    """No valid session: the page answers with a redirect to the sign-in form."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _serializer(settings: ApiSettings) -> URLSafeTimedSerializer:
+    # Its own key, derived from JOURNEYS_SECRET: the tracking tokens' HMAC key is never
+    # used for anything else as is, and every API process derives the same one.
+    secret = settings.secret.get_secret_value().encode()
+    key = hmac.new(secret, b"journeys console session", hashlib.sha256).hexdigest()
+    return URLSafeTimedSerializer(key, salt="console-session")
+
+
+def _configured_stamp(settings: ApiSettings) -> str:
+    """Which JOURNEYS_API_KEY a session was signed in with: keyed, as that key may be a
+    guessable word, which a plain digest in the cookie would give away."""
+    secret = settings.secret.get_secret_value().encode()
+    return hmac.new(secret, _configured_key(settings), hashlib.sha256).hexdigest()[:32]
+
+
+async def sign_in(settings: ApiSettings, pool: asyncpg.Pool, key: str) -> tuple[Caller, str]:
+    """The caller a key is and the cookie value for its session; 401 when the key is
+    not one (the same words as the API's)."""
+    key = key.strip()
+    if hmac.compare_digest(key.encode("utf-8", "surrogateescape"), _configured_key(settings)):
+        cookie = _serializer(settings).dumps([_BOOTSTRAP, _configured_stamp(settings)])
+        return Caller(None, api_keys.ALL_SCOPES), cookie
+    found = await api_keys.find_key(pool, key) if api_keys.could_be_key(key) else None
+    caller = stored_caller(found)
+    digest = api_keys.token_hash(key).hex()
+    return caller, _serializer(settings).dumps(["stored", digest])
+
+
+def _configured_key(settings: ApiSettings) -> bytes:
+    return settings.api_key.get_secret_value().encode()
+
+
+async def session_caller(request: Request, settings: SettingsDep, pool: PoolDep) -> Caller:
+    """The caller of the request's session; `SignInNeeded` without a valid one."""
+    value = request.cookies.get(COOKIE)
+    if not value:
+        raise SignInNeeded()
+    try:
+        kind, digest = _serializer(settings).loads(value, max_age=MAX_AGE_SECONDS)
+    except (BadSignature, ValueError, TypeError):
+        raise SignInNeeded("your session has expired; sign in again") from None
+    if kind == _BOOTSTRAP:
+        # Signed before JOURNEYS_API_KEY changed: the key it was made with is gone.
+        if not hmac.compare_digest(str(digest), _configured_stamp(settings)):
+            raise SignInNeeded("the configured API key changed; sign in again")
+        return Caller(None, api_keys.ALL_SCOPES)
+    try:
+        found = await api_keys.find_key_by_digest(pool, bytes.fromhex(digest))
+        return stored_caller(found)
+    except (ValueError, HTTPException) as exc:
+        detail = exc.detail if isinstance(exc, HTTPException) else None
+        raise SignInNeeded(str(detail) if detail else None) from None
+
+
+def form_token(request: Request) -> str:
+    """The token the session's forms carry (empty without a session)."""
+    value = request.cookies.get(COOKIE, "")
+    secret = request.app.state.settings.secret.get_secret_value().encode()
+    return hmac.new(secret, b"console form " + value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+async def _reader(caller: Annotated[Caller, Depends(session_caller)]) -> Caller:
+    if "read" not in caller.scopes:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this key lacks the 'read' scope")
+    return caller
+
+
+async def _writer(request: Request, caller: Annotated[Caller, Depends(session_caller)]) -> Caller:
+    """Acting needs the write scope and the form's token."""
+    if "write" not in caller.scopes:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"API key '{caller.key_name}' lacks the 'write' scope, which this action needs",
+        )
+    form = await request.form()
+    if not hmac.compare_digest(str(form.get("csrf", "")), form_token(request)):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "the form is stale or from another site: reload the page"
+        )
+    return caller
+
+
+Reader = Annotated[Caller, Depends(_reader)]
+Writer = Annotated[Caller, Depends(_writer)]
