@@ -122,6 +122,7 @@ class Bench:
     warmup: int
     bulk_n: int
     count_n: int
+    console_n: int
     floors: bool = True  # False: the bulk pair measures the product only (a long run)
 
     @property

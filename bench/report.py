@@ -98,10 +98,17 @@ def missing_figures(result: dict[str, Any], only: list[str] | None = None) -> li
     missing = []
     pairs = result.get("pairs") or {}
     for name in only or PAIRS:
+        if name == "console":
+            continue  # no floor: its own figures, below
         pair = pairs.get(name) or {}
         for side in ("floor", "product"):
             if not isinstance(pair.get(side), (int, float)):
                 missing.append(f"{name}.{side}")
+    console = result.get("console") or {}
+    if (not only or "console" in only) and not isinstance(
+        console.get("worst_p90_ms"), (int, float)
+    ):
+        missing.append("console")
     if only:
         return missing
     idle = result.get("idle") or {}
@@ -269,6 +276,19 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 "",
                 f"< {_num(count.get('target_ms'), 0)} ms at 1M",
                 _verdict(count.get("met")),
+            ]
+        )
+    console = result.get("console") or {}
+    for label, page in (console.get("pages") or {}).items():
+        rows.append(
+            [
+                "console",
+                f"ms, {label} page, {console.get('participants', 0):,} in the journey (p50 / p90)",
+                "",
+                f"{_num(page.get('p50_ms'))} / {_num(page.get('p90_ms'))}",
+                "",
+                f"< {_num(console.get('target_ms'), 0)} ms",
+                _verdict((page.get("p90_ms") or 0) < (console.get("target_ms") or 0)),
             ]
         )
     idle = result.get("idle") or {}

@@ -62,6 +62,7 @@ class Plan:
     warmup: int
     bulk_n: int  # contacts enrolled from a selection in the "bulk" pair
     count_n: int  # contacts the selection count is timed over
+    console_n: int  # participants in the journey whose console pages are timed
 
 
 def plan(
@@ -69,9 +70,9 @@ def plan(
 ) -> Plan:
     """Sizes of a run. Quick finishes in about a minute on 2 cores; default in about ten."""
     if quick:
-        base = Plan("quick", 100, 32, 100, (100, 300), 10, 2_000, 20_000)
+        base = Plan("quick", 100, 32, 100, (100, 300), 10, 2_000, 20_000, 1_000)
     else:
-        base = Plan("default", 500, 32, 500, (1_000, 20_000), 30, 20_000, 1_000_000)
+        base = Plan("default", 500, 32, 500, (1_000, 20_000), 30, 20_000, 1_000_000, 10_000)
     return Plan(
         base.mode,
         n or base.n,
@@ -81,6 +82,7 @@ def plan(
         base.warmup,
         bulk_n or base.bulk_n,
         base.count_n,
+        base.console_n,
     )
 
 
@@ -169,6 +171,7 @@ async def run_bench(
     """Run the benchmark (or `only` some pairs); True when every pair run produced a
     figure."""
     from bench import pairs
+    from bench.console import measure_console
     from bench.stack import any_log_tail, start_stack
     from journeys.db import create_pool
     from journeys.devstack import SQLITE_PRAGMAS
@@ -187,6 +190,7 @@ async def run_bench(
         "warmup": p.warmup,
         "bulk_n": p.bulk_n,
         "count_n": p.count_n,
+        "console_n": p.console_n,
         "machine": _machine(),
         "versions": _versions(),
         "pairs": {},
@@ -236,6 +240,7 @@ async def run_bench(
                 warmup=p.warmup,
                 bulk_n=p.bulk_n,
                 count_n=p.count_n,
+                console_n=p.console_n,
                 floors=floors,
             )
             steps = (
@@ -253,6 +258,11 @@ async def run_bench(
                     result["pairs"][name] = await fn(bench)
                 except Exception as exc:
                     _failed(result, progress, name, exc)
+            if not only or "console" in only:
+                try:
+                    result["console"] = await measure_console(bench)
+                except Exception as exc:
+                    _failed(result, progress, "console", exc)
             if not only:
                 try:
                     result["idle"] = await pairs.measure_idle(bench)

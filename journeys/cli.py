@@ -597,6 +597,7 @@ class BenchPair(StrEnum):
     mail = "mail"
     bulk = "bulk"
     recurring = "recurring"
+    console = "console"  # not a pair: the console's pages, timed
 
 
 @app.command("bench", help="measure the product against raw Temporal and SMTP floors")

@@ -103,7 +103,15 @@ def _complete() -> dict[str, Any]:
     }
     histories = {"journey: wait": {"events": 5, "steps": 1, "events_per_step": 5.0}}
     count = {"contacts": 1_000_000, "median_ms": 420.0, "target_ms": 1000.0, "met": True}
+    console = {
+        "participants": 10_000,
+        "pages": {"journey graph": {"p50_ms": 80.0, "p90_ms": 250.0}},
+        "worst_p90_ms": 250.0,
+        "target_ms": 200.0,
+        "met": False,
+    }
     return {
+        "console": console,
         "concurrency": 32,
         "pairs": pairs,
         "idle": idle,
@@ -119,18 +127,23 @@ def test_missing_figures_names_what_produced_nothing() -> None:
     del result["pairs"]["mail"]
     result["idle"] = {}
     del result["selection_count"]
+    del result["console"]
     assert missing_figures(result) == [
         "steps.product",
         "mail.floor",
         "mail.product",
+        "console",
         "idle",
         "selection_count",
     ]
 
 
 def test_a_run_of_some_pairs_misses_only_their_figures() -> None:
-    result = {"pairs": {"bulk": pair_figures(180.0, None, 0.9)}}
+    result: dict[str, Any] = {"pairs": {"bulk": pair_figures(180.0, None, 0.9)}}
     assert missing_figures(result, ["bulk"]) == ["bulk.product"]
+    assert missing_figures(result, ["console"]) == ["console"]
+    result["console"] = {"worst_p90_ms": 120.0}
+    assert missing_figures(result, ["console", "bulk"]) == ["bulk.product"]
 
 
 def test_a_slow_figure_is_not_a_missing_one() -> None:
@@ -150,8 +163,11 @@ def test_table_has_every_pair_and_the_verdicts() -> None:
         "bulk",
         "recurring",
         "count",
+        "console",
         "idle",
     }
+    console = next(r for r in rows if r[0] == "console")
+    assert console[3:] == ["80.0 / 250", "", "< 200 ms", "**no**"]
     recurring = next(r for r in rows if r[0] == "recurring")
     assert recurring[1:] == [
         "messages/s, one recurring run to 20,000 recipients",

@@ -130,7 +130,13 @@ async def test_signing_in_and_out(stack: Stack) -> None:
             "/console/sign-in", data={"key": API_KEY, "next": "//evil.example/x"}
         )
         assert elsewhere.headers["location"] == "/console/journeys"
-        assert (await anonymous.get("/console/journeys")).status_code == 200
+        home = await anonymous.get("/console/journeys")
+        assert home.status_code == 200
+        nav = re.search(r"<nav>.*?</nav>", home.text, re.S)
+        assert nav, "signed in, the page has the navigation"
+        for section in ("journeys", "contacts", "messages", "campaigns", "recurring-sends"):
+            assert f'href="/console/{section}"' in nav.group(0), section
+            assert (await anonymous.get(f"/console/{section}")).status_code == 200, section
         # A forged cookie is no session.
         anonymous.cookies.set("journeys_console", "x" + anonymous.cookies["journeys_console"])
         assert (await anonymous.get("/console/journeys")).status_code == 303

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from bench.faults import daytime_zone
 from tests.builders import journey
 from tests.conftest import API_KEY, Stack
 from tests.helpers import create_contact, enrol, wait_for_step
+from tests.test_recurring import exclusion, recurring_send, selection
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "console"
 # The flags a root user on a machine without a network needs: no sandbox (root), and
@@ -214,5 +216,41 @@ async def test_every_page_works_without_javascript(stack: Stack, chromium: Brows
         )
         await page.goto(f"{stack.base_url}/console/journeys/{key}/participants/{contact}")
         await expect(page.locator("#current-step")).to_have_text("wait_click")
+    finally:
+        await context.close()
+
+
+async def test_stop_and_resume_a_recurring_send(stack: Stack, chromium: Browser) -> None:
+    tag = uuid.uuid4().hex[:6]
+    key = f"browser-rec-{tag}"
+    address = f"rec-{tag}@example.com"
+    query = {"all": [{"field": "email", "op": "eq", "value": address}, exclusion(key)]}
+    await selection(stack.http, key, query)
+    body = recurring_send(
+        key,
+        key,
+        name="Service mail",
+        message={"subject": "Your visit", "html": "<p>See you</p>"},
+        status="live",
+        times=["10:00"],
+        time_zone=daytime_zone(),
+    )
+    assert (await stack.http.post("/recurring-sends", json=body)).status_code == 201
+    schedule = stack.temporal.get_schedule_handle(f"recurring/{key}")
+    context = await chromium.new_context()
+    page = await context.new_page()
+    try:
+        await sign_in(page, stack.base_url)
+        await page.get_by_role("link", name="Recurring sends").click()
+        await page.get_by_role("link", name="Service mail").click()
+        await expect(page.locator("#status")).to_have_text("live")
+        await page.get_by_role("button", name="Stop").click()
+        await expect(page.locator("#status")).to_have_text("stopped")
+        assert (await schedule.describe()).schedule.state.paused
+        assert (await stack.http.get(f"/recurring-sends/{key}")).json()["times"] == ["10:00"]
+        await page.get_by_role("button", name="Live").click()
+        await expect(page.locator("#status")).to_have_text("live")
+        assert not (await schedule.describe()).schedule.state.paused
+        await expect(page.locator("#next-runs")).to_contain_text("10:00")
     finally:
         await context.close()

@@ -41,8 +41,10 @@ NAVIGATION = (
 
 
 def _served(request: Request) -> list[tuple[str, str, str]]:
-    """The sections of NAVIGATION this app serves."""
-    paths = {getattr(route, "path", None) for route in request.app.routes}
+    """The sections of NAVIGATION the console's routers serve."""
+    from api.console.routes import ROUTERS  # the routes import this module
+
+    paths = {getattr(route, "path", None) for router in ROUTERS for route in router.routes}
     return [entry for entry in NAVIGATION if entry[2] in paths]
 
 

@@ -315,9 +315,11 @@ async def action_contacts(
     )
 
 
-async def _link(
+async def link_contact(
     key: str, action: str, contact_id: uuid.UUID, linked: bool, pool: PoolDep, settings: SettingsDep
 ) -> LinkedContact:
+    """Link (include) or unlink (exclude) a member of the action's selection, before
+    generating: 404 unless a member, 409 once generated (the API's and the console's)."""
     found = await _action(pool, key, action)
     try:
         members = await selection_sql(pool, found.selection_key, settings.default_time_zone)
@@ -336,7 +338,7 @@ def _link_route(verb: str, linked: bool, doc: str) -> None:
     async def change(
         key: Key, action: Key, contact_id: uuid.UUID, pool: PoolDep, settings: SettingsDep
     ) -> LinkedContact:
-        return await _link(key, action, contact_id, linked, pool, settings)
+        return await link_contact(key, action, contact_id, linked, pool, settings)
 
     change.__doc__ = doc
     change.__name__ = f"{verb}_contact"

@@ -71,6 +71,17 @@ async def get_campaign(pool: asyncpg.Pool, key: str) -> Campaign | None:
     return Campaign(**dict(row)) if row else None
 
 
+async def list_campaigns(pool: asyncpg.Pool, limit: int, offset: int = 0) -> list[Campaign]:
+    """Campaigns, the newest first, a page at a time."""
+    rows = await pool.fetch(
+        """SELECT key, name, fixed_cost, currency, created_at FROM campaigns
+           ORDER BY created_at DESC, key LIMIT $1 OFFSET $2""",
+        limit,
+        offset,
+    )
+    return [Campaign(**dict(r)) for r in rows]
+
+
 async def upsert_action(
     pool: asyncpg.Pool,
     campaign_key: str,

@@ -106,3 +106,39 @@ async def missing_contacts(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> list[uui
     rows = await pool.fetch("SELECT id FROM contacts WHERE id = ANY($1::uuid[])", ids)
     found = {r["id"] for r in rows}
     return [i for i in ids if i not in found]
+
+
+def like_prefix(text: str) -> str:
+    """`text` as the start of a LIKE pattern: its own %, _ and \\ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def search_contacts(pool: asyncpg.Pool, q: str | None, limit: int) -> list[Contact]:
+    """Contacts whose external id starts with `q` (or is it), whose e-mail address does
+    (case-insensitive), or whose id it is; without `q`, the latest. Newest first.
+
+    Prefixes use the pattern indexes (`0014_console_search.sql`).
+    """
+    q = (q or "").strip()
+    if not q:
+        rows = await pool.fetch(
+            f"""SELECT c.*, {BOUNCED.format(c="c")} AS bounced FROM contacts c
+                ORDER BY c.created_at DESC, c.id DESC LIMIT $1""",
+            limit,
+        )
+    else:
+        try:
+            as_id: uuid.UUID | None = uuid.UUID(q)
+        except ValueError:
+            as_id = None
+        rows = await pool.fetch(
+            f"""SELECT c.*, {BOUNCED.format(c="c")} AS bounced FROM contacts c
+                WHERE c.external_id LIKE $1 || '%'
+                   OR lower(c.email) LIKE lower($1) || '%'
+                   OR c.id = $2
+                ORDER BY c.created_at DESC, c.id DESC LIMIT $3""",
+            like_prefix(q),
+            as_id,
+            limit,
+        )
+    return [Contact.model_validate(dict(row)) for row in rows]

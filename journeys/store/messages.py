@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 from pydantic import BaseModel, Field
@@ -246,3 +246,106 @@ async def mark_messages_sent(pool: asyncpg.Pool, sent: list[Sent]) -> None:
         [{**s._asdict(), "message_id": str(s.message_id)} for s in sent],
         timeout=WRITE_TIMEOUT,
     )
+
+
+# --- the message log (the console) --------------------------------------------------------
+
+# A delivery error was reported for the message (`message_events_delivery_errors`).
+_DELIVERY_ERROR = """EXISTS (
+    SELECT 1 FROM message_events b WHERE b.message_id = m.id AND b.kind = 'delivery_error')"""
+# A message that bounced: a delivery error was reported for it, or the provider refused
+# it. (IN: the few ids hashed once, while the newest messages are read in order.)
+_BOUNCED = """(m.status = 'rejected' OR m.id IN (
+    SELECT b.message_id FROM message_events b WHERE b.kind = 'delivery_error'))"""
+
+# What the log can be filtered on: a stored status, or `bounced` (delivery errors).
+LOG_STATUSES = ("sending", "sent", "skipped", "failed", "bounced")
+
+
+class LoggedMessage(BaseModel):
+    """A message in the log, with what it was sent for."""
+
+    id: uuid.UUID
+    created_at: datetime
+    sent_at: datetime | None
+    contact_id: uuid.UUID
+    channel: str
+    journey_key: str
+    journey_name: str | None
+    journey_version: int
+    step: str
+    recurring_key: str | None
+    recurring_name: str | None
+    campaign_key: str | None = Field(description="a campaign action's mail: its campaign")
+    campaign_action: str | None
+    subject: str | None
+    body: str | None = Field(description="an SMS's text")
+    status: str
+    error: str | None
+    delivery_error: dict[str, Any] | None = Field(
+        description="the latest delivery error reported: kind, detail, source"
+    )
+
+
+async def message_log(
+    pool: asyncpg.Pool,
+    limit: int,
+    *,
+    status: str | None = None,
+    channel: str | None = None,
+    journey_key: str | None = None,
+    contact_id: uuid.UUID | None = None,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> list[LoggedMessage]:
+    """Messages newest first (by created_at, then id), at most `limit`, those older than
+    `before` (the last of the previous page) when given: keyset pages over
+    `messages_recent`, or `messages_contact` / `messages_journey` when filtered so.
+
+    `status` is one of LOG_STATUSES: `bounced` is a message with a delivery error (or
+    refused by the provider); `sent` is one sent without any.
+    """
+    where: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if status == "bounced":
+        where.append(_BOUNCED)
+    elif status == "sent":
+        where.append(f"m.status = 'sent' AND NOT {_DELIVERY_ERROR}")
+    elif status is not None:
+        where.append(f"m.status = {arg(status)}")
+    if channel is not None:
+        where.append(f"m.channel = {arg(channel)}")
+    if journey_key is not None:
+        where.append(f"m.journey_key = {arg(journey_key)}")
+    if contact_id is not None:
+        where.append(f"m.contact_id = {arg(contact_id)}")
+    if before is not None:
+        # Not a row comparison: this form lets the index on created_at alone bound it.
+        at, last = arg(before[0]), arg(before[1])
+        where.append(f"m.created_at <= {at} AND (m.created_at < {at} OR m.id < {last})")
+    rows = await pool.fetch(
+        f"""
+        SELECT m.id, m.created_at, m.sent_at, m.contact_id, m.channel, m.journey_key,
+               j.name AS journey_name, m.journey_version, m.step, m.recurring_key,
+               r.name AS recurring_name, a.campaign_key, a.key AS campaign_action,
+               m.subject, m.body, m.status, m.error, d.data AS delivery_error
+        FROM (SELECT * FROM messages m {"WHERE " + " AND ".join(where) if where else ""}
+              ORDER BY m.created_at DESC, m.id DESC LIMIT {arg(limit)}) m
+        LEFT JOIN journeys j ON j.key = m.journey_key
+        LEFT JOIN recurring_sends r ON r.key = m.recurring_key
+        LEFT JOIN LATERAL (
+            SELECT campaign_key, key FROM campaign_actions
+            WHERE mail_journey = m.journey_key LIMIT 1) a ON true
+        LEFT JOIN LATERAL (
+            SELECT data FROM message_events e
+            WHERE e.message_id = m.id AND e.kind = 'delivery_error'
+            ORDER BY e.at DESC, e.id DESC LIMIT 1) d ON true
+        ORDER BY m.created_at DESC, m.id DESC
+        """,
+        *args,
+    )
+    return [LoggedMessage.model_validate(dict(r)) for r in rows]

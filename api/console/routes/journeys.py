@@ -261,13 +261,17 @@ async def participant_page(
         contact=contact,
         follow_ups=await follow_ups_fired(pool, key, contact_id),
         run_url=run_url,
-        graph=journey_graph_svg(
-            journey.definition,
-            counts={view.current_step: StepCounts(1, 0)}
-            if view.current_step and view.status == "running"
-            else None,
-        ),
+        graph=journey_graph_svg(journey.definition, counts=_path_taken(view)),
     )
+
+
+def _path_taken(view: Any) -> dict[str, StepCounts]:
+    """The participant's way through the graph: each step it went through, and where it
+    is now (a running participant)."""
+    taken = {visit.step: StepCounts(0, 1) for visit in view.history}
+    if view.current_step and view.status == "running":
+        taken[view.current_step] = StepCounts(1, 0)
+    return taken
 
 
 # --- publishing -------------------------------------------------------------------------

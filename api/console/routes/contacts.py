@@ -1,0 +1,98 @@
+"""Contacts: search by external id or e-mail address, and one contact's page: its
+profile, the journeys it entered, its messages and its dossier."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse
+
+from api.console.pages import render
+from api.console.session import Reader
+from api.deps import PoolDep
+from journeys.contacts import Contact
+from journeys.store.contacts import get_contact, search_contacts
+from journeys.store.dossier import dossier_of
+from journeys.store.enrolments import enrolments_of
+from journeys.store.messages import message_log
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+# Rows a search lists, messages and dossier lines a contact's page shows.
+LISTED = 50
+DOSSIER_LINES = 100
+
+
+@router.get("/contacts", response_class=HTMLResponse)
+async def contacts_page(
+    request: Request,
+    caller: Reader,
+    pool: PoolDep,
+    q: Annotated[str, Query(max_length=320)] = "",
+) -> HTMLResponse:
+    q = q.strip()
+    return render(
+        request,
+        "contacts.html",
+        caller=caller,
+        section="contacts",
+        q=q,
+        contacts=await search_contacts(pool, q, LISTED),
+        listed=LISTED,
+    )
+
+
+def shown(value: Any) -> str:
+    """A free field's value as text: strings as they are, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def profile_rows(contact: Contact) -> list[tuple[str, str]]:
+    """The profile's columns, in the order people look for them."""
+    columns = (
+        ("External id", contact.external_id),
+        ("E-mail", contact.email),
+        ("Phone", contact.phone),
+        ("First name", contact.first_name),
+        ("Last name", contact.last_name),
+        ("Time zone", contact.time_zone),
+        ("Owner", contact.owner),
+        ("Service owner", contact.service_owner),
+    )
+    return [(label, value or "") for label, value in columns]
+
+
+@router.get("/contacts/{contact_id}", response_class=HTMLResponse)
+async def contact_page(
+    request: Request,
+    contact_id: uuid.UUID,
+    caller: Reader,
+    pool: PoolDep,
+    before: Annotated[
+        datetime | None, Query(description="dossier lines before this moment only")
+    ] = None,
+) -> HTMLResponse:
+    contact = await get_contact(pool, contact_id)
+    if contact is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact {contact_id} does not exist")
+    dossier = await dossier_of(pool, contact_id, DOSSIER_LINES, before)
+    return render(
+        request,
+        "contact.html",
+        caller=caller,
+        section="contacts",
+        contact=contact,
+        profile=profile_rows(contact),
+        fields=sorted((name, shown(value)) for name, value in contact.fields.items()),
+        enrolments=await enrolments_of(pool, contact_id),
+        messages=await message_log(pool, LISTED, contact_id=contact_id),
+        listed=LISTED,
+        dossier=dossier,
+        dossier_before=before,
+        # The dossier continues before its last line when this page was full.
+        dossier_older=dossier[-1].at.isoformat() if len(dossier) == DOSSIER_LINES else None,
+    )
