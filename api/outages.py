@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from journeys.outages import OUTAGE_CANDIDATES, outage_of
@@ -36,7 +36,7 @@ def unavailable(detail: str) -> JSONResponse:
     )
 
 
-async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
+async def _outage_handler(request: Request, exc: Exception) -> Response:
     backend = outage_of(exc)
     if backend is None:
         raise exc  # a genuine bug: the server error handler logs it with its traceback
@@ -47,7 +47,14 @@ async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
         method=request.method,
         path=request.url.path,
     )
-    return unavailable(f"{backend} is unavailable; try again in a few seconds")
+    detail = f"{backend} is unavailable; try again in a few seconds"
+    from api import console  # the console's pages import this module's neighbours
+
+    if console.is_console(request):
+        page = console.error_page(request, 503, detail)
+        page.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return page
+    return unavailable(detail)
 
 
 # Bulk enrolment starts up to 10,000 runs in one request, which takes longer than

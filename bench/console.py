@@ -1,6 +1,7 @@
 """The console's pages with a crowded journey: `console_n` participants (10,000; quick
 1,000) asleep in it, each page asked for `REPEATS` times in a row, signed in as a
-browser is. Target: every page's p90 under 200 ms (issue 12)."""
+browser is. Target: every page's p90 under 200 ms (issue 12); the first request of
+each page, which may count afresh, is reported besides."""
 
 from __future__ import annotations
 
@@ -22,22 +23,25 @@ FAR = "P30D"
 
 
 def crowded_journey(key: str) -> dict[str, Any]:
-    """A branch to two long waits, as marketers build them: every participant sleeps."""
+    """A long wait, then a branch to a mail or an update: everyone sleeps in the first
+    step (one workflow task each, so the stack is quiet again soon after enrolling),
+    and the graph has six steps to count."""
     return {
         "key": key,
         "name": "bench: console",
         "entry": {"type": "api"},
-        "start": "sort",
+        "start": "nap",
         "steps": {
+            "nap": {"type": "wait", "duration": FAR, "next": "sort"},
             "sort": {
                 "type": "branch",
                 "title": "Dutch?",
                 "if": {"field": "bench_country", "op": "eq", "value": "NL"},
-                "then": "nap_nl",
-                "else": "nap",
+                "then": "mail",
+                "else": "mark",
             },
-            "nap_nl": {"type": "wait", "duration": FAR, "next": "done"},
-            "nap": {"type": "wait", "duration": FAR, "next": "done"},
+            "mail": {"type": "send_email", "subject": "Hoi", "html": "<p>x</p>", "next": "done"},
+            "mark": {"type": "update_contact", "set": {"bench_seen": True}, "next": "done"},
             "done": {"type": "end"},
         },
     }
@@ -73,7 +77,7 @@ async def measure_console(b: Bench) -> dict[str, Any]:
     b.progress.phase("console: waiting for visibility", n)
     await wait_until(all_asleep, timeout=600, interval=1, what="participants in visibility")
     b.progress.finish()
-    await b.quiesce()
+    await b.quiesce(timeout=600)
     someone = contacts[0]
     pages = {
         "journeys list": "/console/journeys",
@@ -100,7 +104,12 @@ async def measure_console(b: Bench) -> dict[str, Any]:
                 continue  # a section this build does not serve
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}")
-            figures[label] = latency_summary(timings)
+            # The first asks visibility itself; later ones within seconds get the numbers
+            # the console keeps fresh (api/console/freshness.py).
+            figures[label] = {
+                **latency_summary(timings),
+                "first_ms": round(timings[0] * 1000, 1),
+            }
         b.progress.finish()
     worst = max((f["p90_ms"] or 0.0 for f in figures.values()), default=None)
     return {

@@ -18,7 +18,8 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from tests.builders import journey
 from tests.conftest import API_KEY, Stack
-from tests.helpers import create_contact, enrol, eventually, wait_for_step
+from tests.helpers import api_on, create_contact, enrol, eventually, wait_for_step
+from tests.test_hardening import _closed_port
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -256,3 +257,20 @@ async def test_graph_counts_and_participant_page(stack: Stack, browser: httpx.As
     assert f"/namespaces/default/workflows/{workflow_id}/" in text
     missing = await browser.get(f"/console/journeys/{key}/participants/{uuid.uuid4()}")
     assert missing.status_code == 404 and "was never enrolled" in missing.text
+
+
+async def test_with_temporal_down_the_pages_say_so(stack: Stack) -> None:
+    """Counts need Temporal: their pages answer 503 as a page naming it; the pages that
+    need only PostgreSQL still work."""
+    key = f"console-{uuid.uuid4().hex[:8]}"
+    assert (await stack.http.post("/journeys", json=console_journey(key))).status_code == 201
+    down = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{_closed_port()}"})
+    async with api_on(down) as http:
+        http.headers.pop("Authorization")
+        signed = await http.post("/console/sign-in", data={"key": API_KEY})
+        assert signed.status_code == 303
+        page = await http.get(f"/console/journeys/{key}")
+        assert page.status_code == 503 and page.headers["retry-after"] == "5"
+        assert page.headers["content-type"].startswith("text/html")
+        assert "Temporal is unavailable; try again in a few seconds" in page.text
+        assert (await http.get("/console/contacts")).status_code == 200

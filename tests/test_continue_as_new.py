@@ -17,7 +17,7 @@ from journeys.contacts import ContactIn
 from journeys.definition import JourneyDefinition
 from journeys.devstack import TemporalDevServer, free_port
 from journeys.enrolment import start_participant
-from journeys.models import JourneyProgress, MessageEvent
+from journeys.models import STEPS_TAKEN_KEY, JourneyProgress, MessageEvent
 from journeys.store.contacts import upsert_contact
 from journeys.store.journeys import publish
 from journeys.temporal import connect
@@ -106,6 +106,14 @@ async def test_state_survives_continue_as_new(stack: Stack, tmp_path: Path) -> N
         assert progress.history[5].outcome == "clicked"
         first = await client.get_workflow_handle(handle.id, run_id=handle.result_run_id).describe()
         assert first.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+        # Every step the participant was at, those of earlier runs of the chain included
+        # (the console's "went through" counts).
+        last = await client.get_workflow_handle(handle.id).describe()
+        assert last.run_id != first.run_id
+        taken = last.typed_search_attributes.get(STEPS_TAKEN_KEY)
+        assert sorted(taken or []) == sorted(
+            ["mail", "nap0", "nap1", "nap2", "nap3", "nap4", "end"]
+        )
         sent = await stack.pool.fetchval(
             "SELECT count(*) FROM messages WHERE contact_id = $1", contact.id
         )

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.console.freshness import Freshness
 from api.console.pages import render
 from api.console.routes import ROUTERS
 from api.console.session import SignInNeeded
@@ -53,6 +54,7 @@ def error_page(request: Request, status_code: int, detail: Any) -> HTMLResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.state.console_counts = Freshness()
     app.add_exception_handler(SignInNeeded, _sign_in_needed)
     static = Path(__file__).parent / "static"
     app.mount(f"{PREFIX}/static", StaticFiles(directory=static), name="console-static")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from api.errors import (
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition import KEY_PATTERN, JourneyDefinition
 from journeys.enrolment import Enrolment, enrol
-from journeys.models import Removal, StepVisit
+from journeys.models import JourneyProgress, Removal, StepVisit
 from journeys.operations import start_operation
 from journeys.outages import Unavailable, bounded
 from journeys.publishing import NotPublishable, publish_definition
@@ -263,30 +264,41 @@ async def participant_view(
     if enrolment is None:
         raise not_found(f"contact {contact_id} was never enrolled in journey '{key}'")
     handle = client.get_workflow_handle(enrolment["workflow_id"])
+
+    async def ask_the_run() -> JourneyProgress | None:
+        try:
+            return await bounded(
+                "Temporal",
+                handle.query(JourneyWorkflow.progress, rpc_timeout=API_RPC_TIMEOUT),
+                API_CALL_SECONDS,
+            )
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, Unavailable):
+            # No worker to answer, or a failed run whose history no longer replays:
+            # describe() reaches Temporal, and the status it gives still tells.
+            return None
+
+    # The three answers do not depend on each other: asked together.
+    asking = asyncio.ensure_future(ask_the_run())
+    reading = asyncio.ensure_future(messages_of(pool, enrolment["workflow_id"]))
     try:
         description = await bounded(
             "Temporal", handle.describe(rpc_timeout=API_RPC_TIMEOUT), API_CALL_SECONDS
         )
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
+    except BaseException as exc:
+        asking.cancel()
+        reading.cancel()
+        await asyncio.gather(asking, reading, return_exceptions=True)
+        if not isinstance(exc, RPCError) or exc.status != RPCStatusCode.NOT_FOUND:
             raise
         raise not_found(f"the run of contact {contact_id} in journey '{key}' is gone") from None
     status = _STATUS.get(description.status, "unknown") if description.status else "unknown"
     current_step, history, reason, details = None, [], None, None
-    try:
-        progress = await bounded(
-            "Temporal",
-            handle.query(JourneyWorkflow.progress, rpc_timeout=API_RPC_TIMEOUT),
-            API_CALL_SECONDS,
-        )
+    progress = await asking
+    if progress is not None:
         current_step, history, reason = progress.current_step, progress.history, progress.reason
         details = progress.details
         if progress.status in ("exited", "removed", "skipped", "failed"):
             status = progress.status
-    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError, Unavailable):
-        # No worker to answer, or a failed run whose history no longer replays:
-        # describe() reached Temporal, and the status it gave still tells.
-        pass
     retrying = next(
         (
             Retrying(
@@ -311,7 +323,7 @@ async def participant_view(
         details=details,
         current_step=current_step,
         history=history,
-        messages=await messages_of(pool, enrolment["workflow_id"]),
+        messages=await reading,
     )
 
 

@@ -3,21 +3,25 @@ participants, one participant, and publishing from the browser."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.console.counts import (
+    JourneyCounts,
     StepPlace,
     fired_counts,
     journey_counts,
     journey_runs,
     step_counts,
 )
+from api.console.freshness import Freshness
 from api.console.graph import (
     StepCounts,
     follow_up_id,
@@ -52,12 +56,25 @@ JourneyKey = Annotated[str, Path(pattern=KEY_PATTERN)]
 LISTED = 50
 
 
+async def _freshness(request: Request) -> Freshness:
+    freshness: Freshness = request.app.state.console_counts
+    return freshness
+
+
+FreshnessDep = Annotated[Freshness, Depends(_freshness)]
+
+
 @router.get("/journeys", response_class=HTMLResponse)
 async def journeys_page(
-    request: Request, caller: Reader, pool: PoolDep, client: TemporalDep
+    request: Request, caller: Reader, pool: PoolDep, client: TemporalDep, fresh: FreshnessDep
 ) -> HTMLResponse:
     journeys = await list_journeys(pool)
-    counts = await journey_counts(client, [j.key for j in journeys])
+
+    async def summary(key: str) -> tuple[JourneyCounts, datetime]:
+        return await fresh.get(f"summary/{key}", lambda: _one_summary(client, key))
+
+    found = await asyncio.gather(*(summary(j.key) for j in journeys))
+    counts = {j.key: counted for j, (counted, _) in zip(journeys, found, strict=True)}
     return render(
         request,
         "journeys.html",
@@ -65,7 +82,12 @@ async def journeys_page(
         section="journeys",
         journeys=journeys,
         counts=counts,
+        counted_at=min((at for _, at in found), default=None),
     )
+
+
+async def _one_summary(client: TemporalDep, key: str) -> JourneyCounts:
+    return (await journey_counts(client, [key]))[key]
 
 
 def entry_text(defn: JourneyDefinition) -> str:
@@ -115,11 +137,24 @@ def graph_places(
 
 async def graph_counts(
     client: TemporalDep, journey: PublishedJourney
-) -> tuple[dict[str, StepCounts], dict[str, int]]:
+) -> tuple[dict[str, StepCounts], dict[str, int], JourneyCounts]:
+    """The numbers on the graph and above it, asked from visibility all at once."""
     places, follow_ups = graph_places(journey.definition)
-    counted = await step_counts(client, journey.key, places)
-    fired = await fired_counts(client, journey.key, follow_ups)
-    return {node: StepCounts(here, passed) for node, (here, passed) in counted.items()}, fired
+    counted, fired, summary = await asyncio.gather(
+        step_counts(client, journey.key, places),
+        fired_counts(client, journey.key, follow_ups),
+        journey_counts(client, [journey.key]),
+    )
+    steps = {node: StepCounts(here, passed) for node, (here, passed) in counted.items()}
+    return steps, fired, summary[journey.key]
+
+
+async def _graph_numbers(
+    fresh: Freshness, client: TemporalDep, journey: PublishedJourney
+) -> tuple[tuple[dict[str, StepCounts], dict[str, int], JourneyCounts], datetime]:
+    return await fresh.get(
+        f"graph/{journey.key}/{journey.version}", lambda: graph_counts(client, journey)
+    )
 
 
 async def _journey(pool: PoolDep, key: str, version: int | None = None) -> PublishedJourney:
@@ -163,6 +198,7 @@ async def journey_page(
     caller: Reader,
     pool: PoolDep,
     client: TemporalDep,
+    fresh: FreshnessDep,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     step: Annotated[str | None, Query(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")] = None,
     status_: Annotated[
@@ -171,8 +207,7 @@ async def journey_page(
     ] = None,
 ) -> HTMLResponse:
     journey = await _journey(pool, key, version)
-    counts, fired = await graph_counts(client, journey)
-    summary = (await journey_counts(client, [key]))[key]
+    (counts, fired, summary), counted_at = await _graph_numbers(fresh, client, journey)
     svg = journey_graph_svg(
         journey.definition,
         counts=counts,
@@ -205,6 +240,7 @@ async def journey_page(
         versions=await list_versions(pool, key),
         summary=summary,
         graph=svg,
+        counted_at=counted_at,
         listed=listed,
         listing=listing,
         step=step,
@@ -213,16 +249,16 @@ async def journey_page(
 
 @router.get("/journeys/{key}/counts.json")
 async def journey_counts_json(
-    key: JourneyKey, _: Reader, pool: PoolDep, client: TemporalDep
+    key: JourneyKey, _: Reader, pool: PoolDep, client: TemporalDep, fresh: FreshnessDep
 ) -> JSONResponse:
     """The numbers on the graph, for the page's live refresh."""
     journey = await _journey(pool, key)
-    counts, fired = await graph_counts(client, journey)
-    summary = (await journey_counts(client, [key]))[key]
+    (counts, fired, summary), counted_at = await _graph_numbers(fresh, client, journey)
     return JSONResponse(
         {
             "steps": {n: {"here": c.here, "passed": c.passed} for n, c in counts.items()},
             "follow_ups": fired,
+            "counted_at": counted_at.strftime("%H:%M:%S UTC"),
             "summary": {
                 "running": summary.running,
                 "completed": summary.completed,

@@ -28,6 +28,7 @@
       put(document.querySelector('[data-follow-up="' + CSS.escape(node) + '"] [data-fired]'),
           counts.follow_ups[node]);
     });
+    put(document.querySelector("[data-counted-at]"), counts.counted_at);
     Object.keys(counts.summary).forEach(function (name) {
       put(document.querySelector('[data-summary="' + name + '"]'), counts.summary[name]);
     });
