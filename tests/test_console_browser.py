@@ -161,6 +161,10 @@ async def test_publish_watch_the_counts_and_open_a_participant(
         await expect(here(page, "wait_click")).to_have_text("3", timeout=20_000)
         await expect(page.locator('[data-step="welcome"] [data-passed]')).to_have_text("3")
         await expect(page.locator('[data-summary="running"]')).to_have_text("3")
+        # Reloaded, the page lists them too (and shows the numbers it keeps fresh).
+        await page.reload()
+        await expect(page.locator("#participants")).to_contain_text(contacts[2])
+        await expect(here(page, "wait_click")).to_have_text("3")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=SCREENSHOTS / "journey-graph.png", full_page=True)
 
@@ -221,6 +225,7 @@ async def test_every_page_works_without_javascript(stack: Stack, chromium: Brows
 
 
 async def test_stop_and_resume_a_recurring_send(stack: Stack, chromium: Browser) -> None:
+    """With JavaScript off: the buttons are forms."""
     tag = uuid.uuid4().hex[:6]
     key = f"browser-rec-{tag}"
     address = f"rec-{tag}@example.com"
@@ -237,7 +242,7 @@ async def test_stop_and_resume_a_recurring_send(stack: Stack, chromium: Browser)
     )
     assert (await stack.http.post("/recurring-sends", json=body)).status_code == 201
     schedule = stack.temporal.get_schedule_handle(f"recurring/{key}")
-    context = await chromium.new_context()
+    context = await chromium.new_context(java_script_enabled=False)
     page = await context.new_page()
     try:
         await sign_in(page, stack.base_url)

@@ -44,7 +44,7 @@ from journeys.definition.journey import (
 from journeys.models import SA_PARTICIPANT, SA_STATUS, SA_STEP
 from journeys.outages import bounded
 from journeys.publishing import NotPublishable, publish_definition, publishing_problems
-from journeys.store.contacts import get_contact
+from journeys.store.contacts import get_contact, get_contacts
 from journeys.store.enrolments import follow_ups_fired, recent_enrolments
 from journeys.store.journeys import PublishedJourney, get_journey, list_journeys, list_versions
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
@@ -230,6 +230,11 @@ async def journey_page(
             for r in await recent_enrolments(pool, key, LISTED)
         ]
         listing = "Latest enrolments"
+    people = await get_contacts(
+        pool, [uuid.UUID(p["contact_id"]) for p in listed if p["contact_id"]]
+    )
+    for p in listed:
+        p["contact"] = people.get(uuid.UUID(p["contact_id"])) if p["contact_id"] else None
     return render(
         request,
         "journey.html",
