@@ -117,6 +117,7 @@ async def dev(
                     "",
                     f"  API          http://localhost:{port}  (docs: /docs)",
                     f"  API key      {settings.api_key.get_secret_value()}",
+                    f"  Console      http://localhost:{port}/console  (sign in with the API key)",
                     f"  Webhooks     signed with {home / 'webhook-secret'}"
                     if not os.environ.get("JOURNEYS_WEBHOOK_SECRET")
                     else "  Webhooks     signed with JOURNEYS_WEBHOOK_SECRET",

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from tests.builders import journey
@@ -274,3 +275,127 @@ async def test_with_temporal_down_the_pages_say_so(stack: Stack) -> None:
         assert page.headers["content-type"].startswith("text/html")
         assert "Temporal is unavailable; try again in a few seconds" in page.text
         assert (await http.get("/console/contacts")).status_code == 200
+
+
+def outcome_journey(key: str) -> dict[str, Any]:
+    """welcome (a follow-up on `sent`) -> wait for the event `go` -> end."""
+    return journey(
+        key,
+        steps={
+            "welcome": {
+                "type": "send_email",
+                "subject": "Hi",
+                "html": "<p>hi</p>",
+                "next": "wait_go",
+                "follow_ups": [
+                    {
+                        "key": "tag-sent",
+                        "on": "sent",
+                        "start": "tag",
+                        "steps": {
+                            "tag": {
+                                "type": "update_contact",
+                                "set": {"tagged": True},
+                                "next": "done",
+                            },
+                            "done": {"type": "end"},
+                        },
+                    }
+                ],
+            },
+            "wait_go": {
+                "type": "wait_for_event",
+                "event": "custom",
+                "name": "go",
+                "timeout": "P30D",
+                "on_event": "end",
+                "on_timeout": "end",
+            },
+            "end": {"type": "end"},
+        },
+    )
+
+
+async def test_counts_by_outcome_and_who_went_through(
+    stack: Stack, browser: httpx.AsyncClient
+) -> None:
+    """Four participants: one completes, one is removed through the API, one's run is
+    terminated by an operator, one waits. The summary, the listings by outcome and the
+    numbers on the steps (a removed run did not go through its step) agree."""
+    key = f"outcomes-{uuid.uuid4().hex[:6]}"
+    assert (await stack.http.post("/journeys", json=outcome_journey(key))).status_code == 201
+    done, removed, terminated, waiting = [await create_contact(stack.http) for _ in range(4)]
+    await enrol(stack.http, key, done, removed, terminated, waiting)
+    for contact in (done, removed, terminated, waiting):
+        await wait_for_step(stack.http, key, contact, "wait_go")
+    posted = await stack.http.post("/events", json={"contact_id": done, "name": "go"})
+    assert posted.status_code == 202
+    assert (await stack.http.delete(f"/journeys/{key}/participants/{removed}")).status_code == 200
+    await stack.temporal.get_workflow_handle(f"journey/{key}/{terminated}").terminate("test")
+
+    async def counted() -> dict[str, Any]:
+        return dict((await browser.get(f"/console/journeys/{key}/counts.json")).json())
+
+    counts = await eventually(
+        counted,
+        lambda c: (
+            c["summary"] == {"running": 1, "completed": 1, "exited": 0, "removed": 2, "failed": 0}
+            and c["follow_ups"]["welcome/follow_ups/0"] == 4
+            and c["steps"]["welcome/follow_ups/0/tag"]["passed"] == 4
+        ),
+        timeout=30,
+    )
+    steps = counts["steps"]
+    assert steps["welcome"] == {"here": 0, "passed": 4}
+    # Waiting: one here; went through: only who got the event (removed and terminated
+    # runs stopped there).
+    assert steps["wait_go"] == {"here": 1, "passed": 1}
+    assert steps["end"] == {"here": 0, "passed": 1}
+    assert steps["welcome/follow_ups/0/done"] == {"here": 0, "passed": 4}
+
+    async def listed(status: str) -> set[str]:
+        page = (await browser.get(f"/console/journeys/{key}?status={status}")).text
+        return {c for c in (done, removed, terminated, waiting) if c in page}
+
+    assert await listed("running") == {waiting}
+    assert await listed("completed") == {done}
+    assert await listed("removed") == {removed, terminated}
+    assert await listed("failed") == set()
+    bad = await browser.get(f"/console/journeys/{key}?status=skipped")
+    assert bad.status_code == 422
+
+
+async def test_a_changed_api_key_ends_its_sessions(stack: Stack) -> None:
+    browser = await signed_in(stack, API_KEY)
+    try:
+        changed = stack.settings.model_copy(update={"api_key": SecretStr("another-key")})
+        async with api_on(changed) as other:
+            other.headers.pop("Authorization")
+            other.cookies = browser.cookies
+            page = await other.get("/console/journeys")
+            assert page.status_code == 303
+            assert "configured%20API%20key%20changed" in page.headers["location"]
+        assert (await browser.get("/console/journeys")).status_code == 200
+    finally:
+        await browser.aclose()
+
+
+async def test_odd_input_gets_a_page_saying_what_is_wrong(browser: httpx.AsyncClient) -> None:
+    for target in (
+        "/console/../c/token",
+        "/console/%2e%2e/c/token",
+        "/console/x\\y",
+        "https://x.example/",
+    ):
+        answer = await browser.post("/console/sign-in", data={"key": API_KEY, "next": target})
+        assert answer.headers["location"] == "/console/journeys", target
+    assert (await browser.get("/console/contacts?q=a%00b")).status_code == 422
+    form = await browser.get("/console/publish")
+    deep = await browser.post(
+        "/console/publish",
+        data={"definition": "[" * 100_000, "csrf": csrf_of(form.text), "action": "check"},
+    )
+    assert deep.status_code == 422 and "nested too deeply" in deep.text
+    schema = await browser.get("/console/publish/schema.json")
+    assert schema.status_code == 200 and "steps" in schema.json()["properties"]
+    assert 'href="/console/publish/schema.json"' in form.text

@@ -73,9 +73,10 @@ class JourneyWorkflow:
         # An end step not yet shown: it goes out with the status (END_IN_ONE_UPSERT).
         self._end_step: str | None = None
         # The steps shown as taken (search attribute, carried over by continue-as-new):
-        # each change of step shows the set with the step, in the same upsert.
+        # each change of step shows the set with the step, in the same upsert. A run
+        # started before the attribute existed shows the steps its state recalls.
         shown_taken = workflow.info().typed_search_attributes.get(STEPS_TAKEN_KEY)
-        self._steps_taken = set(shown_taken or ())
+        self._steps_taken = set(shown_taken or ()) | {visit.step for visit in history}
         self._awaited_events = {
             step.name
             for step in input.definition.steps.values()

@@ -6,6 +6,7 @@ journey's graph. Signed in with an API key (`session`), served by the API proces
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.console.counts import CONCURRENT_COUNTS
 from api.console.freshness import Freshness
 from api.console.pages import render
 from api.console.routes import ROUTERS
@@ -55,6 +57,7 @@ def error_page(request: Request, status_code: int, detail: Any) -> HTMLResponse:
 
 def install(app: FastAPI) -> None:
     app.state.console_counts = Freshness()
+    app.state.console_count_limit = asyncio.Semaphore(CONCURRENT_COUNTS)
     app.add_exception_handler(SignInNeeded, _sign_in_needed)
     static = Path(__file__).parent / "static"
     app.mount(f"{PREFIX}/static", StaticFiles(directory=static), name="console-static")

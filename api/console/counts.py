@@ -2,7 +2,8 @@
 each step, and how many went through it.
 
 Visibility counts only group by ExecutionStatus, so a count per step is a query per
-step; they go out together (at most `CONCURRENT_COUNTS` at a time). A journey's own
+step; they go out together (at most `CONCURRENT_COUNTS` at a time in an API process:
+the caller passes the one semaphore, `Freshness.limit`). A journey's own
 runs are those without `JourneyFollowUp`; executions closed by continue-as-new are
 left out, their continuation is counted instead.
 """
@@ -52,6 +53,20 @@ def journey_runs(key: str) -> str:
     return f"{SA_JOURNEY} = {_quote(key)} AND {SA_FOLLOW_UP} IS NULL"
 
 
+# Each outcome in visibility terms: a journey run that ends by exiting, by removal or
+# skipped by run_if completes as a workflow, with `JourneyStatus` saying which. The
+# summary's counts and the listings by outcome use these same words.
+_ENDED_OTHERWISE = "('exited', 'removed', 'skipped')"
+_REMOVED_BY_THE_RUN = f"ExecutionStatus = 'Completed' AND {SA_STATUS} IN ('removed', 'skipped')"
+OUTCOMES = {
+    "running": "ExecutionStatus = 'Running'",
+    "completed": f"ExecutionStatus = 'Completed' AND {SA_STATUS} NOT IN {_ENDED_OTHERWISE}",
+    "exited": f"ExecutionStatus = 'Completed' AND {SA_STATUS} = 'exited'",
+    "removed": f"(ExecutionStatus IN ('Terminated', 'Canceled') OR ({_REMOVED_BY_THE_RUN}))",
+    "failed": "ExecutionStatus IN ('Failed', 'TimedOut')",
+}
+
+
 async def _count(client: Client, query: str, limit: asyncio.Semaphore) -> int:
     async with limit:
         found = await bounded(
@@ -66,38 +81,29 @@ async def _gather(counts: Iterable[Awaitable[int]]) -> list[int]:
     return list(await asyncio.gather(*counts))
 
 
-async def journey_counts(client: Client, keys: list[str]) -> dict[str, JourneyCounts]:
-    """Runs of each journey by outcome: three counts per journey."""
-    limit = asyncio.Semaphore(CONCURRENT_COUNTS)
-
-    async def one(key: str) -> JourneyCounts:
-        runs = journey_runs(key)
-        async with limit:
-            by_status = await bounded(
-                "Temporal",
-                client.count_workflows(
-                    f"{runs} GROUP BY ExecutionStatus", rpc_timeout=API_RPC_TIMEOUT
-                ),
-                API_CALL_SECONDS,
-            )
-        closed_as = f"{runs} AND ExecutionStatus = 'Completed' AND {SA_STATUS} IN "
-        exited, removed = await _gather(
-            [
-                _count(client, closed_as + "('exited')", limit),
-                _count(client, closed_as + "('removed', 'skipped')", limit),
-            ]
+async def journey_counts(client: Client, key: str, limit: asyncio.Semaphore) -> JourneyCounts:
+    """The journey's runs by outcome: three counts (one grouped by ExecutionStatus)."""
+    runs = journey_runs(key)
+    async with limit:
+        by_status = await bounded(
+            "Temporal",
+            client.count_workflows(f"{runs} GROUP BY ExecutionStatus", rpc_timeout=API_RPC_TIMEOUT),
+            API_CALL_SECONDS,
         )
-        groups = {str(group.group_values[0]): group.count for group in by_status.groups}
-        return JourneyCounts(
-            running=groups.get("Running", 0),
-            completed=groups.get("Completed", 0) - exited - removed,
-            exited=exited,
-            removed=removed + groups.get("Terminated", 0) + groups.get("Canceled", 0),
-            failed=groups.get("Failed", 0) + groups.get("TimedOut", 0),
-        )
-
-    found = await asyncio.gather(*(one(key) for key in keys))
-    return dict(zip(keys, found, strict=True))
+    exited, removed = await _gather(
+        [
+            _count(client, f"{runs} AND {OUTCOMES['exited']}", limit),
+            _count(client, f"{runs} AND {_REMOVED_BY_THE_RUN}", limit),
+        ]
+    )
+    groups = {str(group.group_values[0]): group.count for group in by_status.groups}
+    return JourneyCounts(
+        running=groups.get("Running", 0),
+        completed=groups.get("Completed", 0) - exited - removed,
+        exited=exited,
+        removed=removed + groups.get("Terminated", 0) + groups.get("Canceled", 0),
+        failed=groups.get("Failed", 0) + groups.get("TimedOut", 0),
+    )
 
 
 @dataclass(frozen=True)
@@ -111,11 +117,11 @@ class StepPlace:
 
 
 async def step_counts(
-    client: Client, key: str, places: dict[str, StepPlace]
+    client: Client, key: str, places: dict[str, StepPlace], limit: asyncio.Semaphore
 ) -> dict[str, tuple[int, int]]:
-    """(here now, went through) of each node: running at the step, and runs that have
-    been at it and are no longer there (ended, or moved on)."""
-    limit = asyncio.Semaphore(CONCURRENT_COUNTS)
+    """(here now, went through) of each node: running at the step; and runs that were
+    at it and moved on, or completed there (an end step). A run removed, failed or
+    skipped at a step did not go through it."""
 
     def runs_of(place: StepPlace) -> str:
         if place.follow_up is None:
@@ -127,7 +133,7 @@ async def step_counts(
 
     async def one(place: StepPlace) -> tuple[int, int]:
         runs, step = runs_of(place), _quote(place.step)
-        here, been = await _gather(
+        here, passed = await _gather(
             [
                 _count(
                     client,
@@ -136,22 +142,22 @@ async def step_counts(
                 ),
                 _count(
                     client,
-                    f"{runs} AND ExecutionStatus != 'ContinuedAsNew' AND {SA_STEPS_TAKEN} = {step}",
+                    f"{runs} AND ExecutionStatus != 'ContinuedAsNew' AND {SA_STEPS_TAKEN} = {step}"
+                    f" AND ({SA_STEP} != {step} OR {SA_STATUS} = 'completed')",
                     limit,
                 ),
             ]
         )
-        return here, max(been - here, 0)
+        return here, passed
 
     found = await asyncio.gather(*(one(place) for place in places.values()))
     return dict(zip(places, found, strict=True))
 
 
 async def fired_counts(
-    client: Client, key: str, follow_ups: dict[str, tuple[str, str]]
+    client: Client, key: str, follow_ups: dict[str, tuple[str, str]], limit: asyncio.Semaphore
 ) -> dict[str, int]:
     """How often each follow-up fired: node id -> (message step path, follow-up key)."""
-    limit = asyncio.Semaphore(CONCURRENT_COUNTS)
     found = await _gather(
         _count(
             client,

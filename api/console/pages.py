@@ -71,6 +71,7 @@ def render(
         "Cache-Control": "no-store",
         "X-Frame-Options": "DENY",
         "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; frame-ancestors 'none'",
+        "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+        "object-src 'none'",
     }
     return HTMLResponse(page, status_code=status_code, headers=headers)

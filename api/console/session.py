@@ -38,19 +38,24 @@ class SignInNeeded(Exception):
         self.reason = reason
 
 
+def _derived(settings: ApiSettings, purpose: bytes) -> bytes:
+    """A key of its own for `purpose`, derived from JOURNEYS_SECRET: the tracking tokens'
+    HMAC key is never used for anything else as is, and every API process derives the
+    same one."""
+    return hmac.new(settings.secret.get_secret_value().encode(), purpose, hashlib.sha256).digest()
+
+
 def _serializer(settings: ApiSettings) -> URLSafeTimedSerializer:
-    # Its own key, derived from JOURNEYS_SECRET: the tracking tokens' HMAC key is never
-    # used for anything else as is, and every API process derives the same one.
-    secret = settings.secret.get_secret_value().encode()
-    key = hmac.new(secret, b"journeys console session", hashlib.sha256).hexdigest()
-    return URLSafeTimedSerializer(key, salt="console-session")
+    return URLSafeTimedSerializer(
+        _derived(settings, b"journeys console session"), salt="console-session"
+    )
 
 
 def _configured_stamp(settings: ApiSettings) -> str:
     """Which JOURNEYS_API_KEY a session was signed in with: keyed, as that key may be a
     guessable word, which a plain digest in the cookie would give away."""
-    secret = settings.secret.get_secret_value().encode()
-    return hmac.new(secret, _configured_key(settings), hashlib.sha256).hexdigest()[:32]
+    key = _derived(settings, b"journeys console configured key")
+    return hmac.new(key, _configured_key(settings), hashlib.sha256).hexdigest()[:32]
 
 
 async def sign_in(settings: ApiSettings, pool: asyncpg.Pool, key: str) -> tuple[Caller, str]:
@@ -95,8 +100,8 @@ async def session_caller(request: Request, settings: SettingsDep, pool: PoolDep)
 def form_token(request: Request) -> str:
     """The token the session's forms carry (empty without a session)."""
     value = request.cookies.get(COOKIE, "")
-    secret = request.app.state.settings.secret.get_secret_value().encode()
-    return hmac.new(secret, b"console form " + value.encode(), hashlib.sha256).hexdigest()[:32]
+    key = _derived(request.app.state.settings, b"journeys console forms")
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 async def _reader(caller: Annotated[Caller, Depends(session_caller)]) -> Caller:

@@ -32,7 +32,7 @@ async def contacts_page(
     request: Request,
     caller: Reader,
     pool: PoolDep,
-    q: Annotated[str, Query(max_length=320)] = "",
+    q: Annotated[str, Query(max_length=320, pattern=r"^[^\x00]*$")] = "",
 ) -> HTMLResponse:
     q = q.strip()
     return render(

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from temporalio.client import Client
 
 from api.console.counts import (
+    OUTCOMES,
     JourneyCounts,
     StepPlace,
     fired_counts,
@@ -54,24 +57,37 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 JourneyKey = Annotated[str, Path(pattern=KEY_PATTERN)]
 # How many participants a journey page lists (the newest, or those at a step).
 LISTED = 50
+# PostgreSQL's integer: a larger version cannot exist.
+Version = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 
-async def _freshness(request: Request) -> Freshness:
-    freshness: Freshness = request.app.state.console_counts
-    return freshness
+@dataclass(frozen=True)
+class Counting:
+    """The numbers kept fresh, and the one limit on counts in flight (per API process)."""
+
+    client: Client
+    fresh: Freshness
+    limit: asyncio.Semaphore
 
 
-FreshnessDep = Annotated[Freshness, Depends(_freshness)]
+async def _counting(request: Request, client: TemporalDep) -> Counting:
+    state = request.app.state
+    return Counting(client, state.console_counts, state.console_count_limit)
+
+
+CountingDep = Annotated[Counting, Depends(_counting)]
 
 
 @router.get("/journeys", response_class=HTMLResponse)
 async def journeys_page(
-    request: Request, caller: Reader, pool: PoolDep, client: TemporalDep, fresh: FreshnessDep
+    request: Request, caller: Reader, pool: PoolDep, counting: CountingDep
 ) -> HTMLResponse:
     journeys = await list_journeys(pool)
 
     async def summary(key: str) -> tuple[JourneyCounts, datetime]:
-        return await fresh.get(f"summary/{key}", lambda: _one_summary(client, key))
+        return await counting.fresh.get(
+            f"summary/{key}", lambda: journey_counts(counting.client, key, counting.limit)
+        )
 
     found = await asyncio.gather(*(summary(j.key) for j in journeys))
     counts = {j.key: counted for j, (counted, _) in zip(journeys, found, strict=True)}
@@ -84,10 +100,6 @@ async def journeys_page(
         counts=counts,
         counted_at=min((at for _, at in found), default=None),
     )
-
-
-async def _one_summary(client: TemporalDep, key: str) -> JourneyCounts:
-    return (await journey_counts(client, [key]))[key]
 
 
 def entry_text(defn: JourneyDefinition) -> str:
@@ -136,24 +148,25 @@ def graph_places(
 
 
 async def graph_counts(
-    client: TemporalDep, journey: PublishedJourney
+    counting: Counting, journey: PublishedJourney
 ) -> tuple[dict[str, StepCounts], dict[str, int], JourneyCounts]:
     """The numbers on the graph and above it, asked from visibility all at once."""
     places, follow_ups = graph_places(journey.definition)
+    client, key, limit = counting.client, journey.key, counting.limit
     counted, fired, summary = await asyncio.gather(
-        step_counts(client, journey.key, places),
-        fired_counts(client, journey.key, follow_ups),
-        journey_counts(client, [journey.key]),
+        step_counts(client, key, places, limit),
+        fired_counts(client, key, follow_ups, limit),
+        journey_counts(client, key, limit),
     )
     steps = {node: StepCounts(here, passed) for node, (here, passed) in counted.items()}
-    return steps, fired, summary[journey.key]
+    return steps, fired, summary
 
 
 async def _graph_numbers(
-    fresh: Freshness, client: TemporalDep, journey: PublishedJourney
+    counting: Counting, journey: PublishedJourney
 ) -> tuple[tuple[dict[str, StepCounts], dict[str, int], JourneyCounts], datetime]:
-    return await fresh.get(
-        f"graph/{journey.key}/{journey.version}", lambda: graph_counts(client, journey)
+    return await counting.fresh.get(
+        f"graph/{journey.key}/{journey.version}", lambda: graph_counts(counting, journey)
     )
 
 
@@ -198,16 +211,16 @@ async def journey_page(
     caller: Reader,
     pool: PoolDep,
     client: TemporalDep,
-    fresh: FreshnessDep,
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    counting: CountingDep,
+    version: Version = None,
     step: Annotated[str | None, Query(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")] = None,
     status_: Annotated[
         str | None,
-        Query(alias="status", pattern="^(running|completed|exited|removed|skipped|failed)$"),
+        Query(alias="status", pattern="^(running|completed|exited|removed|failed)$"),
     ] = None,
 ) -> HTMLResponse:
     journey = await _journey(pool, key, version)
-    (counts, fired, summary), counted_at = await _graph_numbers(fresh, client, journey)
+    (counts, fired, summary), counted_at = await _graph_numbers(counting, journey)
     svg = journey_graph_svg(
         journey.definition,
         counts=counts,
@@ -220,9 +233,7 @@ async def journey_page(
         )
         listing = f"Participants at step {step} now"
     elif status_ is not None:
-        listed = await _participants_at(
-            client, key, f"ExecutionStatus != 'ContinuedAsNew' AND {SA_STATUS} = '{status_}'"
-        )
+        listed = await _participants_at(client, key, OUTCOMES[status_])
         listing = f"Participants whose run is {status_}"
     else:
         listed = [
@@ -254,11 +265,11 @@ async def journey_page(
 
 @router.get("/journeys/{key}/counts.json")
 async def journey_counts_json(
-    key: JourneyKey, _: Reader, pool: PoolDep, client: TemporalDep, fresh: FreshnessDep
+    key: JourneyKey, _: Reader, pool: PoolDep, counting: CountingDep, version: Version = None
 ) -> JSONResponse:
-    """The numbers on the graph, for the page's live refresh."""
-    journey = await _journey(pool, key)
-    (counts, fired, summary), counted_at = await _graph_numbers(fresh, client, journey)
+    """The numbers on the graph of the version shown, for the page's live refresh."""
+    journey = await _journey(pool, key, version)
+    (counts, fired, summary), counted_at = await _graph_numbers(counting, journey)
     return JSONResponse(
         {
             "steps": {n: {"here": c.here, "passed": c.passed} for n, c in counts.items()},
@@ -354,6 +365,13 @@ async def publish_page(
     return await _publish_form(request, caller, pool, text)
 
 
+@router.get("/publish/schema.json")
+async def definition_schema(_: Reader) -> JSONResponse:
+    """The definition format's JSON Schema, for a signed-in browser (the API's
+    `/journeys/schema` wants a bearer key)."""
+    return JSONResponse(JourneyDefinition.model_json_schema(by_alias=True))
+
+
 @router.post("/publish", response_class=HTMLResponse)
 async def publish_from_form(
     request: Request,
@@ -375,6 +393,15 @@ async def publish_from_form(
             pool,
             definition,
             problems=[(("line", exc.lineno, "column", exc.colno), f"not JSON: {exc.msg}")],
+            status_code=422,
+        )
+    except RecursionError:
+        return await _publish_form(
+            request,
+            caller,
+            pool,
+            definition,
+            problems=[((), "the JSON is nested too deeply to be a journey")],
             status_code=422,
         )
     problems: list[Problem] = []

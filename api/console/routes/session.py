@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -15,9 +16,19 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 
 def _back_to(next_page: str | None) -> str:
-    """Where to go after signing in: a console page, never another site."""
-    if next_page and next_page.startswith("/console") and not next_page.startswith("//"):
-        return next_page
+    """Where to go after signing in: a console page, never another site, nor, by dot
+    segments or escapes, another page of this one (`/console/../c/<token>` is a tracked
+    click)."""
+    if next_page:
+        path, _, query = next_page.partition("?")
+        segments = path.split("/")
+        if (
+            re.fullmatch(r"/console(/[A-Za-z0-9._~-]*)*", path)
+            and ".." not in segments
+            and "." not in segments
+            and "\\" not in next_page
+        ):
+            return path + (f"?{query}" if query else "")
     return "/console/journeys"
 
 
@@ -58,7 +69,9 @@ async def sign_in_with_key(
         path="/console",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        # Behind a proxy that ends TLS the request looks like http: the public address
+        # says whether browsers reach the console over https.
+        secure=settings.public_url.startswith("https://") or request.url.scheme == "https",
     )
     return response
 
