@@ -8,6 +8,7 @@ Every number and every change goes through the API's own functions
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any
@@ -60,7 +61,7 @@ async def campaigns_page(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
     found = await campaigns.list_campaigns(pool, LISTED + 1, (page - 1) * LISTED)
-    views = [await read_campaign(c.key, pool) for c in found[:LISTED]]
+    views = await asyncio.gather(*(read_campaign(c.key, pool) for c in found[:LISTED]))
     return render(
         request,
         "campaigns.html",

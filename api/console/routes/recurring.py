@@ -9,6 +9,7 @@ selection that no longer excludes recent recipients, say) reads as the API's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Annotated, Any
@@ -63,18 +64,20 @@ async def recurring_sends_page(
     request: Request, caller: Reader, pool: PoolDep, client: TemporalDep, settings: SettingsDep
 ) -> HTMLResponse:
     sends = await list_recurring_sends(pool, client, settings)
-    upcoming: dict[str, Any] = {}
-    for send in sends:
-        if send.status != "live":
-            continue  # paused: no next run
+
+    async def first_run(send: Any) -> tuple[datetime, str] | None:
         try:
             found = (await next_runs(client, send.key)).next_runs
         except RPCError as exc:  # its schedule is missing: the page still lists the rest
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-            upcoming[send.key] = None
-        else:
-            upcoming[send.key] = _local(found[:1], send.time_zone)[0] if found else None
+            return None
+        return _local(found[:1], send.time_zone)[0] if found else None
+
+    live = [send for send in sends if send.status == "live"]  # paused: no next run
+    # Asked of Temporal together, not one schedule after the other.
+    found = await asyncio.gather(*(first_run(send) for send in live))
+    upcoming: dict[str, Any] = {send.key: at for send, at in zip(live, found, strict=True)}
     return render(
         request,
         "recurring_sends.html",
