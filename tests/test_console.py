@@ -105,10 +105,14 @@ def boxes(page: str) -> dict[str, ET.Element]:
     return {g.attrib["data-step"]: g for g in root.iter(f"{SVG}g") if "data-step" in g.attrib}
 
 
-def number(box: ET.Element, attribute: str) -> int:
+def number_text(box: ET.Element, attribute: str) -> str:
     found = [e for e in box.iter() if attribute in e.attrib]
     assert len(found) == 1, f"one element with {attribute}"
-    return int("".join(found[0].itertext()))
+    return "".join(found[0].itertext())
+
+
+def number(box: ET.Element, attribute: str) -> int:
+    return int(number_text(box, attribute))
 
 
 async def test_signing_in_and_out(stack: Stack) -> None:
@@ -235,10 +239,14 @@ async def test_graph_counts_and_participant_page(stack: Stack, browser: httpx.As
     assert number(found["welcome"], "data-passed") == 3
     # The title is shown, escaped.
     assert "Welcome &lt;b&gt;mail&lt;/b&gt;" in page.text and "<b>mail</b>" not in page.text
+
     # The journeys list counts them too.
-    listing = await browser.get("/console/journeys")
-    row = re.search(rf'<tr data-journey="{key}">.*?</tr>', listing.text, re.S)
-    assert row and re.search(r'data-count="running">3<', row.group(0))
+    async def row() -> str:
+        listing = await browser.get("/console/journeys")
+        found = re.search(rf'<tr data-journey="{key}">.*?</tr>', listing.text, re.S)
+        return found.group(0) if found else ""
+
+    assert re.search(r'data-count="running">3<', await eventually(row, lambda r: "data-count" in r))
     # Who is at the step.
     at_step = await browser.get(f"/console/journeys/{key}?step=wait_click")
     assert all(contact in at_step.text for contact in contacts)
@@ -399,3 +407,27 @@ async def test_odd_input_gets_a_page_saying_what_is_wrong(browser: httpx.AsyncCl
     schema = await browser.get("/console/publish/schema.json")
     assert schema.status_code == 200 and "steps" in schema.json()["properties"]
     assert 'href="/console/publish/schema.json"' in form.text
+
+
+async def test_a_page_does_not_wait_long_for_its_counts(
+    stack: Stack, browser: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts that take longer than the page may wait show as "…": the live refresh
+    fills them in, and without scripts the page reloads itself."""
+    from api.console.routes import journeys as pages
+
+    monkeypatch.setattr(pages, "PAGE_WAIT_SECONDS", 0.0)
+    key = f"console-{uuid.uuid4().hex[:8]}"
+    assert (await stack.http.post("/journeys", json=console_journey(key))).status_code == 201
+    page = await browser.get(f"/console/journeys/{key}")
+    assert page.status_code == 200
+    assert number_text(boxes(page.text)["welcome"], "data-here") == "…"
+    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page.text
+    assert "data-pending" in page.text
+    listing = await browser.get("/console/journeys")
+    assert f'<tr data-journey="{key}">' in listing.text
+    counts = (await browser.get(f"/console/journeys/{key}/counts.json")).json()
+    assert counts["steps"]["welcome"] == {"here": 0, "passed": 0}
+    again = await browser.get(f"/console/journeys/{key}")  # counted now: no "…"
+    assert number(boxes(again.text)["welcome"], "data-here") == 0
+    assert "data-pending" not in again.text and "http-equiv" not in again.text

@@ -91,3 +91,14 @@ async def test_a_failing_count_keeps_the_last_value_until_it_is_too_old() -> Non
         await fresh.get("other", count)
     count.fail = False
     assert (await fresh.get("other", count))[0] > 0
+
+
+async def test_a_page_waits_only_so_long_for_a_count() -> None:
+    clock, count = Clock(), Counter()
+    fresh = Freshness(fresh=2, stale=60, clock=clock)
+    count.gate.clear()
+    assert await fresh.get_within("k", count, 0.01) is None  # answers without it
+    count.gate.set()
+    await settle()
+    found = await fresh.get_within("k", count, 0.01)  # the count went on meanwhile
+    assert found is not None and found[0] == 1 and count.calls == 1

@@ -56,24 +56,41 @@ class Freshness:
 
     async def get(self, key: str, compute: Callable[[], Awaitable[T]]) -> tuple[T, datetime]:
         """The value of `key` and when it was computed (UTC)."""
+        entry = self._lookup(key, compute)
+        if entry.counting is not None and not self._showable(entry):
+            # Shielded: a page that goes away does not cancel a count others wait for.
+            await asyncio.shield(entry.counting)
+        return self._answer(key, entry)
+
+    async def get_within(
+        self, key: str, compute: Callable[[], Awaitable[T]], seconds: float
+    ) -> tuple[T, datetime] | None:
+        """As `get`, but None when a count it has to wait for takes longer than
+        `seconds`; the count goes on, and a later ask finds its value."""
+        entry = self._lookup(key, compute)
+        if entry.counting is not None and not self._showable(entry):
+            done, _ = await asyncio.wait({entry.counting}, timeout=seconds)
+            if not done:
+                return None
+        return self._answer(key, entry)
+
+    def _lookup(self, key: str, compute: Callable[[], Awaitable[T]]) -> _Entry[T]:
+        """The entry of `key`, a count started when its value is stale or missing."""
         now = self.clock()
         self._forget(now)
         entry: _Entry[T] = self._entries.setdefault(key, _Entry())
         entry.asked_at = now
-        age = now - entry.counted_at
-        if entry.value is not None and age <= self.stale:
-            if age > self.fresh and entry.counting is None:
-                self._start(key, entry, compute)
-            assert entry.counted_at_utc is not None
-            return entry.value, entry.counted_at_utc
-        if entry.counting is None:
+        if entry.counting is None and (entry.value is None or now - entry.counted_at > self.fresh):
             self._start(key, entry, compute)
-        assert entry.counting is not None
-        # Shielded: a page that goes away does not cancel a count others wait for.
-        await asyncio.shield(entry.counting)
-        if entry.error is not None or entry.value is None:
+        return entry
+
+    def _showable(self, entry: _Entry[T]) -> bool:
+        return entry.value is not None and self.clock() - entry.counted_at <= self.stale
+
+    def _answer(self, key: str, entry: _Entry[T]) -> tuple[T, datetime]:
+        if not self._showable(entry):
             raise entry.error or RuntimeError(f"no value for {key}")
-        assert entry.counted_at_utc is not None
+        assert entry.value is not None and entry.counted_at_utc is not None
         return entry.value, entry.counted_at_utc
 
     def _start(self, key: str, entry: _Entry[T], compute: Callable[[], Awaitable[T]]) -> None:

@@ -37,8 +37,12 @@ Point = tuple[float, float]
 
 @dataclass(frozen=True)
 class StepCounts:
-    here: int  # participants at this step now
-    passed: int  # participants who went through it
+    here: int | None  # participants at this step now (None: still being counted)
+    passed: int | None  # participants who went through it
+
+
+def _shown(number: int | None) -> str:
+    return "…" if number is None else str(number)
 
 
 def step_path(prefix_loc: Location, sid: str) -> str:
@@ -360,7 +364,9 @@ class _Card:
         ][:6]
         count_w = 0.0
         if self.counts is not None:
-            count_w = _w(f"{self.counts.here} here", 10) + _w(f"{self.counts.passed} passed", 10)
+            count_w = _w(f"{_shown(self.counts.here)} here", 10) + _w(
+                f"{_shown(self.counts.passed)} passed", 10
+            )
         texts = [_w(self.kind, 10.5), _w(self.title, 13), _w(self.sid, 10), count_w + 22]
         self.box_w = max(120.0, max(texts) + 2 * _PAD)
         self.box_h = (50.0 if node.kind is not None else 34.0) + (14 if self.sid else 0)
@@ -415,10 +421,10 @@ class _Card:
 
     def _badges(self, x: float, y: float, counts: StepCounts) -> list[str]:
         out = []
-        for word, number in (("here", int(counts.here)), ("passed", int(counts.passed))):
-            width = _w(f"{number} {word}", 10) + 10
-            active = " active" if word == "here" and number > 0 else ""
-            text = f'<tspan data-{word}="">{number}</tspan> {word}'
+        for word, number in (("here", counts.here), ("passed", counts.passed)):
+            width = _w(f"{_shown(number)} {word}", 10) + 10
+            active = " active" if word == "here" and number else ""
+            text = f'<tspan data-{word}="">{_shown(number)}</tspan> {word}'
             out.append(
                 f'<g class="badge badge-{word}{active}"><rect x="{_n(x)}" y="{_n(y)}" '
                 f'width="{_n(width)}" height="16" rx="8"/>'
@@ -428,7 +434,9 @@ class _Card:
         return out
 
 
-def _edge_svg(link: _Link, path: list[Point], mid: Point, fired: int | None) -> str:
+def _edge_svg(link: _Link, path: list[Point], mid: Point, fired: str | None) -> str:
+    """`fired`: how often the follow-up fired, as shown ("…" while counted); None: not
+    shown."""
     label = "" if link.label == "next" else link.label
     cls = "edge follow-up" if link.follow_up else "edge"
     attrs = f' data-from="{escape(link.src)}" data-to="{escape(link.dst)}"'
@@ -464,7 +472,7 @@ def _draw(
     reader: _Reader,
     label: str,
     counts: Mapping[str, StepCounts] | None,
-    follow_up_counts: Mapping[str, int] | None,
+    follow_up_counts: Mapping[str, int | None] | None,
     problems: Mapping[str, list[str]] | None,
     step_href: Callable[[str], str | None] | None,
 ) -> Markup:
@@ -501,7 +509,9 @@ def _draw(
         else:
             path[0] = _clip(path[0], src.w, src.h, path[1])
             path[-1] = _clip(path[-1], dst.w, dst.h, path[-2])
-        fired = (follow_up_counts or {}).get(link.follow_up or "")
+        fired = None
+        if follow_up_counts is not None and link.follow_up in follow_up_counts:
+            fired = _shown(follow_up_counts[link.follow_up or ""])
         edges.append(_edge_svg(link, path, mid, fired))
     steps = [
         cards[node].svg(
@@ -536,11 +546,12 @@ def graph_svg_from_raw(
 def journey_graph_svg(
     defn: JourneyDefinition,
     counts: Mapping[str, StepCounts] | None = None,
-    follow_up_counts: Mapping[str, int] | None = None,
+    follow_up_counts: Mapping[str, int | None] | None = None,
     problems: Mapping[str, list[str]] | None = None,
     step_href: Callable[[str], str | None] | None = None,
 ) -> Markup:
-    """The graph of a journey, with participant counts and problems by node id."""
+    """The graph of a journey, with participant counts and problems by node id
+    (a count of None shows as still being counted)."""
     raw = defn.model_dump(mode="json", by_alias=True, exclude_none=True)
     reader = _Reader(raw)
     return _draw(reader, f"Journey {defn.name}", counts, follow_up_counts, problems, step_href)

@@ -76,6 +76,10 @@ async def _counting(request: Request, client: TemporalDep) -> Counting:
 
 
 CountingDep = Annotated[Counting, Depends(_counting)]
+# How long a page waits for numbers that must be counted afresh (a journey nobody looked
+# at for a minute): longer, and it answers with "…" in their place, filled in by the
+# live refresh, or without scripts by the page reloading itself (a noscript refresh).
+PAGE_WAIT_SECONDS = 0.15
 
 
 @router.get("/journeys", response_class=HTMLResponse)
@@ -84,13 +88,15 @@ async def journeys_page(
 ) -> HTMLResponse:
     journeys = await list_journeys(pool)
 
-    async def summary(key: str) -> tuple[JourneyCounts, datetime]:
-        return await counting.fresh.get(
-            f"summary/{key}", lambda: journey_counts(counting.client, key, counting.limit)
+    async def summary(key: str) -> tuple[JourneyCounts, datetime] | None:
+        return await counting.fresh.get_within(
+            f"summary/{key}",
+            lambda: journey_counts(counting.client, key, counting.limit),
+            PAGE_WAIT_SECONDS,
         )
 
     found = await asyncio.gather(*(summary(j.key) for j in journeys))
-    counts = {j.key: counted for j, (counted, _) in zip(journeys, found, strict=True)}
+    counts = {j.key: f[0] if f else None for j, f in zip(journeys, found, strict=True)}
     return render(
         request,
         "journeys.html",
@@ -98,7 +104,8 @@ async def journeys_page(
         section="journeys",
         journeys=journeys,
         counts=counts,
-        counted_at=min((at for _, at in found), default=None),
+        counted_at=min((f[1] for f in found if f), default=None),
+        pending=any(f is None for f in found),
     )
 
 
@@ -162,12 +169,14 @@ async def graph_counts(
     return steps, fired, summary
 
 
+def _graph_key(journey: PublishedJourney) -> str:
+    return f"graph/{journey.key}/{journey.version}"
+
+
 async def _graph_numbers(
     counting: Counting, journey: PublishedJourney
 ) -> tuple[tuple[dict[str, StepCounts], dict[str, int], JourneyCounts], datetime]:
-    return await counting.fresh.get(
-        f"graph/{journey.key}/{journey.version}", lambda: graph_counts(counting, journey)
-    )
+    return await counting.fresh.get(_graph_key(journey), lambda: graph_counts(counting, journey))
 
 
 async def _journey(pool: PoolDep, key: str, version: int | None = None) -> PublishedJourney:
@@ -220,7 +229,19 @@ async def journey_page(
     ] = None,
 ) -> HTMLResponse:
     journey = await _journey(pool, key, version)
-    (counts, fired, summary), counted_at = await _graph_numbers(counting, journey)
+    numbers = await counting.fresh.get_within(
+        _graph_key(journey), lambda: graph_counts(counting, journey), PAGE_WAIT_SECONDS
+    )
+    counts: dict[str, StepCounts]
+    fired: dict[str, int | None]
+    summary: JourneyCounts | None
+    if numbers is None:  # still being counted: "…" until the refresh
+        places, follow_ups = graph_places(journey.definition)
+        counts = {node: StepCounts(None, None) for node in places}
+        fired, summary, counted_at = dict.fromkeys(follow_ups), None, None
+    else:
+        (counts, counted_fired, summary), counted_at = numbers
+        fired = dict(counted_fired)
     svg = journey_graph_svg(
         journey.definition,
         counts=counts,

@@ -42,5 +42,6 @@
       .catch(function () {})
       .then(function () { setTimeout(refresh, EVERY_MS); });
   }
-  setTimeout(refresh, EVERY_MS);
+  // Numbers still being counted when the page was made: ask at once.
+  setTimeout(refresh, list.hasAttribute("data-pending") ? 0 : EVERY_MS);
 })();
