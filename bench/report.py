@@ -279,6 +279,19 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             ]
         )
     console = result.get("console") or {}
+    cold = console.get("first_view") or {}
+    if cold:
+        rows.append(
+            [
+                "console",
+                "ms, first view of the graph: the page; its numbers",
+                "",
+                f"{_num(cold.get('page_ms'))}; {_num(cold.get('numbers_ms'))}",
+                "",
+                "",
+                "",
+            ]
+        )
     for label, page in (console.get("pages") or {}).items():
         rows.append(
             [
