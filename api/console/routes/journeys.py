@@ -79,7 +79,7 @@ CountingDep = Annotated[Counting, Depends(_counting)]
 # How long a page waits for numbers that must be counted afresh (a journey nobody looked
 # at for a minute): longer, and it answers with "…" in their place, filled in by the
 # live refresh, or without scripts by the page reloading itself (a noscript refresh).
-PAGE_WAIT_SECONDS = 0.15
+PAGE_WAIT_SECONDS = 0.1
 
 
 @router.get("/journeys", response_class=HTMLResponse)
