@@ -72,9 +72,17 @@ def console_journey(key: str) -> dict[str, Any]:
     )
 
 
+async def post_sign_in(client: httpx.AsyncClient, **data: str) -> httpx.Response:
+    """The sign-in form as a browser sends it: opened first, its token along."""
+    form = await client.get("/console/sign-in")
+    token = re.search(r'name="token" value="([0-9a-f]+)"', form.text)
+    assert token, "the sign-in form carries its token"
+    return await client.post("/console/sign-in", data={**data, "token": token.group(1)})
+
+
 async def signed_in(stack: Stack, key: str) -> httpx.AsyncClient:
     browser = httpx.AsyncClient(base_url=stack.base_url)
-    response = await browser.post("/console/sign-in", data={"key": key, "next": "/console"})
+    response = await post_sign_in(browser, key=key, next="/console")
     assert response.status_code == 303, response.text
     return browser
 
@@ -120,21 +128,21 @@ async def test_signing_in_and_out(stack: Stack) -> None:
         page = await anonymous.get("/console/journeys?x=1")
         assert page.status_code == 303
         assert page.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fjourneys%3Fx%3D1"
-        wrong = await anonymous.post("/console/sign-in", data={"key": "jk_" + "a" * 43})
+        wrong = await post_sign_in(anonymous, key="jk_" + "a" * 43)
         assert wrong.status_code == 401 and "invalid API key" in wrong.text
-        empty = await anonymous.post("/console/sign-in", data={"key": " "})
+        empty = await post_sign_in(anonymous, key=" ")
         assert empty.status_code == 401 and "enter an API key" in empty.text
-        right = await anonymous.post(
-            "/console/sign-in", data={"key": API_KEY, "next": "/console/journeys?x=1"}
-        )
+        # Without the form's token (another site posting it): no session.
+        forged = await anonymous.post("/console/sign-in", data={"key": API_KEY})
+        assert forged.status_code == 403 and "stale or from another site" in forged.text
+        assert "journeys_console=" not in forged.headers.get("set-cookie", "")
+        right = await post_sign_in(anonymous, key=API_KEY, next="/console/journeys?x=1")
         assert right.status_code == 303 and right.headers["location"] == "/console/journeys?x=1"
         cookie = right.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/console" in cookie
         assert API_KEY not in cookie
         # Never back to another site.
-        elsewhere = await anonymous.post(
-            "/console/sign-in", data={"key": API_KEY, "next": "//evil.example/x"}
-        )
+        elsewhere = await post_sign_in(anonymous, key=API_KEY, next="//evil.example/x")
         assert elsewhere.headers["location"] == "/console/journeys"
         home = await anonymous.get("/console/journeys")
         assert home.status_code == 200
@@ -276,7 +284,7 @@ async def test_with_temporal_down_the_pages_say_so(stack: Stack) -> None:
     down = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{_closed_port()}"})
     async with api_on(down) as http:
         http.headers.pop("Authorization")
-        signed = await http.post("/console/sign-in", data={"key": API_KEY})
+        signed = await post_sign_in(http, key=API_KEY)
         assert signed.status_code == 303
         page = await http.get(f"/console/journeys/{key}")
         assert page.status_code == 503 and page.headers["retry-after"] == "5"
@@ -395,7 +403,7 @@ async def test_odd_input_gets_a_page_saying_what_is_wrong(browser: httpx.AsyncCl
         "/console/x\\y",
         "https://x.example/",
     ):
-        answer = await browser.post("/console/sign-in", data={"key": API_KEY, "next": target})
+        answer = await post_sign_in(browser, key=API_KEY, next=target)
         assert answer.headers["location"] == "/console/journeys", target
     assert (await browser.get("/console/contacts?q=a%00b")).status_code == 422
     form = await browser.get("/console/publish")

@@ -19,7 +19,7 @@ import pytest
 from tests.builders import journey
 from tests.conftest import Stack
 from tests.helpers import api_on, create_contact, enrol, publish, wait_until_done
-from tests.test_console import browser, said, signed_in  # noqa: F401 (a fixture)
+from tests.test_console import browser, post_sign_in, said, signed_in  # noqa: F401 (a fixture)
 from tests.test_delivery_errors import report
 
 
@@ -360,9 +360,7 @@ async def test_dev_mail_shows_a_mail_in_a_sandboxed_frame(
 async def test_no_dev_mail_without_a_sink(stack: Stack) -> None:
     settings = stack.settings.model_copy(update={"dev_mail_dir": None})
     async with api_on(settings) as http:
-        signed = await http.post(
-            "/console/sign-in", data={"key": settings.api_key.get_secret_value()}
-        )
+        signed = await post_sign_in(http, key=settings.api_key.get_secret_value())
         assert signed.status_code == 303
         journeys_page = await http.get("/console/journeys")
         assert journeys_page.status_code == 200 and "/console/dev-mail" not in journeys_page.text

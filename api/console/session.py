@@ -25,6 +25,8 @@ from journeys.settings import ApiSettings
 from journeys.store import api_keys
 
 COOKIE = "journeys_console"
+# The sign-in form's own cookie: its token is tied to it (login CSRF).
+SIGN_IN_COOKIE = "journeys_console_sign_in"
 # A working day and then some: a session signed in the morning lasts until evening.
 MAX_AGE_SECONDS = 12 * 3600
 _BOOTSTRAP = "configured"  # signed in with JOURNEYS_API_KEY itself
@@ -95,6 +97,12 @@ async def session_caller(request: Request, settings: SettingsDep, pool: PoolDep)
     except (ValueError, HTTPException) as exc:
         detail = exc.detail if isinstance(exc, HTTPException) else None
         raise SignInNeeded(str(detail) if detail else None) from None
+
+
+def sign_in_token(settings: ApiSettings, nonce: str) -> str:
+    """The token of a sign-in form whose cookie holds `nonce`."""
+    key = _derived(settings, b"journeys console sign-in")
+    return hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def form_token(request: Request) -> str:
