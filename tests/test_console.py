@@ -11,6 +11,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -271,7 +272,8 @@ async def test_graph_counts_and_participant_page(stack: Stack, browser: httpx.As
     assert "Waiting" in metadata.current_details
     assert metadata.current_details.replace("**", "") in said(person)
     assert "Welcome P0" in text  # the message's subject
-    assert f"/namespaces/default/workflows/{workflow_id}/" in text
+    # The web UI takes the workflow id as one path segment (a raw one is its 404).
+    assert f"/namespaces/default/workflows/{quote(workflow_id, safe='')}/" in text
     missing = await browser.get(f"/console/journeys/{key}/participants/{uuid.uuid4()}")
     assert missing.status_code == 404 and "was never enrolled" in missing.text
 

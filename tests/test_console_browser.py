@@ -179,7 +179,7 @@ async def test_publish_watch_the_counts_and_open_a_participant(
             page.get_by_role("link", name="the run in the Temporal web UI")
         ).to_have_attribute(
             "href",
-            f"{stack.settings.temporal_ui_url}/namespaces/default/workflows/journey/{key}/{contacts[0]}/"
+            f"{stack.settings.temporal_ui_url}/namespaces/default/workflows/journey%2F{key}%2F{contacts[0]}/"
             + (await stack.http.get(f"/journeys/{key}/participants/{contacts[0]}")).json()["run_id"]
             + "/history",
         )

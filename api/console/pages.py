@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -15,6 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from api.console.session import form_token
 from api.deps import Caller
+from journeys.settings import ApiSettings
 
 env = Environment(
     loader=PackageLoader("api.console", "templates"),
@@ -38,6 +40,20 @@ NAVIGATION = (
     ("campaigns", "Campaigns", "/console/campaigns"),
     ("recurring", "Recurring sends", "/console/recurring-sends"),
 )
+
+
+def temporal_ui(settings: ApiSettings) -> str:
+    """The Temporal web UI's pages of the namespace."""
+    base = settings.temporal_ui_url.rstrip("/")
+    return f"{base}/namespaces/{quote(settings.temporal_namespace, safe='')}"
+
+
+def run_in_temporal_ui(settings: ApiSettings, workflow_id: str, run_id: str) -> str:
+    """A run's history in the web UI. Its route takes the workflow id as one path
+    segment, slashes encoded: a raw `journey/<key>/<id>` is the UI's 404 (checked
+    against the dev server's UI 2.54)."""
+    run = f"{quote(workflow_id, safe='')}/{quote(run_id, safe='')}"
+    return f"{temporal_ui(settings)}/workflows/{run}/history"
 
 
 def _served(request: Request) -> list[tuple[str, str, str]]:

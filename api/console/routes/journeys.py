@@ -33,7 +33,7 @@ from api.console.graph import (
     problems_by_step,
     step_path,
 )
-from api.console.pages import render
+from api.console.pages import render, run_in_temporal_ui
 from api.console.session import Reader, Writer
 from api.deps import PoolDep, SettingsDep, TemporalDep
 from api.routes.journeys import participant_view
@@ -321,9 +321,7 @@ async def participant_page(
     view = await participant_view(pool, client, key, contact_id)
     journey = await _journey(pool, key, view.version)
     contact = await get_contact(pool, contact_id)
-    ui = settings.temporal_ui_url.rstrip("/")
-    namespace = settings.temporal_namespace
-    run_url = f"{ui}/namespaces/{namespace}/workflows/{view.workflow_id}/{view.run_id}/history"
+    run_url = run_in_temporal_ui(settings, view.workflow_id, view.run_id)
     return render(
         request,
         "participant.html",

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.console.pages import render
+from api.console.pages import render, temporal_ui
 from api.console.session import Reader, Writer
 from api.deps import Caller, Key, PoolDep, SettingsDep, TemporalDep
 from api.routes.recurring import (
@@ -99,7 +99,7 @@ async def _send_page(
 ) -> HTMLResponse:
     # In the Temporal web UI: the schedule, and each run found by its workflow id (ids
     # hold slashes, so encoded whole).
-    ui = f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{quote(settings.temporal_namespace)}"
+    ui = temporal_ui(settings)
     return render(
         request,
         "recurring_send.html",
