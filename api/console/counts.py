@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionCount
 
 from journeys.models import (
     SA_FOLLOW_UP,
@@ -67,14 +67,17 @@ OUTCOMES = {
 }
 
 
-async def _count(client: Client, query: str, limit: asyncio.Semaphore) -> int:
+async def _counted(client: Client, query: str, limit: asyncio.Semaphore) -> WorkflowExecutionCount:
     async with limit:
-        found = await bounded(
+        return await bounded(
             "Temporal",
             client.count_workflows(query, rpc_timeout=API_RPC_TIMEOUT),
             API_CALL_SECONDS,
         )
-    return found.count
+
+
+async def _count(client: Client, query: str, limit: asyncio.Semaphore) -> int:
+    return (await _counted(client, query, limit)).count
 
 
 async def _gather(counts: Iterable[Awaitable[int]]) -> list[int]:
@@ -84,12 +87,7 @@ async def _gather(counts: Iterable[Awaitable[int]]) -> list[int]:
 async def journey_counts(client: Client, key: str, limit: asyncio.Semaphore) -> JourneyCounts:
     """The journey's runs by outcome: three counts (one grouped by ExecutionStatus)."""
     runs = journey_runs(key)
-    async with limit:
-        by_status = await bounded(
-            "Temporal",
-            client.count_workflows(f"{runs} GROUP BY ExecutionStatus", rpc_timeout=API_RPC_TIMEOUT),
-            API_CALL_SECONDS,
-        )
+    by_status = await _counted(client, f"{runs} GROUP BY ExecutionStatus", limit)
     exited, removed = await _gather(
         [
             _count(client, f"{runs} AND {OUTCOMES['exited']}", limit),

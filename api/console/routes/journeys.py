@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from temporalio.client import Client
@@ -36,7 +36,7 @@ from api.console.graph import (
 from api.console.pages import render, run_in_temporal_ui
 from api.console.session import Reader, Writer
 from api.deps import PoolDep, SettingsDep, TemporalDep
-from api.routes.journeys import participant_view
+from api.routes.journeys import JourneyKey, Version, participant_view
 from journeys.definition import KEY_PATTERN, JourneyDefinition, Problem
 from journeys.definition.journey import (
     ApiEntry,
@@ -54,11 +54,8 @@ from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
-JourneyKey = Annotated[str, Path(pattern=KEY_PATTERN)]
 # How many participants a journey page lists (the newest, or those at a step).
 LISTED = 50
-# PostgreSQL's integer: a larger version cannot exist.
-Version = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 
 @dataclass(frozen=True)
