@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.console.counts import CONCURRENT_COUNTS
 from api.console.freshness import Freshness
-from api.console.pages import render
+from api.console.pages import in_words, render
 from api.console.routes import ROUTERS
 from api.console.session import SignInNeeded
 
@@ -43,15 +43,13 @@ async def _sign_in_needed(request: Request, exc: Exception) -> Response:
 
 def error_page(request: Request, status_code: int, detail: Any) -> HTMLResponse:
     """An error as a console page: the status and what is wrong, in words."""
-    if isinstance(detail, list | tuple):  # a 422's problems
-        detail = "; ".join(str(d.get("msg", d)) for d in detail)
     return render(
         request,
         "error.html",
         caller=None,
         status_code=status_code,
         status=status_code,
-        detail=str(detail),
+        detail=in_words(detail),
     )
 
 

@@ -42,6 +42,13 @@ NAVIGATION = (
 )
 
 
+def in_words(detail: Any) -> str:
+    """An error's detail as a sentence: a 422's problems joined by their messages."""
+    if isinstance(detail, list | tuple):
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail)
+
+
 def temporal_ui(settings: ApiSettings) -> str:
     """The Temporal web UI's pages of the namespace."""
     base = settings.temporal_ui_url.rstrip("/")

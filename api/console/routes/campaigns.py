@@ -18,7 +18,7 @@ from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from api.console.pages import render
+from api.console.pages import in_words, render
 from api.console.session import Reader, Writer
 from api.deps import Caller, Key, PoolDep, SettingsDep
 from api.routes.campaigns import (
@@ -43,14 +43,6 @@ Cursor = Annotated[str | None, Query(max_length=64)]
 
 def _money(value: float) -> str:
     return f"{Decimal(str(value)):,.2f}"
-
-
-def _detail(exc: HTTPException) -> str:
-    """An API refusal in words (a 422's problems joined)."""
-    detail = exc.detail
-    if isinstance(detail, list | tuple):
-        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    return str(detail)
 
 
 @router.get("/campaigns", response_class=HTMLResponse)
@@ -118,7 +110,7 @@ async def _campaign_page(
         try:
             listing = await action_contacts(key, chosen.key, pool, settings, cursor, CONTACTS)
         except HTTPException as exc:  # the selection's query broke, or a bad cursor
-            listing_error = _detail(exc)
+            listing_error = in_words(exc.detail)
         else:
             profiles = await get_contacts(pool, [c.contact_id for c in listing.contacts])
             contacts = [
@@ -205,7 +197,7 @@ async def link_from_form(
             key,
             action,
             cursor,
-            flashes=[("error", _detail(exc))],
+            flashes=[("error", in_words(exc.detail))],
             status_code=exc.status_code,
         )
     done = "linked" if linked else "unlinked"

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.console.pages import render, temporal_ui
+from api.console.pages import in_words, render, temporal_ui
 from api.console.session import Reader, Writer
 from api.deps import Caller, Key, PoolDep, SettingsDep, TemporalDep
 from api.routes.recurring import (
@@ -44,13 +44,6 @@ DONE = {
         "(PATCH /recurring-sends/{key}) to send again.",
     ),
 }
-
-
-def _detail(exc: HTTPException) -> str:
-    detail = exc.detail
-    if isinstance(detail, list | tuple):
-        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    return str(detail)
 
 
 def _local(times: list[datetime], zone: str) -> list[tuple[datetime, str]]:
@@ -156,7 +149,7 @@ async def status_from_form(
             caller,
             current,
             settings,
-            flashes=[("error", f"Not {word}: {_detail(exc)}")],
+            flashes=[("error", f"Not {word}: {in_words(exc.detail)}")],
             status_code=exc.status_code,
         )
     done = "ended" if status == "live" and view.status != "live" else view.status
