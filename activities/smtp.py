@@ -32,6 +32,8 @@ class SmtpRejected(Exception):
 # SMTP transactions one worker has in flight at most: also the most copies a
 # worker crash can duplicate (README, "Reliability").
 DEFAULT_CONNECTIONS = 8
+# Seconds to connect, and for a whole transaction (MAIL, RCPT, DATA).
+TIMEOUT = 30.0
 
 
 async def _envelope(smtp: aiosmtplib.SMTP, mail: OutgoingMail) -> None:
@@ -44,7 +46,9 @@ async def _envelope(smtp: aiosmtplib.SMTP, mail: OutgoingMail) -> None:
 class SmtpSender:
     """Delivers finished messages to the relay named by SMTP_URL."""
 
-    def __init__(self, smtp_url: str, *, connections: int = DEFAULT_CONNECTIONS) -> None:
+    def __init__(
+        self, smtp_url: str, *, connections: int = DEFAULT_CONNECTIONS, timeout: float = TIMEOUT
+    ) -> None:
         parts = urlsplit(smtp_url)
         if parts.scheme not in ("smtp", "smtps"):
             raise ValueError("SMTP_URL must look like smtp://host:port or smtps://user:pass@host")
@@ -53,6 +57,7 @@ class SmtpSender:
         self.use_tls = parts.scheme == "smtps"
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
+        self.timeout = timeout
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(connections)
 
@@ -64,9 +69,18 @@ class SmtpSender:
             start_tls=False if self.use_tls else None,
             username=self.username,
             password=self.password,
-            timeout=30,
+            timeout=None,  # replies: `send` keeps one deadline for the whole transaction
         )
-        await smtp.connect()
+        try:
+            async with asyncio.timeout(self.timeout):  # greeting, EHLO, STARTTLS and AUTH
+                await smtp.connect()
+        except TimeoutError as exc:
+            smtp.close()
+            if isinstance(exc, aiosmtplib.SMTPException):
+                raise
+            raise aiosmtplib.SMTPConnectTimeoutError(
+                f"no connection to the mail server within {self.timeout:g} s"
+            ) from None
         return smtp
 
     async def send(self, mail: OutgoingMail, may_send: Callable[[], bool] | None = None) -> None:
@@ -78,29 +92,40 @@ class SmtpSender:
             if not reused:
                 smtp = await self._connect()
             assert smtp is not None
+            in_data = False
             try:
-                try:
-                    await _envelope(smtp, mail)
-                except aiosmtplib.SMTPServerDisconnected:
-                    if not reused:
-                        raise
-                    # The relay closed a connection that sat idle: once more on a new one.
-                    # Only before DATA: a connection lost during DATA may have delivered,
-                    # and must not be followed by a second transaction here.
-                    smtp.close()
-                    smtp = await self._connect()
-                    await _envelope(smtp, mail)
-                if may_send is not None and not may_send():
-                    raise LeaseLost("the message's lease ran out before DATA")
-                try:
+                # One deadline for the transaction, not aiosmtplib's per reply: its
+                # asyncio.wait_for per reply cost 50 us a mail on Python 3.11 (measured).
+                async with asyncio.timeout(self.timeout):
+                    try:
+                        await _envelope(smtp, mail)
+                    except aiosmtplib.SMTPServerDisconnected:
+                        if not reused:
+                            raise
+                        # The relay closed a connection that sat idle: once more on a new
+                        # one. Only before DATA: a connection lost during DATA may have
+                        # delivered, and must not be followed by a second transaction here.
+                        smtp.close()
+                        smtp = await self._connect()
+                        await _envelope(smtp, mail)
+                    if may_send is not None and not may_send():
+                        raise LeaseLost("the message's lease ran out before DATA")
+                    in_data = True
                     await smtp.data(mail.data)
-                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
-                    raise SmtpOutcomeUnknown(f"{type(exc).__name__}: {exc}") from exc
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
                 smtp.close()
                 codes = [r.code for r in getattr(exc, "recipients", [exc])]
                 if codes and all(500 <= code < 600 for code in codes):
                     raise SmtpRejected(codes[0]) from None
+                raise
+            except (TimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
+                smtp.close()
+                if in_data:
+                    raise SmtpOutcomeUnknown(f"{type(exc).__name__}: {exc}") from exc
+                if not isinstance(exc, aiosmtplib.SMTPException):  # the deadline's
+                    raise aiosmtplib.SMTPReadTimeoutError(
+                        f"no answer from the mail server within {self.timeout:g} s"
+                    ) from None
                 raise
             except BaseException:
                 smtp.close()

@@ -14,6 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
+from activities import sends
 from activities.email import EmailActivities
 from activities.sends import SendBatch
 from activities.smtp import SmtpSender
@@ -269,9 +270,24 @@ async def test_a_stale_attempt_cannot_touch_the_lease_of_the_attempt_that_took_o
     assert row is not None and row["lease_owner"] == current and row["live"]
 
 
-async def test_a_batch_sends_each_mail_once_and_reports_each_outcome(stack: Stack) -> None:
+class _Log:
+    """Stands in for a module's structlog logger: (level, event, fields) of each line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+
+async def test_a_batch_sends_each_mail_once_and_reports_each_outcome(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The bulk send path (`send_emails`): one claim for the page, group-committed
-    `sent` rows, and per mail its own outcome; a page sent again sends nothing."""
+    `sent` rows, and per mail its own outcome; a page sent again sends nothing. The
+    page logs one line with its counts."""
+    log = _Log()
+    monkeypatch.setattr(sends, "log", log)
     tag = uuid.uuid4().hex[:6]
     people = [
         (
@@ -311,6 +327,24 @@ async def test_a_batch_sends_each_mail_once_and_reports_each_outcome(stack: Stac
     activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
     env = ActivityEnvironment()
     results = await env.run(activities.send_emails, inputs)
+    info = [(event, fields) for level, event, fields in log.lines if level == "info"]
+    assert info == [
+        (
+            "send.batch",
+            {
+                "channel": "email",
+                "journey": "once",
+                "step": "mail1",
+                "workflow_id": inputs[0].workflow_id,
+                "sent": 2,
+                "failed": 1,
+                "skipped": 1,
+            },
+        )
+    ]
+    assert sorted(f["message_id"] for lvl, e, f in log.lines if e == "send.sent") == sorted(
+        r.message_id for r in results[:2] if not isinstance(r, BaseException)
+    )
 
     sent_ann, sent_bob, bad, skipped, gone, waiting = results
     assert not isinstance(sent_ann, BaseException) and sent_ann.status == "sent"
@@ -351,7 +385,9 @@ async def test_a_batch_sends_each_mail_once_and_reports_each_outcome(stack: Stac
     assert [k["kind"] for k in kinds] == ["sent"]
 
     # The page again (a retried activity): the same outcomes, no second mail.
+    log.lines.clear()
     again = await env.run(activities.send_emails, inputs[:2])
+    assert [fields["sent_before"] for _, event, fields in log.lines if event == "send.batch"] == [2]
     assert [r.message_id for r in again if not isinstance(r, BaseException)] == [
         sent_ann.message_id,
         sent_bob.message_id,

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from temporalio.testing import ActivityEnvironment
@@ -63,6 +64,28 @@ class HangUpAfterData(PickyRelay):
         if len(self.received) > 1:
             assert server.transport is not None
             server.transport.close()
+        return "250 queued"
+
+
+class Silent(PickyRelay):
+    """Stops answering at one command (`at`: MAIL or DATA), as a stuck relay does."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__()
+        self.at = at
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.at == "MAIL":
+            await asyncio.sleep(60)
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.extend(envelope.rcpt_tos)
+        if self.at == "DATA":
+            await asyncio.sleep(60)
         return "250 queued"
 
 
@@ -164,3 +187,24 @@ async def test_a_send_whose_lease_ran_out_stops_before_data(
     await sender.send(message("held@example.com"), may_send=lambda: True)
     await sender.close()
     assert handler.received == ["held@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("at", "error"),
+    [("MAIL", aiosmtplib.SMTPReadTimeoutError), ("DATA", SmtpOutcomeUnknown)],
+)
+async def test_a_relay_that_stops_answering_times_the_transaction_out(
+    at: str, error: type[Exception]
+) -> None:
+    """Before DATA nothing was delivered: a timeout like aiosmtplib's own, which the
+    activity retries as an outage. After DATA the relay may have the message."""
+    handler = Silent(at)
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    try:
+        sender = SmtpSender(f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}", timeout=0.5)
+        with pytest.raises(error, match="within 0.5 s" if at == "MAIL" else "Timeout"):
+            await sender.send(message("stuck@example.com"))
+        assert sender._idle == []  # the connection in an unknown state is not reused
+        assert handler.received == (["stuck@example.com"] if at == "DATA" else [])
+    finally:
+        server.close()
