@@ -30,7 +30,7 @@ from journeys.store.contacts import get_contacts
 from journeys.store.files import read_files
 from journeys.store.records import Record, get_records
 from journeys.store.users import get_user
-from journeys.templates import RenderError, render
+from journeys.templates import RenderError, render, render_html
 from journeys.text import storable_problem
 from journeys.tracking import tracked_parts, unsubscribe_url
 
@@ -168,7 +168,7 @@ class EmailActivities:
         fields = profile(contact)
         try:
             subject = render(input.subject, fields, record=record)
-            html = render(input.html, fields, html=True, record=record)
+            html, skeleton = render_html(input.html, fields, record=record)
             text = render(input.text, fields, record=record) if input.text is not None else None
         except RenderError as exc:
             raise Unsendable(f"template failed: {exc}") from None
@@ -181,7 +181,9 @@ class EmailActivities:
         message_id_header = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"
         # Links in both parts are tracked; without an author's text part it is derived
         # from the HTML in the same parse.
-        html, text = tracked_parts(html, text, base, secret.get_secret_value(), str(message_id))
+        html, text = tracked_parts(
+            html, text, base, secret.get_secret_value(), str(message_id), skeleton=skeleton
+        )
         attachments = await self._attachments(input.attachments)
         mail = compose(
             sender=input.sender or self.settings.mail_from,

@@ -8,12 +8,16 @@ HTML-escaped in HTML parts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import Template, TemplateError, Undefined
+from jinja2 import Template, TemplateError, Undefined, pass_context
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 from journeys.definition import JourneyDefinition, Problem
 from journeys.definition.graph import every_step
@@ -26,6 +30,39 @@ def _blank_none(value: Any) -> Any:
 _PLAIN = SandboxedEnvironment(autoescape=False, undefined=Undefined, finalize=_blank_none)
 _HTML = SandboxedEnvironment(autoescape=True, undefined=Undefined, finalize=_blank_none)
 
+# Output markers of a skeleton: the i-th value a template writes is VALUE_MARK + i.
+# Private-use characters, which nobody writes in a mail (a template that does gets no
+# skeleton).
+VALUE_MARK = 0xE000
+MAX_VALUES = 0x1000
+_MARKS = re.compile("([\ue000-\uefff])")
+_probe_values: ContextVar[list[Any]] = ContextVar("probe_values")
+
+
+@pass_context  # never applied at compile time (to constants): a marker is per render
+def _mark(context: Any, value: Any) -> str:
+    values = _probe_values.get()
+    values.append(_blank_none(value))
+    return chr(VALUE_MARK + len(values) - 1) if len(values) <= MAX_VALUES else ""
+
+
+_HTML_PROBE = SandboxedEnvironment(autoescape=True, undefined=Undefined, finalize=_mark)
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """An HTML rendering with each value the template wrote replaced by its marker.
+
+    The rendering is exactly `html` with marker i replaced by `escaped[i]`, and no
+    value is markup: so every tag, comment and attribute boundary of the rendering is
+    one of `html`, and work that depends on the markup alone (finding the links to
+    track) can be done once per skeleton instead of once per mail.
+    """
+
+    html: str
+    values: tuple[str, ...]  # as a reader sees them
+    escaped: tuple[str, ...]  # as they are in the HTML
+
 
 class RenderError(ValueError):
     """A template failed to compile or render; the message says where."""
@@ -35,6 +72,46 @@ class RenderError(ValueError):
 def _compiled(source: str, html: bool) -> Template:
     # A journey's templates are rendered for every participant; compile each once.
     return (_HTML if html else _PLAIN).from_string(source)
+
+
+@lru_cache(maxsize=1024)
+def _compiled_probe(source: str) -> Template:
+    return _HTML_PROBE.from_string(source)
+
+
+def render_html(
+    template: str, contact: Mapping[str, Any], *, record: Mapping[str, Any] | None = None
+) -> tuple[str, Skeleton | None]:
+    """`render(..., html=True)`, and the rendering's skeleton when it has one.
+
+    The template is rendered a second time with markers for values (cheap next to
+    parsing the HTML it makes), and the skeleton is kept only when filling in the
+    values gives back the rendering itself: not when a value is markup (`|safe`, a
+    macro's output) or a block filter changed what its values wrote.
+    """
+    html = render(template, contact, html=True, record=record)
+    values: list[Any] = []
+    token = _probe_values.set(values)
+    try:
+        skeleton = _compiled_probe(template).render(
+            contact=dict(contact), record=record_variables(record)
+        )
+    except Exception:  # the real rendering succeeded; a skeleton is only a shortcut
+        return html, None
+    finally:
+        _probe_values.reset(token)
+    if len(values) > MAX_VALUES or any(hasattr(v, "__html__") for v in values):
+        return html, None
+    pieces = _MARKS.split(skeleton)
+    if pieces[1::2] != [chr(VALUE_MARK + i) for i in range(len(values))]:
+        return html, None  # the template writes private-use characters of its own
+    shown = tuple(str(v) for v in values)
+    escaped = tuple(str(escape(v)) for v in shown)
+    filled = pieces[:]
+    filled[1::2] = escaped
+    if "".join(filled) != html:
+        return html, None
+    return html, Skeleton(skeleton, shown, escaped)
 
 
 def record_variables(record: Mapping[str, Any] | None) -> dict[str, Any]:
