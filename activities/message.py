@@ -5,7 +5,7 @@ Written out directly rather than through the `email` package: building an
 was most of the CPU of the whole send path (profiled: about 60%; the compat32
 classes still spent 1.5 ms a message in header folding). A journey mail has
 one fixed shape (multipart/alternative, a text and an HTML part), so its
-writer is short: headers, then two base64 parts.
+writer is short: headers, then two quoted-printable parts.
 
 Header values come partly from contact data, so line breaks in them are
 replaced: a name with a CR LF in it must not add headers of its own.
@@ -14,6 +14,7 @@ replaced: a name with a CR LF in it must not add headers of its own.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import re
 import uuid
@@ -58,9 +59,14 @@ def _address(value: str) -> tuple[str, str]:
 
 
 def _part(subtype: str, content: str) -> bytes:
-    body = base64.encodebytes(content.encode()).replace(b"\n", b"\r\n")
+    # Quoted-printable, not base64: spam filters score text parts hidden in base64, a
+    # reader of the raw mail can read it, and it is a quarter smaller. Line breaks go
+    # out as CR LF, the canonical form of text (a lone CR is a line break as well).
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").encode()
+    body = binascii.b2a_qp(lines, istext=True).replace(b"\n", b"\r\n")
     return (
-        f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        f"Content-Type: text/{subtype}; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
     ).encode() + body
 
 

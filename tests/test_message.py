@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
@@ -67,3 +68,29 @@ def test_line_breaks_in_contact_data_cannot_add_headers() -> None:
     assert msg["Subject"] == "Hi Ann Bcc: victim@example.com X-Evil: 1"
     with pytest.raises(ValueError, match="one plain address"):
         wire("Hi", to="ann@example.com\r\nBcc: victim@example.com")
+
+
+def test_text_parts_are_quoted_printable_and_read_back_as_written() -> None:
+    """Readable in the raw mail, lines of at most 76 characters, and decoded to the text
+    that was written (with CR LF line breaks, the canonical form of text)."""
+    text = "Dear Zoë, \nsee https://x.example/" + "a" * 150 + "\n.a dot line\r\nend = 1\rlast"
+    html = "<p>" + "é" * 100 + '</p>\n<a href="https://x.example/?a=1&amp;b=2">x</a>'
+    mail = compose(
+        sender="j@example.com", to="ann@example.com", subject="Hi", text=text, html=html, headers={}
+    )
+    msg = parse(mail.data)
+    plain, rich = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert plain is not None and rich is not None
+    assert (
+        plain["Content-Transfer-Encoding"]
+        == rich["Content-Transfer-Encoding"]
+        == ("quoted-printable")
+    )
+    assert plain.get_content() == "Dear Zoë, \r\nsee https://x.example/" + "a" * 150 + (
+        "\r\n.a dot line\r\nend = 1\r\nlast"
+    )
+    assert rich.get_content() == html.replace("\n", "\r\n")
+    assert b"Dear Zo=C3=AB,=20\r\n" in mail.data  # the space before the break is kept
+    bodies = re.findall(rb"quoted-printable\r\n\r\n(.*?)\r\n--", mail.data, re.DOTALL)
+    assert len(bodies) == 2
+    assert max(len(line) for body in bodies for line in body.split(b"\r\n")) == 76
