@@ -81,6 +81,18 @@ def start_tag_attributes(start_tag: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def quoted_value_spans(start_tag: str) -> list[tuple[int, int]]:
+    """Where the quoted attribute values of a start tag's source are, quotes excluded."""
+    name = _TAG_NAME.match(start_tag)
+    if name is None:
+        return []
+    return [
+        (m.start(2) + 1, m.end(2) - 1)
+        for m in _ATTRIBUTE.finditer(start_tag, name.end(), len(start_tag) - 1)
+        if m.group(2) and m.group(2)[0] in "'\""
+    ]
+
+
 class TolerantHTMLParser(HTMLParser):
     """The stdlib tokenizer, with text references decoded, that never raises on bad markup."""
 

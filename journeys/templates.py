@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Template, TemplateError, Undefined, pass_context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from markupsafe import escape
 
 from journeys.definition import JourneyDefinition, Problem
@@ -46,7 +46,9 @@ def _mark(context: Any, value: Any) -> str:
     return chr(VALUE_MARK + len(values) - 1) if len(values) <= MAX_VALUES else ""
 
 
-_HTML_PROBE = SandboxedEnvironment(autoescape=True, undefined=Undefined, finalize=_mark)
+# Immutable: a template that changes a list or dict of its variables (`append`) does so in
+# the real rendering only, not a second time here (the probe then fails: no skeleton).
+_HTML_PROBE = ImmutableSandboxedEnvironment(autoescape=True, undefined=Undefined, finalize=_mark)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,13 @@ import re
 from collections.abc import Callable
 from html.parser import HTMLParser
 
-from journeys.htmltext import HTML_SPACE, TextParser, TolerantHTMLParser, start_tag_attributes
+from journeys.htmltext import (
+    HTML_SPACE,
+    TextParser,
+    TolerantHTMLParser,
+    quoted_value_spans,
+    start_tag_attributes,
+)
 from journeys.templates import VALUE_MARK, Skeleton
 from journeys.tokens import sign
 
@@ -266,21 +272,28 @@ def tracked_parts(
 #
 # A skeleton is the rendering with each value replaced by a marker (U+E000 + i), and the
 # rendering is the skeleton with each marker replaced by its value, HTML-escaped. An
-# escaped value has no `<`, `>` or quotes, and its `&` start complete references: it
-# cannot start or end a tag, a comment or an attribute. So the rendering has the
-# skeleton's markup, and tracking the skeleton, with markers for the click URLs and the
-# pixel, gives every mail's parts once the markers are filled in. Except where a value
-# could still change what the markup means; then the plan is refused and each mail is
-# parsed (`_PlanChecks`):
-# - in an `<a>` start tag (the link's address), a tag name or a comment;
-# - right after `<`, `</`, `<!-` or an unfinished `&name` (`<` + `b>` is a tag, `&l` +
-#   `t;` a reference);
+# escaped value has no `<`, `>` or quotes, and its `&` start complete references. Where
+# a value sits in text, or inside a quoted attribute value, it cannot start or end a
+# tag, a comment or an attribute: the rendering has the skeleton's markup, and tracking
+# the skeleton, with markers for the click URLs and the pixel, gives every mail's parts
+# once the markers are filled in. A value anywhere else could change what the markup
+# means, so the plan is refused and each mail is parsed (`_refused_before`,
+# `_PlanChecks`):
+# - in a start tag outside a quoted attribute value (`<script {{ v }}>` with `/` is a
+#   tag that ends itself, `title={{ v }}"…` with a space opens a quoted value), in an
+#   `<a>` start tag at all (the link's address), in a tag name, an end tag, a comment,
+#   a declaration, a marked section or a processing instruction;
+# - in the content of `<script>` or `<style>` (`</style` + `>` ends it);
+# - right after `<`, `</`, `<!-` or `<?`, or an unfinished reference (`&l` + `t;`,
+#   `&#` and any digits);
+# - in markup left unfinished at the end (an open comment that a value would close);
 # - in a link's text, when the text part is derived: a link whose text is its address
 #   is shown once;
 # - in an image's attributes inside such a link (its alt text is the link's text).
 # And a value that reaches the text part must look the same there as its marker to the
 # text's whitespace rules: not empty, no white space at its ends, no line breaks, tabs
-# or double spaces (`_Plan.fits`, per mail).
+# or double spaces (`_Plan.fits`, per mail). The probe rendering runs in an immutable
+# sandbox, so that a template that changes its variables does so once.
 
 LINK_MARK = 0xF000  # the k-th tracked link's click URL
 MAX_LINKS = 0x800
@@ -288,7 +301,22 @@ PIXEL_MARK = "\uf8ff"
 _SLOTS = re.compile("([\ue000-\uf7ff\uf8ff])")
 _VALUE = re.compile("[\ue000-\uefff]")
 _OPEN_BEFORE = re.compile(r"(?:<[!/?]?-?|&[^\t\n\f <&;]{0,32})$")
+_HEX = frozenset("0123456789abcdefABCDEF")
 _TEXT_BREAKERS = re.compile("[\t\n\r\f]|  ")
+
+
+def _refused_before(skeleton: str, at: int) -> bool:
+    """Whether what comes before the marker at `at` lets a value change the markup."""
+    if _OPEN_BEFORE.search(skeleton, max(0, at - 34), at):
+        return True
+    start = at  # a numeric reference has any number of digits
+    while start > 0 and skeleton[start - 1] in _HEX:
+        start -= 1
+    if skeleton.endswith("&#", 0, start) or skeleton[max(0, start - 3) : start] in ("&#x", "&#X"):
+        return True
+    # Inside an end tag, a comment, a declaration or a processing instruction.
+    opened = skeleton.rfind("<", 0, at)
+    return opened > skeleton.rfind(">", 0, at) and skeleton[opened + 1 : opened + 2] in "/!?"
 
 
 class _PlanChecks(HTMLParser):
@@ -303,6 +331,7 @@ class _PlanChecks(HTMLParser):
             tag == "a"
             or _VALUE.search(tag)
             or (tag == "img" and self.derive_text and getattr(self, "_link", None))
+            or not _only_in(source, quoted_value_spans(source))
         ):
             self.unusable = True
         super().handle_starttag(tag, attrs)
@@ -313,14 +342,39 @@ class _PlanChecks(HTMLParser):
         super().handle_endtag(tag)
 
     def handle_data(self, data: str) -> None:
-        if self.derive_text and getattr(self, "_link", None) and _VALUE.search(data):
+        if _VALUE.search(data) and (
+            self.cdata_elem is not None  # in <script> or <style>
+            or (self.derive_text and getattr(self, "_link", None))
+        ):
             self.unusable = True
         super().handle_data(data)
 
     def handle_comment(self, data: str) -> None:
+        self._refuse_in(data)
+        super().handle_comment(data)
+
+    def handle_decl(self, decl: str) -> None:
+        self._refuse_in(decl)
+        super().handle_decl(decl)
+
+    def unknown_decl(self, data: str) -> None:
+        self._refuse_in(data)
+        super().unknown_decl(data)
+
+    def handle_pi(self, data: str) -> None:
+        self._refuse_in(data)
+        super().handle_pi(data)
+
+    def _refuse_in(self, data: str) -> None:
         if _VALUE.search(data):
             self.unusable = True
-        super().handle_comment(data)
+
+
+def _only_in(source: str, spans: list[tuple[int, int]]) -> bool:
+    """Whether every marker of `source` lies within one of `spans`."""
+    return all(
+        any(start <= m.start() < end for start, end in spans) for m in _VALUE.finditer(source)
+    )
 
 
 class _PlanTextParser(_PlanChecks, _TextLinkParser):
@@ -374,7 +428,7 @@ def _fill(pieces: list[str], values: tuple[str, ...], urls: list[str], pixel: st
 def _plan(skeleton: str, derive_text: bool) -> _Plan | None:
     """The skeleton tracked with markers, or None when its mails must each be parsed."""
     for m in _VALUE.finditer(skeleton):
-        if _OPEN_BEFORE.search(skeleton, max(0, m.start() - 34), m.start()):
+        if _refused_before(skeleton, m.start()):
             return None
     if re.search("[\uf000-\uf8ff]", skeleton):
         return None  # private-use characters of the template's own
@@ -389,6 +443,8 @@ def _plan(skeleton: str, derive_text: bool) -> _Plan | None:
     splicer = _Splicer(skeleton, marker)
     parser: _PlanChecks = _PlanTextParser(splicer) if derive_text else _PlanLinkParser(splicer)
     parser.feed(skeleton)
+    if _VALUE.search(parser.rawdata):
+        return None  # markup left unfinished at the end holds a value
     parser.close()
     if parser.unusable or len(links) >= MAX_LINKS:
         return None

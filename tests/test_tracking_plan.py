@@ -75,6 +75,18 @@ FRAGMENTS = [
     "<p class={{ contact.b }}>",
     "{% filter upper %}{{ contact.a }}{% endfilter %}",
     "{% set s %}{{ contact.a }}{% endset %}{{ s }}",
+    '<p title="{{ contact.b }}" class=x>',
+    "<p title={{ contact.a }}",
+    '"',
+    "<script {{ contact.a }}>",
+    "</script>",
+    "</style",
+    "<![if !mso]",
+    "<![CDATA[",
+    "]>",
+    "<!-- note --",
+    "&#000",
+    "{% set _ = contact.list.append(1) %}",
     "\ue000",
 ]
 
@@ -86,7 +98,7 @@ VALUES = st.one_of(
     st.sampled_from(
         [
             *("Ann", "Bob Lee", "O'Neil", "A&B", "<b>", "lt;", "b>", "-->", "é"),
-            *("https://x.example/a", "a@example.com", "[if mso]"),
+            *("https://x.example/a", "a@example.com", "[if mso]", "/", "=", " ", "re", "65"),
         ]
     ),
     st.text(alphabet=list("ab <>&\"'\t\n\xa0é;#ltp/-!"), max_size=8),
@@ -101,7 +113,7 @@ def both_ways(template: str, contact: dict[str, Any], text: str | None) -> None:
     assert tracking.tracked_parts(html, text, BASE, SECRET, MID, skeleton=skeleton) == expected
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=3000, deadline=None)
 @given(
     fragments=st.lists(st.sampled_from(FRAGMENTS), max_size=30),
     a=VALUES,
@@ -114,32 +126,56 @@ def both_ways(template: str, contact: dict[str, Any], text: str | None) -> None:
 def test_the_plan_gives_what_a_full_parse_gives(
     fragments: list[str], a: Any, b: Any, c: Any, n: Any, flag: bool, authored: bool
 ) -> None:
-    contact = {"a": a, "b": b, "c": c, "n": n, "flag": flag}
+    contact = {"a": a, "b": b, "c": c, "n": n, "flag": flag, "list": []}
     both_ways("".join(fragments), contact, AUTHORED_TEXT if authored else None)
 
 
 @pytest.mark.parametrize(
-    ("template", "value"),
+    ("template", "value", "authored"),
     [
         # a link whose text is its own address shows the address once
-        ('<a href="https://x.example/a">{{ contact.a }}</a>', "https://x.example/a"),
-        ('<a href="mailto:a@example.com">{{ contact.a }}</a>', "a@example.com"),
+        ('<a href="https://x.example/a">{{ contact.a }}</a>', "https://x.example/a", False),
+        ('<a href="mailto:a@example.com">{{ contact.a }}</a>', "a@example.com", False),
         # a value makes a comment an Outlook conditional one, whose links are tracked
-        ('<!--{{ contact.a }}<a href="https://x.example/m">m</a><![endif]-->', "[if mso]"),
+        ('<!--{{ contact.a }}<a href="https://x.example/m">m</a><![endif]-->', "[if mso]", False),
         # a value makes an image a tracking pixel, which is no link text
-        ('<a href="https://x.example/a"><img alt="Logo" width="{{ contact.a }}"></a>', "1"),
+        ('<a href="https://x.example/a"><img alt="Logo" width="{{ contact.a }}"></a>', "1", False),
         # a value completes a tag name: <pre> keeps white space
-        ("<p{{ contact.a }}>x  y", "re"),
-        ("<pre>x</pre{{ contact.a }}>  y  z", ""),
-        # ... a tag, a reference
-        ("<p><{{ contact.a }}</p>", "b>"),
-        ("<p>&{{ contact.a }}</p>", "lt;"),
-        ("<p><!-{{ contact.a }}</p>", "-x-->"),
+        ("<p{{ contact.a }}>x  y", "re", False),
+        ("<pre>x</pre{{ contact.a }}>  y  z", "", False),
+        # ... a tag, a reference (of any length when numeric)
+        ("<p><{{ contact.a }}</p>", "b>", False),
+        ("<p>&{{ contact.a }}</p>", "lt;", False),
+        ("<p><!-{{ contact.a }}</p>", "-x-->", False),
+        ("<p>&#" + "0" * 33 + "{{ contact.a }}</p>", "65", False),
+        ("<p>&#x" + "0" * 33 + "{{ contact.a }}</p>", "3c;", False),
+        # ... the end of a style element, so that its link is a link
+        ('<style></style{{ contact.a }}><a href="https://x.example/">go</a></style>', "", True),
+        # ... a start tag that ends itself (no script content, no <body>)
+        ('<script {{ contact.a }}><a href="https://x.example/">go</a></script>', "/", True),
+        ("<body class={{ contact.a }}><p>x</p></body>", "x /", True),
+        # ... a quoted attribute value that hides a link
+        ('<p title={{ contact.a }}"y><a href="https://x.example/">go</a>">', " ", True),
+        # ... the end of a marked section, or its name
+        ('<![if !mso]{{ contact.a }}><a href="https://x.example/">go</a><![endif]>', "", True),
+        ('<![CDATA{{ contact.a }}<a href="https://x.example/">go</a>', "re", False),
+        # ... the end of a comment left open in the skeleton
+        ("<p>Hi</p><!-- note --{{ contact.a }}>", "-", False),
     ],
 )
-def test_each_rule_of_the_plan_is_needed(template: str, value: str) -> None:
+def test_each_rule_of_the_plan_is_needed(template: str, value: str, authored: bool) -> None:
     """Each case gives other parts when its rule (`journeys.tracking`) is left out."""
-    both_ways(template, {"a": value}, None)
+    both_ways(template, {"a": value}, AUTHORED_TEXT if authored else None)
+
+
+def test_a_template_that_changes_its_variables_does_so_once() -> None:
+    """The second rendering, for the skeleton, must not append again."""
+    contact = {"tags": ["a"]}
+    html, skeleton = render_html(
+        '{% set _ = contact.tags.append("vip") %}<p>{{ contact.tags|join(",") }}</p>', contact
+    )
+    assert html == "<p>a,vip</p>" and contact["tags"] == ["a", "vip"]
+    assert skeleton is None
 
 
 def test_a_newsletter_is_parsed_once_for_all_its_mails() -> None:
