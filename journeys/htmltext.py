@@ -81,16 +81,25 @@ def start_tag_attributes(start_tag: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def quoted_value_spans(start_tag: str) -> list[tuple[int, int]]:
-    """Where the quoted attribute values of a start tag's source are, quotes excluded."""
-    name = _TAG_NAME.match(start_tag)
-    if name is None:
-        return []
-    return [
-        (m.start(2) + 1, m.end(2) - 1)
-        for m in _ATTRIBUTE.finditer(start_tag, name.end(), len(start_tag) - 1)
-        if m.group(2) and m.group(2)[0] in "'\""
-    ]
+# A start tag in its plainest form: a name, then attributes separated by white space,
+# each with a quoted value or none. Every HTML tokenizer reads such a tag the same way;
+# `html.parser` tolerates much more (`a==`, names running into quotes), and there two
+# readings can pair the quotes differently.
+_PLAIN_START_TAG = re.compile(
+    r"""<[A-Za-z][A-Za-z0-9-]*"""
+    r"""(?:[ \t\n\r\f]+[A-Za-z_:][-A-Za-z0-9_:.]*"""
+    r"""(?:[ \t\n\r\f]*=[ \t\n\r\f]*(?:"[^"]*"|'[^']*'))?)*"""
+    r"""[ \t\n\r\f]*/?>"""
+)
+_PLAIN_VALUE = re.compile(r"""=[ \t\n\r\f]*("[^"]*"|'[^']*')""")
+
+
+def quoted_value_spans(start_tag: str) -> list[tuple[int, int]] | None:
+    """Where the quoted attribute values of a start tag's source are, quotes excluded;
+    None when the tag is not in its plainest form (see `_PLAIN_START_TAG`)."""
+    if not _PLAIN_START_TAG.fullmatch(start_tag):
+        return None
+    return [(m.start(1) + 1, m.end(1) - 1) for m in _PLAIN_VALUE.finditer(start_tag)]
 
 
 class TolerantHTMLParser(HTMLParser):

@@ -279,9 +279,11 @@ def tracked_parts(
 # once the markers are filled in. A value anywhere else could change what the markup
 # means, so the plan is refused and each mail is parsed (`_refused_before`,
 # `_PlanChecks`):
-# - in a start tag outside a quoted attribute value (`<script {{ v }}>` with `/` is a
-#   tag that ends itself, `title={{ v }}"…` with a space opens a quoted value), in an
-#   `<a>` start tag at all (the link's address), in a tag name, an end tag, a comment,
+# - in a start tag outside a quoted attribute value, or in a start tag not in its
+#   plainest form (`<script {{ v }}>` with `/` is a tag that ends itself,
+#   `title={{ v }}"…` with a space opens a quoted value, `a==" b="{{ v }}"` pairs its
+#   quotes otherwise with `x=`), in an `<a>` start tag at all (the link's address), in
+#   a tag name, an end tag, a comment,
 #   a declaration, a marked section or a processing instruction;
 # - in the content of `<script>` or `<style>` (`</style` + `>` ends it);
 # - right after `<`, `</`, `<!-` or `<?`, or an unfinished reference (`&l` + `t;`,
@@ -300,6 +302,7 @@ MAX_LINKS = 0x800
 PIXEL_MARK = "\uf8ff"
 _SLOTS = re.compile("([\ue000-\uf7ff\uf8ff])")
 _VALUE = re.compile("[\ue000-\uefff]")
+_ANY_SLOT = re.compile("[\ue000-\uf8ff]")
 _OPEN_BEFORE = re.compile(r"(?:<[!/?]?-?|&[^\t\n\f <&;]{0,32})$")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _TEXT_BREAKERS = re.compile("[\t\n\r\f]|  ")
@@ -331,7 +334,7 @@ class _PlanChecks(HTMLParser):
             tag == "a"
             or _VALUE.search(tag)
             or (tag == "img" and self.derive_text and getattr(self, "_link", None))
-            or not _only_in(source, quoted_value_spans(source))
+            or not _only_in(source, quoted_value_spans(source) or [])
         ):
             self.unusable = True
         super().handle_starttag(tag, attrs)
@@ -430,8 +433,8 @@ def _plan(skeleton: str, derive_text: bool) -> _Plan | None:
     for m in _VALUE.finditer(skeleton):
         if _refused_before(skeleton, m.start()):
             return None
-    if re.search("[\uf000-\uf8ff]", skeleton):
-        return None  # private-use characters of the template's own
+    if len(_ANY_SLOT.findall(html_lib.unescape(skeleton))) != len(_VALUE.findall(skeleton)):
+        return None  # private-use characters of the template's own (`&#xf09a;`, an icon)
     links: dict[str, str] = {}
 
     def marker(url: str) -> str:

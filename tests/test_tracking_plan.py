@@ -86,6 +86,10 @@ FRAGMENTS = [
     "]>",
     "<!-- note --",
     "&#000",
+    "&#xE000;",
+    "&#xf09a;",
+    '<p a==" b="{{ contact.a }}">',
+    '<p\xa0a="',
     "{% set _ = contact.list.append(1) %}",
     "\ue000",
 ]
@@ -161,6 +165,20 @@ def test_the_plan_gives_what_a_full_parse_gives(
         ('<![CDATA{{ contact.a }}<a href="https://x.example/">go</a>', "re", False),
         # ... the end of a comment left open in the skeleton
         ("<p>Hi</p><!-- note --{{ contact.a }}>", "-", False),
+        # ... which quotes pair up in a start tag html.parser reads its tolerant way
+        ('<p a==" b="{{ contact.a }}">Hi <a href="https://x.example/">go</a> "', "x=", False),
+        ('<p a==" b="{{ contact.a }}">Hi <a href="https://x.example/">go</a> "', "x=", True),
+        ('<p\xa0a="b c=" d="{{ contact.a }}">Hi <a href="https://x.example/">go</a> "', "x=", True),
+        ('<p a==" b="{{ contact.a }}">Hi', "x=", False),
+        # references to private-use characters (icon fonts) are no markers
+        ("<p>Hi {{ contact.a }} &#xE000;</p>", "Ann", False),
+        ("<p>Hi {{ contact.a }}</p><p>Follow us &#xf09a;</p>", "Ann", False),
+        ("<p>Hi {{ contact.a }} &#63743;</p>", "Ann", False),
+        (
+            '<p>Hi {{ contact.a }}</p><a href="https://x.example/" title="&#xF8FF; Go">go</a>',
+            "Ann",
+            True,
+        ),
     ],
 )
 def test_each_rule_of_the_plan_is_needed(template: str, value: str, authored: bool) -> None:
