@@ -286,8 +286,8 @@ def tracked_parts(
 #   a tag name, an end tag, a comment,
 #   a declaration, a marked section or a processing instruction;
 # - in the content of `<script>` or `<style>` (`</style` + `>` ends it);
-# - right after `<`, `</`, `<!-` or `<?`, or an unfinished reference (`&l` + `t;`,
-#   `&#` and any digits);
+# - right after `<`, `</`, `<!-`, `<?` or the start of a tag name, or an unfinished
+#   reference (`&l` + `t;`, `&#` and any digits);
 # - in markup left unfinished at the end (an open comment that a value would close);
 # - in a link's text, when the text part is derived: a link whose text is its address
 #   is shown once;
@@ -303,7 +303,8 @@ PIXEL_MARK = "\uf8ff"
 _SLOTS = re.compile("([\ue000-\uf7ff\uf8ff])")
 _VALUE = re.compile("[\ue000-\uefff]")
 _ANY_SLOT = re.compile("[\ue000-\uf8ff]")
-_OPEN_BEFORE = re.compile(r"(?:<[!/?]?-?|&[^\t\n\f <&;]{0,32})$")
+# Right before a value: `<`, `</`, `<!-`, `<?`, a tag name begun, or a named reference.
+_OPEN_BEFORE = re.compile(r"(?:<[!/?]?(?:[A-Za-z][^\t\n\r\f />\x00<>]*|-)?|&[^\t\n\f <&;]{0,32})$")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _TEXT_BREAKERS = re.compile("[\t\n\r\f]|  ")
 
@@ -430,6 +431,8 @@ def _fill(pieces: list[str], values: tuple[str, ...], urls: list[str], pixel: st
 @functools.lru_cache(maxsize=256)
 def _plan(skeleton: str, derive_text: bool) -> _Plan | None:
     """The skeleton tracked with markers, or None when its mails must each be parsed."""
+    if "\x00" in skeleton:
+        return None  # html.parser reads a tag name ending in NUL as text (never sent)
     for m in _VALUE.finditer(skeleton):
         if _refused_before(skeleton, m.start()):
             return None

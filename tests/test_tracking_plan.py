@@ -170,6 +170,13 @@ def test_the_plan_gives_what_a_full_parse_gives(
         ('<p a==" b="{{ contact.a }}">Hi <a href="https://x.example/">go</a> "', "x=", True),
         ('<p\xa0a="b c=" d="{{ contact.a }}">Hi <a href="https://x.example/">go</a> "', "x=", True),
         ('<p a==" b="{{ contact.a }}">Hi', "x=", False),
+        # a tag name a value finishes, where a NUL makes html.parser read the tag as text
+        (
+            '<s{{ contact.a }}\x00><a href="https://x.example/">go</a></script><p>x</p>',
+            "cript x",
+            False,
+        ),
+        ("<p>Hi</p><b{{ contact.a }}\x00><p>Bye</p>", "ody x", False),
         # references to private-use characters (icon fonts) are no markers
         ("<p>Hi {{ contact.a }} &#xE000;</p>", "Ann", False),
         ("<p>Hi {{ contact.a }}</p><p>Follow us &#xf09a;</p>", "Ann", False),
