@@ -5,7 +5,8 @@
 -- Now the trigger fires per inserted row. PostgreSQL sends a transaction's identical
 -- notifications once, so a statement that stores many events still wakes the
 -- dispatchers once. (A statement trigger that asks its transition table whether rows
--- came costs a plan per statement: 0.8 ms, measured, on every mark-sent.)
+-- came runs a query per statement: 0.76 ms of trigger time in one EXPLAIN ANALYZE of a
+-- mark-sent, on a fresh connection.)
 DROP TRIGGER message_events_notify ON message_events;
 DROP TRIGGER contact_events_notify ON contact_events;
 CREATE TRIGGER message_events_notify AFTER INSERT ON message_events
