@@ -112,6 +112,11 @@ class _Splicer:
         if tag == "body" and self.body_end < 0:
             self.body_end = self.offset(parser)
 
+    def spliced(self, pixel: str) -> str:
+        """The document with its links tracked and `pixel` before `</body>` (or at the end)."""
+        at = self.body_end if self.body_end >= 0 else len(self.html)
+        return _splice(self.html, [*self.edits, (at, at, pixel)])
+
     def comment(self, parser: HTMLParser, data: str) -> None:
         # Outlook's `<!--[if mso]>…<![endif]-->` hides markup from other clients, but
         # Outlook shows it: its links are links.
@@ -264,8 +269,7 @@ def tracked_parts(
     else:
         splicer = _track_links(html, tracked)
         text = rewrite_text_links(text, tracked)
-    at = splicer.body_end if splicer.body_end >= 0 else len(html)
-    return _splice(html, [*splicer.edits, (at, at, _pixel(base, secret, message_id))]), text
+    return splicer.spliced(_pixel(base, secret, message_id)), text
 
 
 # --- parsing once per skeleton --------------------------------------------------------------
@@ -438,15 +442,10 @@ def _plan(skeleton: str, derive_text: bool) -> _Plan | None:
             return None
     if len(_ANY_SLOT.findall(html_lib.unescape(skeleton))) != len(_VALUE.findall(skeleton)):
         return None  # private-use characters of the template's own (`&#xf09a;`, an icon)
-    links: dict[str, str] = {}
-
-    def marker(url: str) -> str:
-        found = links.get(url)
-        if found is None:
-            found = links[url] = chr(LINK_MARK + min(len(links), MAX_LINKS))
-        return found
-
-    splicer = _Splicer(skeleton, marker)
+    links: dict[str, str] = {}  # each target's marker, in the order first linked
+    splicer = _Splicer(
+        skeleton, lambda url: links.setdefault(url, chr(LINK_MARK + min(len(links), MAX_LINKS)))
+    )
     parser: _PlanChecks = _PlanTextParser(splicer) if derive_text else _PlanLinkParser(splicer)
     parser.feed(skeleton)
     if _VALUE.search(parser.rawdata):
@@ -454,10 +453,8 @@ def _plan(skeleton: str, derive_text: bool) -> _Plan | None:
     parser.close()
     if parser.unusable or len(links) >= MAX_LINKS:
         return None
-    at = splicer.body_end if splicer.body_end >= 0 else len(skeleton)
-    html = _splice(skeleton, [*splicer.edits, (at, at, PIXEL_MARK)])
     text = _SLOTS.split(parser.text()) if isinstance(parser, _PlanTextParser) else None
-    return _Plan(_SLOTS.split(html), text, list(links))
+    return _Plan(_SLOTS.split(splicer.spliced(PIXEL_MARK)), text, list(links))
 
 
 def add_tracking(html: str, base: str, secret: str, message_id: str) -> str:
