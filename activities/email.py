@@ -182,7 +182,7 @@ class EmailActivities:
         # Links in both parts are tracked; without an author's text part it is derived
         # from the HTML in the same parse.
         html, text = tracked_parts(
-            html, text, base, secret.get_secret_value(), str(message_id), skeleton=skeleton
+            html, text, base, secret.get_secret_value(), message_id, skeleton=skeleton
         )
         attachments = await self._attachments(input.attachments)
         mail = compose(
@@ -194,7 +194,7 @@ class EmailActivities:
             headers={
                 "Message-ID": message_id_header,
                 "List-Unsubscribe": (
-                    f"<{unsubscribe_url(base, secret.get_secret_value(), str(message_id))}>"
+                    f"<{unsubscribe_url(base, secret.get_secret_value(), message_id)}>"
                 ),
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },

@@ -1,16 +1,37 @@
 """HMAC-signed tokens for tracking links: what a recipient can see but not forge.
 
-A token is `base64url(json payload) "." base64url(HMAC-SHA256(secret, payload))`.
-Payloads hold the message id and, for clicks, the target URL; never an address.
+A token says what kind of link it is (`o` open pixel, `c` click, `u` unsubscribe),
+which message it belongs to and, for a click, the target URL; never an address.
+It is base64url (no padding) of
+
+    0x02 | kind (one ASCII byte) | message id (16 bytes) | URL (UTF-8, clicks only)
+         | the first 16 bytes of HMAC-SHA256(secret, everything before)
+
+A 128-bit tag is the truncation RFC 4868 uses for HMAC-SHA-256. The first format,
+`base64url(JSON payload) "." base64url(full HMAC)`, made a click link about 170
+characters long, twice this one: a link in every part of every mail, and SMS
+segments. Tokens of that format are still in mails sent before, so they still verify
+(`verify` tells the two apart by the dot, which base64url never contains).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
-from typing import Any
+import re
+import uuid
+from typing import Any, Literal
+
+Kind = Literal["o", "c", "u"]
+
+_VERSION = 2
+_TAG = 16
+_HEAD = 2 + 16  # version, kind, message id
+_KINDS = frozenset(b"ocu")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _b64(data: bytes) -> str:
@@ -18,31 +39,63 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Strict: a character outside the alphabet is an error, not skipped, so that one
+    # token has one spelling.
+    if not _BASE64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
-def _mac(secret: str, body: str) -> str:
-    return _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
+def _tag(secret: str, signed: bytes) -> bytes:
+    return hmac.digest(secret.encode(), signed, hashlib.sha256)[:_TAG]
 
 
-def sign(payload: dict[str, Any], secret: str) -> str:
+def link_token(kind: Kind, message_id: str | uuid.UUID, secret: str, url: str = "") -> str:
+    """The token of a tracking link; `url` only for a click."""
     if not secret:
         raise ValueError("JOURNEYS_SECRET is not set")
-    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-    return f"{body}.{_mac(secret, body)}"
+    mid = message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(message_id)
+    signed = bytes((_VERSION, ord(kind))) + mid.bytes + url.encode()
+    return _b64(signed + _tag(secret, signed))
 
 
 def verify(token: str, secret: str) -> dict[str, Any] | None:
-    """The payload of a genuine token, or None for a forged or altered one."""
+    """The payload of a genuine token (`k` kind, `m` message id, `u` a click's URL), or
+    None for a forged or altered one."""
     # A genuine token is ASCII; anything else (`a.%C3%A9` in a URL) is not one, and
     # compare_digest refuses non-ASCII str with a TypeError.
-    if not token.isascii():
+    if not secret or not token.isascii():
         return None
-    body, sep, mac = token.partition(".")
-    if not sep or not secret or not hmac.compare_digest(mac, _mac(secret, body)):
+    if "." in token:
+        return _verify_first_format(token, secret)
+    try:
+        raw = _unb64(token)
+    except (ValueError, binascii.Error):
+        return None
+    signed, tag = raw[:-_TAG], raw[-_TAG:]
+    if len(signed) < _HEAD or not hmac.compare_digest(tag, _tag(secret, signed)):
+        return None
+    if signed[0] != _VERSION or signed[1] not in _KINDS:
+        return None
+    payload: dict[str, Any] = {
+        "k": chr(signed[1]),
+        "m": str(uuid.UUID(bytes=signed[2:_HEAD])),
+    }
+    if len(signed) > _HEAD:
+        try:
+            payload["u"] = signed[_HEAD:].decode()
+        except UnicodeDecodeError:
+            return None
+    return payload
+
+
+def _verify_first_format(token: str, secret: str) -> dict[str, Any] | None:
+    body, _, mac = token.partition(".")
+    expected = _b64(hmac.digest(secret.encode(), body.encode(), hashlib.sha256))
+    if not hmac.compare_digest(mac, expected):
         return None
     try:
         payload = json.loads(_unb64(body))
-    except ValueError:
+    except (ValueError, binascii.Error):
         return None
     return payload if isinstance(payload, dict) else None

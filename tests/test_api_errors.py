@@ -7,7 +7,7 @@ import uuid
 import httpx
 
 from tests.conftest import Stack
-from tests.helpers import create_contact, enrol, publish, read_mail
+from tests.helpers import create_contact, enrol, first_format_token, publish, read_mail
 from tests.test_definition import valid_definition
 
 
@@ -118,31 +118,39 @@ async def test_contact_upsert_by_external_id(stack: Stack) -> None:
     assert updated.json()["email"] == "ann@example.com"
 
 
-async def test_forged_or_altered_tokens_record_nothing(stack: Stack) -> None:
-    from journeys.tokens import sign
-
-    email = f"tokens-{uuid.uuid4().hex[:6]}@example.com"
-    await publish(stack.http, valid_definition("api-tokens"))
+async def _one_mail_sent(stack: Stack, journey: str) -> str:
+    """The id of a mail the journey sent to a new contact, once it is in the sink."""
+    email = f"{journey}-{uuid.uuid4().hex[:6]}@example.com"
+    await publish(stack.http, valid_definition(journey))
     contact = await create_contact(stack.http, email=email)
-    await enrol(stack.http, "api-tokens", contact)
+    await enrol(stack.http, journey, contact)
     await read_mail(stack.http, email, "Hi Ann")
-    message_id = await stack.pool.fetchval(
-        "SELECT id::text FROM messages WHERE contact_id = $1", uuid.UUID(contact)
+    return str(
+        await stack.pool.fetchval(
+            "SELECT id::text FROM messages WHERE contact_id = $1", uuid.UUID(contact)
+        )
     )
+
+
+async def test_forged_or_altered_tokens_record_nothing(stack: Stack) -> None:
+    from journeys.tokens import link_token
+
+    message_id = await _one_mail_sent(stack, "api-tokens")
     before = await stack.pool.fetchval("SELECT count(*) FROM message_events")
-    genuine = sign(
-        {"m": message_id, "k": "c", "u": "https://example.com/"},
-        stack.settings.secret.get_secret_value(),
-    )
-    body, mac = genuine.split(".")
+    secret = stack.settings.secret.get_secret_value()
+    genuine = link_token("c", message_id, secret, "https://example.com/")
+    old = first_format_token({"m": message_id, "k": "c", "u": "https://example.com/"}, secret)
+    body, mac = old.split(".")
     forged = [
-        sign({"m": message_id, "k": "c", "u": "https://evil.example/"}, "another-secret"),
+        link_token("c", message_id, "another-secret", "https://evil.example/"),
+        genuine[:30] + ("A" if genuine[30] != "A" else "B") + genuine[31:],  # another URL
+        genuine[:-1] + ("A" if genuine[-1] != "A" else "B"),  # another tag
+        genuine + "A",
+        "garbage",
+        link_token("o", message_id, secret),  # an open token as a click
+        first_format_token({"m": message_id, "k": "c", "u": "https://evil.example/"}, "x"),
         body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac,
         body + "." + mac[:-1] + ("A" if mac[-1] != "A" else "B"),
-        "garbage",
-        sign(
-            {"m": message_id, "k": "o"}, stack.settings.secret.get_secret_value()
-        ),  # an open token as a click
     ]
     async with httpx.AsyncClient(base_url=stack.base_url) as browser:
         for token in forged:
@@ -150,3 +158,24 @@ async def test_forged_or_altered_tokens_record_nothing(stack: Stack) -> None:
         assert (await browser.get(f"/t/o/{forged[0]}")).status_code == 404
         assert (await browser.post(f"/t/u/{forged[0]}")).status_code == 404
     assert await stack.pool.fetchval("SELECT count(*) FROM message_events") == before
+
+
+async def test_links_in_mails_sent_before_the_shorter_tokens_still_work(stack: Stack) -> None:
+    from journeys.tokens import link_token
+
+    message_id = await _one_mail_sent(stack, "api-old-links")
+    secret = stack.settings.secret.get_secret_value()
+    old = first_format_token({"m": message_id, "k": "c", "u": "https://example.com/old"}, secret)
+    new = link_token("c", message_id, secret, "https://example.com/new")
+    assert len(new) < len(old) / 2 + 10
+    async with httpx.AsyncClient(base_url=stack.base_url) as browser:
+        for token, url in ((old, "https://example.com/old"), (new, "https://example.com/new")):
+            clicked = await browser.get(f"/t/c/{token}")
+            assert (clicked.status_code, clicked.headers["location"]) == (302, url)
+        unsubscribe = first_format_token({"m": message_id, "k": "u"}, secret)
+        assert (await browser.get(f"/t/u/{unsubscribe}")).status_code == 200
+    urls = await stack.pool.fetch(
+        "SELECT url FROM message_events WHERE message_id = $1::uuid AND kind = 'clicked'",
+        message_id,
+    )
+    assert sorted(r["url"] for r in urls) == ["https://example.com/new", "https://example.com/old"]

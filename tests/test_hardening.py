@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from journeys.settings import ApiSettings, Settings
-from journeys.tokens import sign
+from journeys.tokens import link_token
 from tests.conftest import Stack
 from tests.helpers import (
     api_on,
@@ -251,7 +251,7 @@ def _settings(stack: Stack, **overrides: Any) -> ApiSettings:
 async def _every_endpoint(
     http: httpx.AsyncClient, contact: str
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    token = sign({"m": str(uuid.uuid4()), "k": "u"}, "test-secret")
+    token = link_token("u", uuid.uuid4(), "test-secret")
     return [
         ("POST", "/contacts", {"json": {"external_id": "down-1", "email": "d@example.com"}}),
         ("GET", f"/contacts/{contact}", {}),

@@ -6,9 +6,11 @@ import pytest
 
 from journeys.htmltext import html_to_text
 from journeys.templates import RenderError, render
-from journeys.tokens import sign, verify
+from journeys.tokens import link_token, verify
 from journeys.tracking import add_tracking
+from tests.helpers import first_format_token
 
+MID = "6f1c3d52-8a4e-4b7f-9c2d-1e5a7b9c0d13"
 CONTACT = {"first_name": "Ann", "last_name": None, "plan": "pro", "email": "ann@example.com"}
 
 
@@ -77,23 +79,41 @@ def test_links_are_tracked_and_pixel_added() -> None:
         '<html><body><a href="https://x.example/a?b=1&amp;c=2">A</a>'
         '<a href="mailto:sales@example.com">mail</a><a href="#top">top</a></body></html>'
     )
-    out = add_tracking(html, "https://t.example", "s3cret", "m-1")
+    out = add_tracking(html, "https://t.example", "s3cret", MID)
     assert "https://x.example/a" not in out
     assert 'href="mailto:sales@example.com"' in out and 'href="#top"' in out
     token = out.split('href="https://t.example/t/c/')[1].split('"')[0]
-    assert verify(token, "s3cret") == {"m": "m-1", "k": "c", "u": "https://x.example/a?b=1&c=2"}
+    assert verify(token, "s3cret") == {"m": MID, "k": "c", "u": "https://x.example/a?b=1&c=2"}
     assert out.index('<img src="https://t.example/t/o/') < out.index("</body>")
 
 
 def test_tokens_cannot_be_forged_or_altered() -> None:
-    token = sign({"m": "m-1", "k": "o"}, "s3cret")
-    assert verify(token, "s3cret") == {"m": "m-1", "k": "o"}
-    body, mac = token.split(".")
+    token = link_token("c", MID, "s3cret", "https://x.example/é")
+    assert verify(token, "s3cret") == {"m": MID, "k": "c", "u": "https://x.example/é"}
+    assert verify(link_token("o", MID, "s3cret"), "s3cret") == {"m": MID, "k": "o"}
     assert verify(token, "other") is None
-    assert verify(sign({"m": "m-2", "k": "o"}, "other"), "s3cret") is None
-    assert verify(body[1:] + "." + mac, "s3cret") is None
-    assert verify(body + "." + mac[::-1], "s3cret") is None
-    assert verify(body, "s3cret") is None
+    assert verify(link_token("c", MID, "other", "https://x.example/é"), "s3cret") is None
+    for i in range(len(token)):  # any character changed
+        other = "B" if token[i] == "A" else "A"
+        assert verify(token[:i] + other + token[i + 1 :], "s3cret") is None, i
+    assert verify(token[:-1], "s3cret") is None
+    assert verify(token[1:], "s3cret") is None
+    assert verify(token + "AA", "s3cret") is None
+    assert verify(token[:20] + "=" + token[20:], "s3cret") is None  # one spelling only
     assert verify(token, "") is None
     with pytest.raises(ValueError, match="JOURNEYS_SECRET"):
-        sign({"m": "x"}, "")
+        link_token("o", MID, "")
+
+
+def test_tokens_are_short_and_the_first_format_still_verifies() -> None:
+    # A click link's token was about 145 characters; the same link is 79 now.
+    assert len(link_token("c", MID, "s3cret", "https://example.com/offer")) == 79
+    assert len(link_token("o", MID, "s3cret")) == 46
+    old = first_format_token({"m": MID, "k": "c", "u": "https://x.example/a"}, "s3cret")
+    assert len(old) > 140
+    assert verify(old, "s3cret") == {"m": MID, "k": "c", "u": "https://x.example/a"}
+    body, mac = old.split(".")
+    assert verify(old, "other") is None
+    assert verify(body[1:] + "." + mac, "s3cret") is None
+    assert verify(body + "." + mac[::-1], "s3cret") is None
+    assert verify(body + ".", "s3cret") is None

@@ -19,7 +19,7 @@ from bench.pairs import HTML
 from journeys import tracking
 from journeys.templates import render, render_html
 
-BASE, SECRET, MID = "https://t.example", "s3cret", "m-1"
+BASE, SECRET, MID = "https://t.example", "s3cret", "6f1c3d52-8a4e-4b7f-9c2d-1e5a7b9c0d13"
 AUTHORED_TEXT = "Read https://x.example/a or (https://y.example/z). Mail a@example.com."
 
 FRAGMENTS = [
