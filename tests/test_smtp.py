@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosmtplib
@@ -208,3 +209,73 @@ async def test_a_relay_that_stops_answering_times_the_transaction_out(
         assert handler.received == (["stuck@example.com"] if at == "DATA" else [])
     finally:
         server.close()
+
+
+class Keeping(PickyRelay):
+    """Keeps each message as it arrived; refuses the sender or the message when told."""
+
+    def __init__(self, refuse: str = "") -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.contents: list[bytes] = []
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.refuse == "MAIL":
+            return "550 5.7.1 sender refused"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refuse == "DATA":
+            return "554 5.7.1 message refused"
+        if self.refuse == "DATA-later":
+            return "451 4.3.0 try again later"
+        self.contents.append(envelope.original_content or b"")
+        return "250 queued"
+
+
+@asynccontextmanager
+async def keeping(refuse: str = "") -> AsyncIterator[tuple[Keeping, SmtpSender]]:
+    handler = Keeping(refuse)
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    sender = SmtpSender(f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        yield handler, sender
+    finally:
+        await sender.close()
+        server.close()
+
+
+async def test_the_relay_gets_the_message_as_composed() -> None:
+    """Lines that begin with a dot are doubled on the wire and undone by the relay
+    (a lone `.` line must not end the message early); line breaks arrive as CR LF."""
+    body = b"Subject: dots\r\n\r\n.\r\n..two\r\n.one\r\nbare\nlone\rend"
+    composed = message("x@example.com").data
+    async with keeping() as (handler, sender):
+        for data in (body, b"." + body, composed):
+            await sender.send(OutgoingMail("a@example.com", ["b@example.com"], data))
+    assert handler.contents == [
+        b"Subject: dots\r\n\r\n.\r\n..two\r\n.one\r\nbare\r\nlone\r\nend\r\n",
+        b".Subject: dots\r\n\r\n.\r\n..two\r\n.one\r\nbare\r\nlone\r\nend\r\n",
+        composed,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("refuse", "error"),
+    [
+        ("MAIL", SmtpRejected),
+        ("DATA", SmtpRejected),
+        ("DATA-later", aiosmtplib.SMTPDataError),  # 4xx: retried, not given up
+    ],
+)
+async def test_a_refusal_at_mail_or_after_data_is_reported_by_its_code(
+    refuse: str, error: type[Exception]
+) -> None:
+    async with keeping(refuse) as (handler, sender):
+        with pytest.raises(error) as raised:
+            await sender.send(message("someone@example.com"))
+        assert getattr(raised.value, "code", None) == {"MAIL": 550, "DATA": 554}.get(refuse, 451)
+        assert sender._idle == [] and handler.contents == []
