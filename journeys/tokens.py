@@ -9,8 +9,9 @@ It is base64url (no padding) of
 
 A 128-bit tag is the truncation RFC 4868 uses for HMAC-SHA-256. The first format,
 `base64url(JSON payload) "." base64url(full HMAC)`, made a click link about 170
-characters long, twice this one, in every part of every mail. Tokens of that format are still in mails sent before, so they still verify
-(`verify` tells the two apart by the dot, which base64url never contains).
+characters long, twice this one, in both parts of every mail. Tokens of that format
+are still in mails sent before, so they still verify (`verify` tells the two apart
+by the dot, which base64url never contains).
 """
 
 from __future__ import annotations
