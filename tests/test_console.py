@@ -153,10 +153,22 @@ async def test_signing_in_and_out(stack: Stack) -> None:
             assert f'href="/console/{section}"' in nav.group(0), section
             assert (await anonymous.get(f"/console/{section}")).status_code == 200, section
         # A forged cookie is no session.
-        anonymous.cookies.set("journeys_console", "x" + anonymous.cookies["journeys_console"])
+        genuine = anonymous.cookies["journeys_console"]
+        anonymous.cookies.set("journeys_console", "x" + genuine)
         assert (await anonymous.get("/console/journeys")).status_code == 303
-        out = await anonymous.post("/console/sign-out")
+        anonymous.cookies.set("journeys_console", genuine)
+        # Signing out takes the page's own form: another site cannot sign anyone out.
+        refused = await anonymous.post("/console/sign-out")
+        assert refused.status_code == 403 and "stale or from another site" in said(refused)
+        assert (await anonymous.get("/console/journeys")).status_code == 200
+        out = await anonymous.post("/console/sign-out", data={"csrf": csrf_of(home.text)})
         assert out.status_code == 303 and "journeys_console=" in out.headers["set-cookie"]
+        assert (await anonymous.get("/console/journeys")).status_code == 303
+    # The session ended on the server: a copy of its cookie signs nobody in.
+    async with httpx.AsyncClient(base_url=stack.base_url) as copied:
+        copied.cookies.set("journeys_console", genuine, path="/console")
+        again = await copied.get("/console/journeys", follow_redirects=True)
+        assert "this session was signed out" in said(again)
 
 
 async def test_scopes_csrf_and_revocation(stack: Stack, browser: httpx.AsyncClient) -> None:
@@ -441,3 +453,25 @@ async def test_a_page_does_not_wait_long_for_its_counts(
     again = await browser.get(f"/console/journeys/{key}")  # counted now: no "…"
     assert number(boxes(again.text)["welcome"], "data-here") == 0
     assert "data-pending" not in again.text and "http-equiv" not in again.text
+
+
+async def test_sessions_past_their_cookies_age_are_deleted(stack: Stack) -> None:
+    from datetime import timedelta
+
+    from journeys.store import console_sessions
+
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    await stack.pool.execute(
+        """INSERT INTO console_sessions (id, started_at)
+           VALUES ($1, now() - interval '13 hours'), ($2, now() - interval '11 hours')""",
+        old,
+        recent,
+    )
+    new = await console_sessions.start_session(stack.pool, timedelta(hours=12))
+    assert not await console_sessions.session_is_open(stack.pool, old)
+    assert await console_sessions.session_is_open(stack.pool, recent)
+    assert await console_sessions.session_is_open(stack.pool, new)
+    left = await stack.pool.fetchval(
+        "SELECT count(*) FROM console_sessions WHERE id = ANY($1::uuid[])", [old, recent, new]
+    )
+    assert left == 2

@@ -1,9 +1,11 @@
 """Console sign-in: an API key once, then a signed, HttpOnly session cookie.
 
 The cookie holds the key's SHA-256 digest (the same digest the `api_keys` table is
-searched by), signed and dated with itsdangerous; never the key itself. Each request
-looks the digest up again, so a revoked key ends its sessions at once, and a changed
-JOURNEYS_API_KEY ends the sessions signed in with the old one.
+searched by) and the id of the session's row, signed and dated with itsdangerous;
+never the key itself. Each request looks the digest up again, so a revoked key ends
+its sessions at once, and a changed JOURNEYS_API_KEY ends the sessions signed in with
+the old one; and it looks the session up, so signing out ends the session for every
+copy of the cookie, not only in the browser that signed out.
 
 Forms that act (publish, Live/Stop, link/unlink) carry a token derived from the
 cookie (double submit, signed): a page of another site cannot post them, on top of
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
+from datetime import timedelta
 from typing import Annotated
 
 import asyncpg
@@ -22,7 +26,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from api.deps import Caller, PoolDep, SettingsDep, stored_caller
 from journeys.settings import ApiSettings
-from journeys.store import api_keys
+from journeys.store import api_keys, console_sessions
 
 COOKIE = "journeys_console"
 # The sign-in form's own cookie: its token is tied to it (login CSRF).
@@ -65,12 +69,16 @@ async def sign_in(settings: ApiSettings, pool: asyncpg.Pool, key: str) -> tuple[
     not one (the same words as the API's)."""
     key = key.strip()
     if hmac.compare_digest(key.encode("utf-8", "surrogateescape"), _configured_key(settings)):
-        cookie = _serializer(settings).dumps([_BOOTSTRAP, _configured_stamp(settings)])
-        return Caller(None, api_keys.ALL_SCOPES), cookie
-    found = await api_keys.find_key(pool, key) if api_keys.could_be_key(key) else None
-    caller = stored_caller(found)
-    digest = api_keys.token_hash(key).hex()
-    return caller, _serializer(settings).dumps(["stored", digest])
+        caller, kind, digest = (
+            Caller(None, api_keys.ALL_SCOPES),
+            _BOOTSTRAP,
+            _configured_stamp(settings),
+        )
+    else:
+        found = await api_keys.find_key(pool, key) if api_keys.could_be_key(key) else None
+        caller, kind, digest = stored_caller(found), "stored", api_keys.token_hash(key).hex()
+    session = await console_sessions.start_session(pool, timedelta(seconds=MAX_AGE_SECONDS))
+    return caller, _serializer(settings).dumps([kind, digest, str(session)])
 
 
 def _configured_key(settings: ApiSettings) -> bytes:
@@ -83,9 +91,13 @@ async def session_caller(request: Request, settings: SettingsDep, pool: PoolDep)
     if not value:
         raise SignInNeeded()
     try:
-        kind, digest = _serializer(settings).loads(value, max_age=MAX_AGE_SECONDS)
-    except (BadSignature, ValueError, TypeError):
+        # (A cookie from before sessions had rows holds two items: sign in again.)
+        kind, digest, session = _serializer(settings).loads(value, max_age=MAX_AGE_SECONDS)
+        session_id = uuid.UUID(session)
+    except (BadSignature, ValueError, TypeError, AttributeError):
         raise SignInNeeded("your session has expired; sign in again") from None
+    if not await console_sessions.session_is_open(pool, session_id):
+        raise SignInNeeded("this session was signed out; sign in again")
     if kind == _BOOTSTRAP:
         # Signed before JOURNEYS_API_KEY changed: the key it was made with is gone.
         if not hmac.compare_digest(str(digest), _configured_stamp(settings)):
@@ -97,6 +109,17 @@ async def session_caller(request: Request, settings: SettingsDep, pool: PoolDep)
     except (ValueError, HTTPException) as exc:
         detail = exc.detail if isinstance(exc, HTTPException) else None
         raise SignInNeeded(str(detail) if detail else None) from None
+
+
+async def end_session(request: Request, settings: ApiSettings, pool: asyncpg.Pool) -> None:
+    """End the request's session, however old its cookie (a form from before it
+    expired); a cookie that is not ours ends nothing."""
+    try:
+        _, _, session = _serializer(settings).loads(request.cookies.get(COOKIE, ""))
+        session_id = uuid.UUID(session)
+    except (BadSignature, ValueError, TypeError, AttributeError):
+        return
+    await console_sessions.end_session(pool, session_id)
 
 
 def sign_in_token(settings: ApiSettings, nonce: str) -> str:
@@ -125,12 +148,17 @@ async def _writer(request: Request, caller: Annotated[Caller, Depends(session_ca
             status.HTTP_403_FORBIDDEN,
             f"API key '{caller.key_name}' lacks the 'write' scope, which this action needs",
         )
+    await check_form_token(request)
+    return caller
+
+
+async def check_form_token(request: Request) -> None:
+    """403 unless the posted form carries the session's token."""
     form = await request.form()
     if not hmac.compare_digest(str(form.get("csrf", "")), form_token(request)):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "the form is stale or from another site: reload the page"
         )
-    return caller
 
 
 Reader = Annotated[Caller, Depends(_reader)]

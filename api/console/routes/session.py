@@ -16,6 +16,8 @@ from api.console.session import (
     MAX_AGE_SECONDS,
     SIGN_IN_COOKIE,
     Reader,
+    check_form_token,
+    end_session,
     sign_in,
     sign_in_token,
 )
@@ -115,7 +117,11 @@ async def sign_in_with_key(
 
 
 @router.post("/sign-out")
-async def sign_out() -> Response:
+async def sign_out(request: Request, settings: SettingsDep, pool: PoolDep) -> Response:
+    # Only this console's own form (its token), so that another site cannot sign a
+    # browser out; the session then ends for every copy of its cookie.
+    await check_form_token(request)
+    await end_session(request, settings, pool)
     response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
