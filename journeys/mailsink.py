@@ -8,7 +8,8 @@ import logging
 import re
 import time
 import uuid
-from email import message_from_bytes, policy
+from email import policy
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -69,22 +70,47 @@ class MailSink:
             await self._server.wait_closed()
 
 
-def list_mail(folder: Path) -> list[dict[str, Any]]:
-    """Every stored message, oldest first, with its main headers."""
+def list_mail(
+    folder: Path, *, to: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The stored messages, oldest first, with their main headers: all of them, or those
+    to `to` (any case), or only the newest `limit` of those.
+
+    Only the header block of each file is parsed (a full parse of every message took
+    seconds once a bulk send had filled the sink), and with `limit` and no `to`, only
+    the newest files are read at all: their names begin with the time they came in.
+    """
+    paths = sorted(folder.glob("*.eml"))
+    if to is None and limit is not None:
+        paths = paths[-limit:] if limit > 0 else []
+    wanted = to.lower() if to is not None else None
     items = []
-    for path in sorted(folder.glob("*.eml")):
-        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
-        items.append(
-            {
-                "id": path.stem,
-                "to": [str(a) for a in msg.get_all("To", [])],
-                "from": str(msg.get("From", "")),
-                "subject": str(msg.get("Subject", "")),
-                "date": str(msg.get("Date", "")),
-                "message_id": str(msg.get("Message-ID", "")),
-            }
-        )
+    for path in paths:
+        item, recipients = _summary(path)
+        if wanted is None or wanted in recipients:
+            items.append(item)
+    if limit is not None:
+        items = items[-limit:] if limit > 0 else []
     return items
+
+
+def _summary(path: Path) -> tuple[dict[str, Any], set[str]]:
+    """A message's main headers, and its To addresses in lower case."""
+    raw = path.read_bytes()
+    end = raw.find(b"\r\n\r\n")
+    head = raw if end < 0 else raw[: end + 4]
+    msg = BytesHeaderParser(policy=policy.default).parsebytes(head)
+    to = msg.get_all("To", [])
+    summary = {
+        "id": path.stem,
+        "to": [str(a) for a in to],
+        "from": str(msg.get("From", "")),
+        "subject": str(msg.get("Subject", "")),
+        "date": str(msg.get("Date", "")),
+        "message_id": str(msg.get("Message-ID", "")),
+    }
+    recipients = {a.addr_spec.lower() for header in to for a in getattr(header, "addresses", ())}
+    return summary, recipients
 
 
 def read_mail(folder: Path, mail_id: str) -> bytes | None:

@@ -51,7 +51,7 @@ class Stack:
         return [m for m in list_sms(folder) if m["to"] == number] if folder else []
 
     def mail_to(self, address: str) -> list[dict[str, Any]]:
-        return [m for m in list_mail(self.mail_dir) if address in m["to"]]
+        return list_mail(self.mail_dir, to=address)
 
     async def wait_for_mail(
         self, address: str, count: int, timeout: float = 20

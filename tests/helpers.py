@@ -142,9 +142,9 @@ async def read_mail(
 ) -> EmailMessage:
     """The message to `to` with `subject`, fetched from the sink over the dev API."""
     for _ in range(int(timeout * 10)):
-        listing = (await http.get("/dev/mail")).json()
+        listing = (await http.get("/dev/mail", params={"to": to})).json()
         for item in listing:
-            if to in item["to"] and item["subject"] == subject:
+            if item["subject"] == subject:
                 raw = await http.get(f"/dev/mail/{item['id']}")
                 assert raw.headers["content-type"].startswith("message/rfc822")
                 msg = message_from_bytes(raw.content, policy=policy.default)

@@ -334,6 +334,16 @@ async def test_dev_mail_shows_a_mail_in_a_sandboxed_frame(
     assert f"Dev mail {tag} <check>" in line and f"dev.{tag}@example.com" in line
     ids = rows(listing, "data-mail")
     assert ids == sorted(ids, reverse=True), "the newest first (ids start with the time)"
+    # Only the mail to one address (in any case), over the page and the dev API.
+    only = await browser.get(f"/console/dev-mail?to=DEV.{tag}@Example.com")
+    assert rows(only, "data-mail") == [mail_id]
+    nobody = await browser.get(f"/console/dev-mail?to=nobody.{tag}@example.com")
+    assert f"No mail to nobody.{tag}@example.com." in said(nobody)
+    api = (await stack.http.get("/dev/mail", params={"to": f"dev.{tag}@example.com"})).json()
+    assert [m["id"] for m in api] == [mail_id] and api[0]["subject"] == f"Dev mail {tag} <check>"
+    newest = (await stack.http.get("/dev/mail", params={"limit": 2})).json()
+    assert len(newest) == 2 and newest[0]["id"] < newest[1]["id"] and newest[1]["id"] >= mail_id
+    assert (await stack.http.get("/dev/mail", params={"limit": 0})).status_code == 422
 
     page = await browser.get(f"/console/dev-mail/{mail_id}")
     assert page.status_code == 200, page.text

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from api.deps import SettingsDep
 from api.errors import NOT_FOUND_RESPONSE, not_found
@@ -13,10 +14,15 @@ from journeys.mailsink import list_mail, read_mail
 router = APIRouter(prefix="/dev/mail", tags=["development"], responses=NOT_FOUND_RESPONSE)
 
 
-@router.get("", summary="messages the local SMTP sink received")
-async def mailbox(settings: SettingsDep) -> list[dict[str, Any]]:
+@router.get("", summary="messages the local SMTP sink received, oldest first")
+async def mailbox(
+    settings: SettingsDep,
+    to: Annotated[str | None, Query(description="only messages to this address (any case)")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="only the newest this many")] = None,
+) -> list[dict[str, Any]]:
     assert settings.dev_mail_dir is not None
-    return list_mail(settings.dev_mail_dir)
+    # File reads: off the event loop.
+    return await asyncio.to_thread(list_mail, settings.dev_mail_dir, to=to, limit=limit)
 
 
 @router.get("/{mail_id}", response_class=Response, summary="one message, raw RFC 822")

@@ -40,21 +40,35 @@ def received_at(mail_id: str) -> datetime | None:
         return None
 
 
-@router.get("/dev-mail", response_class=HTMLResponse)
-async def dev_mail_page(request: Request, caller: Reader, settings: SettingsDep) -> HTMLResponse:
-    folder = _folder(settings)
-    mail = await asyncio.to_thread(list_mail, folder)  # reads every file: off the loop
+def _listing(folder: Path, to: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The newest LISTED messages (to `to`), newest first, and how many there are."""
+    if to is None:
+        mail, total = list_mail(folder, limit=LISTED), sum(1 for _ in folder.glob("*.eml"))
+    else:
+        found = list_mail(folder, to=to)
+        mail, total = found[-LISTED:], len(found)
     mail.reverse()
     for item in mail:
         item["received"] = received_at(item["id"])
+    return mail, total
+
+
+@router.get("/dev-mail", response_class=HTMLResponse)
+async def dev_mail_page(
+    request: Request, caller: Reader, settings: SettingsDep, to: str = ""
+) -> HTMLResponse:
+    folder = _folder(settings)
+    wanted = to.strip() or None
+    mail, total = await asyncio.to_thread(_listing, folder, wanted)  # file reads: off the loop
     return render(
         request,
         "dev_mail.html",
         caller=caller,
         section="dev-mail",
-        mail=mail[:LISTED],
-        total=len(mail),
+        mail=mail,
+        total=total,
         listed=LISTED,
+        to=wanted or "",
         folder=str(folder),
     )
 
