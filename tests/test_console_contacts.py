@@ -163,6 +163,13 @@ async def test_contact_page_shows_journeys_messages_and_dossier(
     assert earlier.status_code == 200
     assert rows(earlier, "data-kind") == [e["kind"] for e in api if e["at"] < api[0]["at"]]
     assert f'<a href="/console/contacts/{contact}">Newest</a>' in earlier.text
+    # After a line: the cursor an "Older" link carries (entries of one moment all shown).
+    after = await browser.get(
+        f"/console/contacts/{contact}", params={"cursor": f"{api[0]['id']}@{api[0]['at']}"}
+    )
+    assert rows(after, "data-kind") == kinds[1:]
+    bad = await browser.get(f"/console/contacts/{contact}", params={"cursor": "x"})
+    assert bad.status_code == 422 and "not a cursor this dossier gave" in bad.text
 
     missing = await browser.get(f"/console/contacts/{uuid.uuid4()}")
     assert missing.status_code == 404 and "does not exist" in missing.text

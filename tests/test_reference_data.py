@@ -153,3 +153,28 @@ async def test_the_dossier_lists_what_was_done_newest_first(stack: Stack) -> Non
     assert entries[0]["title"] == "Removed from selection Dossier VIPs"
     assert entries[1]["subject"] == "Welcome" and entries[1]["step"] == "mail1"
     assert (await http.get(f"/contacts/{uuid.uuid4()}/dossier")).status_code == 404
+
+
+async def test_the_dossier_pages_through_entries_that_share_a_moment(stack: Stack) -> None:
+    """Entries written in one transaction share their time: a page that ends among them
+    goes on with the rest, none skipped and none twice."""
+    http = stack.http
+    contact = await create_contact(http, email=f"{unique('pages')}@example.com")
+    await stack.pool.execute(
+        """INSERT INTO contact_journal (contact_id, kind, title, at)
+           SELECT $1, 'profile_updated', 'Change ' || n, '2026-01-02T03:04:05Z'
+           FROM generate_series(1, 5) AS n""",
+        uuid.UUID(contact),
+    )
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get(f"/contacts/{contact}/dossier", params=params)).json()
+        seen += [e["title"] for e in page["entries"] if e["kind"] == "profile_updated"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"Change {n}" for n in range(1, 6)]
+    bad = await http.get(f"/contacts/{contact}/dossier", params={"cursor": "yesterday"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import PoolDep, SettingsDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
@@ -16,7 +16,7 @@ from journeys.definition import Problem
 from journeys.fieldtypes import coerce
 from journeys.phones import normalise_phone
 from journeys.store.contacts import get_contact, upsert_contact
-from journeys.store.dossier import DossierEntry, dossier_of
+from journeys.store.dossier import Cursor, DossierEntry, dossier_of
 from journeys.store.fields import field_types
 from journeys.store.outbox import queue_profile_change
 from journeys.store.users import missing_users
@@ -113,6 +113,9 @@ async def read_contact(contact_id: uuid.UUID, pool: PoolDep) -> Contact:
 class Dossier(BaseModel):
     contact_id: uuid.UUID
     entries: list[DossierEntry]
+    next_cursor: str | None = Field(
+        description="the `cursor` of the next (older) page; null on the last page"
+    )
 
 
 @router.get("/{contact_id}/dossier", response_model=Dossier)
@@ -121,10 +124,23 @@ async def read_dossier(
     pool: PoolDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[datetime | None, Query(description="only entries before this moment")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="a page's `next_cursor`: the page after it")
+    ] = None,
 ) -> Dossier:
     """Everything the product did to or for the contact, newest first: messages,
     activities, requests, sales, script calls, selection and project changes,
     journey entries, exits and profile updates."""
+    try:
+        after = Cursor.parse(cursor) if cursor is not None else None
+    except ValueError as exc:
+        raise unprocessable([(("cursor",), str(exc))], prefix=("query",)) from None
     if await get_contact(pool, contact_id) is None:
         raise not_found(f"contact {contact_id} does not exist")
-    return Dossier(contact_id=contact_id, entries=await dossier_of(pool, contact_id, limit, before))
+    entries = await dossier_of(pool, contact_id, limit, before, after)
+    last = entries[-1] if len(entries) == limit else None
+    return Dossier(
+        contact_id=contact_id,
+        entries=entries,
+        next_cursor=str(Cursor(last.at, last.id)) if last else None,
+    )

@@ -16,7 +16,7 @@ from api.console.session import Reader
 from api.deps import PoolDep
 from journeys.contacts import Contact
 from journeys.store.contacts import get_contact, search_contacts
-from journeys.store.dossier import dossier_of
+from journeys.store.dossier import Cursor, dossier_of
 from journeys.store.enrolments import enrolments_of
 from journeys.store.messages import message_log
 
@@ -75,11 +75,19 @@ async def contact_page(
     before: Annotated[
         datetime | None, Query(description="dossier lines before this moment only")
     ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="dossier lines after this one only")
+    ] = None,
 ) -> HTMLResponse:
+    try:
+        after = Cursor.parse(cursor) if cursor else None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     contact = await get_contact(pool, contact_id)
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact {contact_id} does not exist")
-    dossier = await dossier_of(pool, contact_id, DOSSIER_LINES, before)
+    dossier = await dossier_of(pool, contact_id, DOSSIER_LINES, before, after)
+    last = dossier[-1] if len(dossier) == DOSSIER_LINES else None
     return render(
         request,
         "contact.html",
@@ -92,7 +100,7 @@ async def contact_page(
         messages=await message_log(pool, LISTED, contact_id=contact_id),
         listed=LISTED,
         dossier=dossier,
-        dossier_before=before,
-        # The dossier continues before its last line when this page was full.
-        dossier_older=dossier[-1].at.isoformat() if len(dossier) == DOSSIER_LINES else None,
+        dossier_before=after.at if after else before,
+        # The dossier continues after its last line when this page was full.
+        dossier_older=str(Cursor(last.at, last.id)) if last else None,
     )
