@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -26,6 +27,10 @@ class DossierEntry(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+# `message:<uuid>`, `journal:<number>`, …: what the query's id column holds.
+_ENTRY_ID = re.compile(r"[a-z_]+:[0-9a-f-]{1,36}")
+
+
 class Cursor(NamedTuple):
     """Where a page of the dossier ended: its last entry's time and id. Entries made in
     one transaction share their time, so paging by time alone would skip some."""
@@ -39,12 +44,12 @@ class Cursor(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> Cursor:
         """ValueError when `text` is not one this class wrote."""
-        entry_id, sep, at = text.partition("@")
+        entry_id, _, at = text.partition("@")
         try:
             moment = datetime.fromisoformat(at)
         except ValueError:
             moment = None
-        if not sep or ":" not in entry_id or moment is None or moment.tzinfo is None:
+        if not _ENTRY_ID.fullmatch(entry_id) or moment is None or moment.tzinfo is None:
             raise ValueError("not a cursor this dossier gave (its next_cursor)")
         return cls(moment, entry_id)
 
