@@ -169,6 +169,10 @@ async def test_signing_in_and_out(stack: Stack) -> None:
         copied.cookies.set("journeys_console", genuine, path="/console")
         again = await copied.get("/console/journeys", follow_redirects=True)
         assert "this session was signed out" in said(again)
+    # Without a cookie there is nothing to end: to the sign-in form, no cookie touched.
+    async with httpx.AsyncClient(base_url=stack.base_url) as nobody:
+        out = await nobody.post("/console/sign-out")
+        assert out.status_code == 303 and "set-cookie" not in out.headers
 
 
 async def test_scopes_csrf_and_revocation(stack: Stack, browser: httpx.AsyncClient) -> None:

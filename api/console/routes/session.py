@@ -118,10 +118,12 @@ async def sign_in_with_key(
 
 @router.post("/sign-out")
 async def sign_out(request: Request, settings: SettingsDep, pool: PoolDep) -> Response:
+    response = RedirectResponse("/console/sign-in", status_code=303)
+    if not request.cookies.get(COOKIE):
+        return response  # signed out already (or a post from another site: no cookie)
     # Only this console's own form (its token), so that another site cannot sign a
     # browser out; the session then ends for every copy of its cookie.
     await check_form_token(request)
     await end_session(request, settings, pool)
-    response = RedirectResponse("/console/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
