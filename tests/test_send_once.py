@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -115,7 +117,8 @@ async def test_a_retry_after_unsubscribing_does_not_send(stack: Stack) -> None:
 
 class _BlipOnMarkSent:
     """The pool, except that marking a message sent fails `times` times as if
-    PostgreSQL restarted between the SMTP server's 250 and that write."""
+    PostgreSQL restarted between the SMTP server's 250 and that write (on the pool or
+    on a connection taken from it)."""
 
     def __init__(self, pool: Any, times: int) -> None:
         self._pool, self.times = pool, times
@@ -123,11 +126,31 @@ class _BlipOnMarkSent:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self._pool.acquire() as conn:
+            yield _BlipOnConnection(conn, self)
+
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+        self.blip(query)
+        return str(await self._pool.execute(query, *args, **kwargs))
+
+    def blip(self, query: str) -> None:
         if "status = 'sent'" in query and self.times > 0:
             self.times -= 1
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
-        return str(await self._pool.execute(query, *args, **kwargs))
+
+
+class _BlipOnConnection:
+    def __init__(self, conn: Any, blips: _BlipOnMarkSent) -> None:
+        self._conn, self._blips = conn, blips
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+        self._blips.blip(query)
+        return str(await self._conn.execute(query, *args, **kwargs))
 
 
 async def test_a_database_blip_after_smtp_accepted_does_not_send_twice(stack: Stack) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from journeys.db import planned_for_call
 from journeys.store.journal import write_journal
 
 
@@ -137,46 +138,48 @@ async def mark_intents(pool: asyncpg.Pool, journey_key: str, done: list[IntentDo
     `enrolments` and leaves a `journey_entered` line in the journal (once per run,
     whatever the retries). Intents without a request key are deleted."""
     done = [d for d in done if d.intent_id is not None]
-    await pool.execute(
-        """
-        WITH o AS (
-            SELECT * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[])
-                AS o(id, state, version, workflow_id, run_id)),
-        kept AS (
-            UPDATE enrolment_intents i
-            SET state = o.state, version = o.version, workflow_id = o.workflow_id,
-                run_id = o.run_id, done_at = now()
-            FROM o WHERE i.id = o.id AND i.request_key IS NOT NULL AND i.state = 'pending'
-            RETURNING i.contact_id, o.state, o.version, o.workflow_id, o.run_id),
-        dropped AS (
-            DELETE FROM enrolment_intents i USING o
-            WHERE i.id = o.id AND i.request_key IS NULL
-            RETURNING i.contact_id, o.state, o.version, o.workflow_id, o.run_id),
-        started AS (
-            SELECT * FROM kept WHERE state = 'enrolled'
-            UNION ALL SELECT * FROM dropped WHERE state = 'enrolled'),
-        e AS (
-            INSERT INTO enrolments (journey_key, contact_id, version, workflow_id, run_id)
-            SELECT $1, contact_id, version, workflow_id, run_id FROM started
-            ON CONFLICT (journey_key, contact_id) DO UPDATE SET
-                version = EXCLUDED.version, workflow_id = EXCLUDED.workflow_id,
-                run_id = EXCLUDED.run_id, enrolled_at = now()
-            WHERE enrolments.run_id IS DISTINCT FROM EXCLUDED.run_id
-            RETURNING contact_id, version, workflow_id, run_id)
-        INSERT INTO contact_journal (contact_id, kind, title, journey_key, idempotency_key)
-        SELECT e.contact_id, 'journey_entered',
-               'Entered journey ' || j.name || ' (v' || e.version || ')', $1,
-               'entered/' || e.workflow_id || '/' || e.run_id
-        FROM e JOIN journeys j ON j.key = $1
-        ON CONFLICT (idempotency_key) DO NOTHING
-        """,
-        journey_key,
-        [d.intent_id for d in done],
-        [d.state for d in done],
-        [d.version for d in done],
-        [d.workflow_id for d in done],
-        [d.run_id for d in done],
-    )
+    async with planned_for_call(pool) as conn:
+        await conn.execute(
+            """
+            WITH o AS (
+                SELECT * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[])
+                    AS o(id, state, version, workflow_id, run_id)),
+            kept AS (
+                UPDATE enrolment_intents i
+                SET state = o.state, version = o.version, workflow_id = o.workflow_id,
+                    run_id = o.run_id, done_at = now()
+                FROM o WHERE i.id = ANY($2::uuid[]) AND i.id = o.id AND i.request_key IS NOT NULL
+                         AND i.state = 'pending'
+                RETURNING i.contact_id, o.state, o.version, o.workflow_id, o.run_id),
+            dropped AS (
+                DELETE FROM enrolment_intents i USING o
+                WHERE i.id = ANY($2::uuid[]) AND i.id = o.id AND i.request_key IS NULL
+                RETURNING i.contact_id, o.state, o.version, o.workflow_id, o.run_id),
+            started AS (
+                SELECT * FROM kept WHERE state = 'enrolled'
+                UNION ALL SELECT * FROM dropped WHERE state = 'enrolled'),
+            e AS (
+                INSERT INTO enrolments (journey_key, contact_id, version, workflow_id, run_id)
+                SELECT $1, contact_id, version, workflow_id, run_id FROM started
+                ON CONFLICT (journey_key, contact_id) DO UPDATE SET
+                    version = EXCLUDED.version, workflow_id = EXCLUDED.workflow_id,
+                    run_id = EXCLUDED.run_id, enrolled_at = now()
+                WHERE enrolments.run_id IS DISTINCT FROM EXCLUDED.run_id
+                RETURNING contact_id, version, workflow_id, run_id)
+            INSERT INTO contact_journal (contact_id, kind, title, journey_key, idempotency_key)
+            SELECT e.contact_id, 'journey_entered',
+                   'Entered journey ' || j.name || ' (v' || e.version || ')', $1,
+                   'entered/' || e.workflow_id || '/' || e.run_id
+            FROM e JOIN journeys j ON j.key = $1
+            ON CONFLICT (idempotency_key) DO NOTHING
+            """,
+            journey_key,
+            [d.intent_id for d in done],
+            [d.state for d in done],
+            [d.version for d in done],
+            [d.workflow_id for d in done],
+            [d.run_id for d in done],
+        )
 
 
 async def claim_stale_intents(

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 import asyncpg
 from pydantic import BaseModel, Field
 
+from journeys.db import planned_for_call
+
 
 class MessageEventView(BaseModel):
     kind: str = Field(description="opened, clicked or unsubscribed")
@@ -230,22 +232,25 @@ class Sent(NamedTuple):
 async def mark_messages_sent(pool: asyncpg.Pool, sent: list[Sent]) -> None:
     """Record messages as sent, in one statement."""
     # A message with follow-ups also gets its `sent` event, once: a retry of this write
-    # after it committed finds the row sent already.
-    await pool.execute(
-        """WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb)
-                        AS s(message_id uuid, subject text, provider_id text, body text,
-                             segments int)),
-                m AS (UPDATE messages SET status = 'sent', subject = s.subject,
-                                          provider_id = s.provider_id, body = s.body,
-                                          segments = s.segments, sent_at = now(),
-                                          lease_owner = NULL, lease_until = NULL
-                      FROM s WHERE messages.id = s.message_id AND messages.status <> 'sent'
-                      RETURNING messages.id, messages.follow_up_path)
-           INSERT INTO message_events (message_id, kind)
-           SELECT id, 'sent' FROM m WHERE follow_up_path IS NOT NULL""",
-        [{**s._asdict(), "message_id": str(s.message_id)} for s in sent],
-        timeout=WRITE_TIMEOUT,
-    )
+    # after it committed finds the row sent already. (Planned per call: journeys/db.py.)
+    async with planned_for_call(pool) as conn:
+        await conn.execute(
+            """WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb)
+                            AS s(message_id uuid, subject text, provider_id text, body text,
+                                 segments int)),
+                    m AS (UPDATE messages SET status = 'sent', subject = s.subject,
+                                              provider_id = s.provider_id, body = s.body,
+                                              segments = s.segments, sent_at = now(),
+                                              lease_owner = NULL, lease_until = NULL
+                          FROM s WHERE messages.id = ANY($2::uuid[])
+                                   AND messages.id = s.message_id AND messages.status <> 'sent'
+                          RETURNING messages.id, messages.follow_up_path)
+               INSERT INTO message_events (message_id, kind)
+               SELECT id, 'sent' FROM m WHERE follow_up_path IS NOT NULL""",
+            [{**s._asdict(), "message_id": str(s.message_id)} for s in sent],
+            [s.message_id for s in sent],
+            timeout=WRITE_TIMEOUT,
+        )
 
 
 # --- the message log (the console) --------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from journeys.db import Executor
+from journeys.db import Executor, planned_for_call
 
 # A failed delivery is tried again after 1, 2, 4 ... seconds, at most this far apart.
 MAX_BACKOFF_SECONDS = 60
@@ -75,14 +75,16 @@ async def mark_contact_event_delivered(
 async def mark_failed(pool: asyncpg.Pool, table: str, failures: dict[int, str]) -> None:
     """Put failed rows back for a later attempt, each with its error."""
     assert table in ("message_events", "contact_events")
-    await pool.execute(
-        f"""UPDATE {table} e SET last_error = f.error,
-               next_attempt_at = now() + make_interval(
-                   secs => least({MAX_BACKOFF_SECONDS}, power(2, greatest(e.attempts - 1, 0))))
-            FROM unnest($1::bigint[], $2::text[]) AS f(id, error) WHERE e.id = f.id""",
-        list(failures),
-        list(failures.values()),
-    )
+    async with planned_for_call(pool) as conn:
+        await conn.execute(
+            f"""UPDATE {table} e SET last_error = f.error,
+                   next_attempt_at = now() + make_interval(
+                       secs => least({MAX_BACKOFF_SECONDS}, power(2, greatest(e.attempts - 1, 0))))
+                FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+                WHERE e.id = ANY($1::bigint[]) AND e.id = f.id""",
+            list(failures),
+            list(failures.values()),
+        )
 
 
 async def queue_profile_change(

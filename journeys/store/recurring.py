@@ -9,6 +9,7 @@ from datetime import date, datetime
 
 import asyncpg
 
+from journeys.db import planned_for_call
 from journeys.definition.conditions import Condition
 from journeys.recurring import RecurringSendIn, exclusion_problem
 from journeys.store.conditions_sql import compiler_for
@@ -215,15 +216,16 @@ async def mark_targets(
     if not outcomes:
         return
     seqs, statuses, reasons = (list(x) for x in zip(*outcomes, strict=True))
-    await pool.execute(
-        """UPDATE recurring_targets t SET status = o.status, reason = o.reason
-           FROM unnest($2::int[], $3::text[], $4::text[]) AS o (seq, status, reason)
-           WHERE t.run_id = $1 AND t.seq = o.seq""",
-        run_id,
-        seqs,
-        statuses,
-        reasons,
-    )
+    async with planned_for_call(pool) as conn:
+        await conn.execute(
+            """UPDATE recurring_targets t SET status = o.status, reason = o.reason
+               FROM unnest($2::int[], $3::text[], $4::text[]) AS o (seq, status, reason)
+               WHERE t.run_id = $1 AND t.seq = ANY($2::int[]) AND t.seq = o.seq""",
+            run_id,
+            seqs,
+            statuses,
+            reasons,
+        )
 
 
 async def sent_before(pool: asyncpg.Pool, keys: list[str], opened_at: datetime) -> set[str]:
