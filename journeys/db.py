@@ -49,13 +49,14 @@ async def planned_for_call(db: Executor) -> AsyncIterator[Connection]:
     """A transaction whose statements are planned for their parameters each time, not
     from a plan kept for the statement (see above). Three more round trips than the
     statement alone (BEGIN, SET, COMMIT): for batches, whose reads it saves."""
-    async with _connection(db) as conn, conn.transaction():
+    async with connection_of(db) as conn, conn.transaction():
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         yield conn
 
 
 @asynccontextmanager
-async def _connection(db: Executor) -> AsyncIterator[Connection]:
+async def connection_of(db: Executor) -> AsyncIterator[Connection]:
+    """A connection of the pool `db`, or `db` itself when it is one."""
     if hasattr(db, "acquire"):  # a pool (or a test's stand-in for one)
         async with db.acquire() as conn:
             yield conn

@@ -118,3 +118,40 @@ async def test_a_batch_reads_only_its_rows_once_the_table_has_grown(
 
 class _Rollback(Exception):
     """Leaves nothing behind (the temporary tables go with the transaction)."""
+
+
+async def test_paging_a_frozen_run_reads_a_page_per_page(stack: Stack) -> None:
+    pool = await create_pool(stack.settings.database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            for table in ("recurring_runs", "recurring_targets"):
+                await conn.execute(
+                    f"CREATE TEMP TABLE {table} (LIKE public.{table} INCLUDING ALL) ON COMMIT DROP"
+                )
+            await conn.execute(
+                """INSERT INTO recurring_runs (id, recurring_key, workflow_id, temporal_run_id,
+                                               kind, at, local_day)
+                   VALUES ($1, 'r', 'w', 't', 'run', now(), current_date)""",
+                RUN,
+            )
+            await recurring.freeze_run(
+                conn,
+                RUN,
+                """SELECT gen_random_uuid() AS contact_id, NULL::uuid AS record_id,
+                          'a' || n AS address FROM generate_series(1, $1::int) AS n""",
+                [20_000],
+                dedupe=True,
+            )
+            after = 0
+            for _ in range(8):
+                before = await _rows_read(conn, "recurring_targets")
+                page = await recurring.target_page(conn, RUN, after, 200)
+                read = await _rows_read(conn, "recurring_targets") - before
+                assert len(page) == 200 and read <= 2 * len(page), f"{read} rows for a page"
+                await recurring.mark_targets(conn, RUN, [(t.seq, "sent", None) for t in page])
+                after = page[-1].seq
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        await pool.close()
