@@ -964,18 +964,25 @@ async def pair_recurring(b: Bench) -> dict[str, Any]:
 
     async def one_run() -> None:
         await b.client.get_schedule_handle(f"recurring/{key}").trigger()
+        polls = 0
         while True:
             row = await b.pool.fetchrow(
-                """SELECT status, counts, (SELECT count(*) FROM recurring_targets t
-                                           WHERE t.run_id = r.id AND t.status <> 'send')
-                                          AS done
-                   FROM recurring_runs r WHERE recurring_key = $1""",
-                key,
+                "SELECT id, status, counts FROM recurring_runs WHERE recurring_key = $1", key
             )
             if row is not None:
-                b.progress.set(int(row["done"]))
                 if row["status"] != "running":
                     break
+                if polls % 4 == 0:
+                    # Counting the run's done targets reads all of them (8 ms at 20,000):
+                    # the progress line every 2 s, so that the bench's own queries cost
+                    # the product's PostgreSQL little.
+                    done = await b.pool.fetchval(
+                        """SELECT count(*) FROM recurring_targets
+                           WHERE run_id = $1 AND status <> 'send'""",
+                        row["id"],
+                    )
+                    b.progress.set(int(done))
+            polls += 1
             await asyncio.sleep(0.5)
         outcome.update(status=row["status"], counts=row["counts"])
         if row["status"] != "completed" or row["counts"].get("sent") != n:
