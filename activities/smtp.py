@@ -124,6 +124,14 @@ class SmtpSender:
         try:
             async with asyncio.timeout(self.timeout):  # greeting, EHLO, STARTTLS and AUTH
                 await smtp.connect()
+                # aiosmtplib greets with EHLO only on its way to STARTTLS or AUTH, and
+                # forgets it after STARTTLS (RFC 3207); its mail/rcpt/data would greet
+                # again, the protocol's commands we send (`_envelope`) do not.
+                if smtp.is_ehlo_or_helo_needed:
+                    try:
+                        await smtp.ehlo()
+                    except aiosmtplib.SMTPHeloError:
+                        await smtp.helo()
         except TimeoutError as exc:
             smtp.close()
             if isinstance(exc, aiosmtplib.SMTPException):
@@ -131,6 +139,9 @@ class SmtpSender:
             raise aiosmtplib.SMTPConnectTimeoutError(
                 f"no connection to the mail server within {self.timeout:g} s"
             ) from None
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
 
     async def send(self, mail: OutgoingMail, may_send: Callable[[], bool] | None = None) -> None:

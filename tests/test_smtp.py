@@ -4,14 +4,17 @@ permanent refusal is recorded instead of being retried for ever."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
@@ -22,6 +25,7 @@ from journeys.contacts import ContactIn
 from journeys.models import SendEmailInput
 from journeys.store.contacts import upsert_contact
 from tests.conftest import Stack
+from tests.test_temporal_connection import _certificate, _key, _write_cert, _write_key
 
 
 class PickyRelay:
@@ -279,3 +283,38 @@ async def test_a_refusal_at_mail_or_after_data_is_reported_by_its_code(
             await sender.send(message("someone@example.com"))
         assert getattr(raised.value, "code", None) == {"MAIL": 550, "DATA": 554}.get(refuse, 451)
         assert sender._idle == [] and handler.contents == []
+
+
+async def test_a_relay_that_requires_starttls_is_greeted_again_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After STARTTLS the client must say EHLO again (RFC 3207): a relay answers a MAIL
+    without it with 503, which would refuse every message for good."""
+    ca_key, server_key = _key(), _key()
+    ca = _certificate("Journeys test CA", ca_key, None)
+    server_cert = _certificate(
+        "localhost",
+        server_key,
+        (ca, ca_key),
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        dns_name="localhost",
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(_write_cert(tmp_path / "ca.pem", ca)))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(
+        _write_cert(tmp_path / "server.pem", server_cert),
+        _write_key(tmp_path / "server-key.pem", server_key),
+    )
+    handler = Keeping()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(handler, tls_context=tls, require_starttls=True), "127.0.0.1", 0
+    )
+    sender = SmtpSender(f"smtp://localhost:{server.sockets[0].getsockname()[1]}")
+    try:
+        mail = message("tls@example.com")
+        await sender.send(mail)
+        await sender.send(mail)  # over the same connection, still greeted
+        assert handler.contents == [mail.data, mail.data]
+    finally:
+        await sender.close()
+        server.close()
