@@ -49,9 +49,15 @@ async def planned_for_call(db: Executor) -> AsyncIterator[Connection]:
     """A transaction whose statements are planned for their parameters each time, not
     from a plan kept for the statement (see above). Three more round trips than the
     statement alone (BEGIN, SET, COMMIT): for batches, whose reads it saves."""
-    async with connection_of(db) as conn, conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        yield conn
+    async with connection_of(db) as conn:
+        # Inside a caller's transaction this is a savepoint, whose end keeps a SET LOCAL
+        # until the caller's transaction ends: the caller's setting is put back.
+        before = await conn.fetchval("SHOW plan_cache_mode") if conn.is_in_transaction() else None
+        async with conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            yield conn
+        if before is not None:
+            await conn.execute("SELECT set_config('plan_cache_mode', $1, true)", before)
 
 
 @asynccontextmanager

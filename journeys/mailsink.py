@@ -96,10 +96,7 @@ def list_mail(
 
 def _summary(path: Path) -> tuple[dict[str, Any], set[str]]:
     """A message's main headers, and its To addresses in lower case."""
-    raw = path.read_bytes()
-    end = raw.find(b"\r\n\r\n")
-    head = raw if end < 0 else raw[: end + 4]
-    msg = BytesHeaderParser(policy=policy.default).parsebytes(head)
+    msg = BytesHeaderParser(policy=policy.default).parsebytes(_header_block(path))
     to = msg.get_all("To", [])
     summary = {
         "id": path.stem,
@@ -111,6 +108,19 @@ def _summary(path: Path) -> tuple[dict[str, Any], set[str]]:
     }
     recipients = {a.addr_spec.lower() for header in to for a in getattr(header, "addresses", ())}
     return summary, recipients
+
+
+def _header_block(path: Path, chunk: int = 8192) -> bytes:
+    """The file up to the blank line after its headers (all of it when there is none):
+    a message's body, attachments included, is not read."""
+    head = b""
+    with path.open("rb") as file:
+        while data := file.read(chunk):
+            head += data
+            end = head.find(b"\r\n\r\n", max(0, len(head) - len(data) - 3))
+            if end >= 0:
+                return head[: end + 4]
+    return head
 
 
 def read_mail(folder: Path, mail_id: str) -> bytes | None:

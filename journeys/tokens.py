@@ -72,6 +72,8 @@ def verify(token: str, secret: str) -> dict[str, Any] | None:
         raw = _unb64(token)
     except (ValueError, binascii.Error):
         return None
+    if _b64(raw) != token:  # spare low bits in the last character: one spelling only
+        return None
     signed, tag = raw[:-_TAG], raw[-_TAG:]
     if len(signed) < _HEAD or not hmac.compare_digest(tag, _tag(secret, signed)):
         return None

@@ -178,3 +178,17 @@ async def test_the_dossier_pages_through_entries_that_share_a_moment(stack: Stac
     assert sorted(seen) == [f"Change {n}" for n in range(1, 6)]
     bad = await http.get(f"/contacts/{contact}/dossier", params={"cursor": "yesterday"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_the_dossier_refuses_moments_outside_the_calendar(stack: Stack) -> None:
+    contact = await create_contact(stack.http, email=f"{unique('edge')}@example.com")
+    url = f"/contacts/{contact}/dossier"
+    for name, value in (
+        ("cursor", "message:1@0001-01-01T00:00:00+14:00"),
+        ("before", "9999-12-31T23:00:00-14:00"),
+    ):
+        response = await stack.http.get(url, params={name: value})
+        assert response.status_code == 422, (name, response.text)
+        assert response.json()["detail"][0]["loc"] == ["query", name]
+    naive = await stack.http.get(url, params={"before": "2026-01-01T00:00:00"})
+    assert naive.status_code == 200

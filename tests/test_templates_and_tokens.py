@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from journeys.htmltext import html_to_text
@@ -100,6 +102,10 @@ def test_tokens_cannot_be_forged_or_altered() -> None:
     assert verify(token[1:], "s3cret") is None
     assert verify(token + "AA", "s3cret") is None
     assert verify(token[:20] + "=" + token[20:], "s3cret") is None  # one spelling only
+    # An open token's last character carries spare bits: only the one spelling verifies.
+    pixel = link_token("o", MID, "s3cret")
+    alphabet = string.ascii_letters + string.digits + "-_"
+    assert [c for c in alphabet if verify(pixel[:-1] + c, "s3cret")] == [pixel[-1]]
     assert verify(token, "") is None
     with pytest.raises(ValueError, match="JOURNEYS_SECRET"):
         link_token("o", MID, "")

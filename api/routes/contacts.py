@@ -16,7 +16,7 @@ from journeys.definition import Problem
 from journeys.fieldtypes import coerce
 from journeys.phones import normalise_phone
 from journeys.store.contacts import get_contact, upsert_contact
-from journeys.store.dossier import Cursor, DossierEntry, dossier_of
+from journeys.store.dossier import Cursor, DossierEntry, dossier_of, in_utc
 from journeys.store.fields import field_types
 from journeys.store.outbox import queue_profile_change
 from journeys.store.users import missing_users
@@ -135,6 +135,10 @@ async def read_dossier(
         after = Cursor.parse(cursor) if cursor is not None else None
     except ValueError as exc:
         raise unprocessable([(("cursor",), str(exc))], prefix=("query",)) from None
+    try:
+        before = in_utc(before) if before is not None else None
+    except ValueError as exc:
+        raise unprocessable([(("before",), str(exc))], prefix=("query",)) from None
     if await get_contact(pool, contact_id) is None:
         raise not_found(f"contact {contact_id} does not exist")
     entries = await dossier_of(pool, contact_id, limit, before, after)

@@ -21,8 +21,9 @@ async def mailbox(
     limit: Annotated[int | None, Query(ge=1, description="only the newest this many")] = None,
 ) -> list[dict[str, Any]]:
     assert settings.dev_mail_dir is not None
-    # File reads: off the event loop.
-    return await asyncio.to_thread(list_mail, settings.dev_mail_dir, to=to, limit=limit)
+    # File reads: off the event loop. An empty `to` is no filter, as on the console page.
+    wanted = to.strip() or None if to is not None else None
+    return await asyncio.to_thread(list_mail, settings.dev_mail_dir, to=wanted, limit=limit)
 
 
 @router.get("/{mail_id}", response_class=Response, summary="one message, raw RFC 822")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -46,12 +46,23 @@ class Cursor(NamedTuple):
         """ValueError when `text` is not one this class wrote."""
         entry_id, _, at = text.partition("@")
         try:
-            moment = datetime.fromisoformat(at)
+            moment = in_utc(datetime.fromisoformat(at))
         except ValueError:
             moment = None
-        if not _ENTRY_ID.fullmatch(entry_id) or moment is None or moment.tzinfo is None:
+        if not _ENTRY_ID.fullmatch(entry_id) or moment is None:
             raise ValueError("not a cursor this dossier gave (its next_cursor)")
         return cls(moment, entry_id)
+
+
+def in_utc(moment: datetime) -> datetime:
+    """`moment` in UTC (without a zone it is read as UTC); ValueError when UTC cannot
+    hold it (the first or last day of the calendar in a far zone)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a moment within the calendar in UTC") from None
 
 
 async def dossier_of(

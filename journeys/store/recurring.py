@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import asyncpg
+import structlog
 
-from journeys.db import Executor, connection_of, planned_for_call
+from journeys.db import Connection, Executor, connection_of, planned_for_call
 from journeys.definition.conditions import Condition
 from journeys.recurring import RecurringSendIn, exclusion_problem
 from journeys.store.conditions_sql import compiler_for
+
+log = structlog.get_logger(__name__)
 
 # Outcomes a target ends with; `send` is a target not yet done.
 TARGET_STATUSES = ("sent", "skipped", "excluded", "failed", "deduplicated")
@@ -154,6 +157,10 @@ async def last_runs(pool: asyncpg.Pool, key: str, limit: int = 10) -> list[Run]:
     return [_run(r) for r in rows]
 
 
+# Targets of a run from which the table is analysed once they are written.
+ANALYZE_FROM = 1000
+
+
 async def freeze_run(
     pool: Executor,
     run_id: uuid.UUID,
@@ -165,32 +172,47 @@ async def freeze_run(
     """Write the run's recipients once: `found_sql` selects (contact_id, record_id, address)
     with `args` as $1..$n. With `dedupe`, all but the first of an address are marked."""
     n = len(args)
-    async with connection_of(pool) as conn, conn.transaction():
-        frozen = await conn.fetchval(
-            "SELECT frozen_at FROM recurring_runs WHERE id = $1 FOR UPDATE", run_id
-        )
-        if frozen is not None:
-            return  # an earlier attempt froze it
-        await conn.execute(
-            f"""WITH found AS ({found_sql})
-                INSERT INTO recurring_targets (run_id, seq, contact_id, record_id, address, status)
-                SELECT ${n + 1}::uuid,
-                       (row_number() OVER (ORDER BY contact_id, record_id))::int,
-                       contact_id, record_id, address,
-                       CASE WHEN ${n + 2}::boolean AND address IS NOT NULL
-                                 AND row_number() OVER (PARTITION BY address
-                                                        ORDER BY contact_id, record_id) > 1
-                            THEN 'deduplicated' ELSE 'send' END
-                FROM found""",
-            *args,
-            run_id,
-            dedupe,
-        )
-        # Statistics that know these rows: without them `target_page` was planned as a
-        # scan of everything left in the run and a sort, for each page of 200 (20,000
-        # rows read for the first page of a 20,000-target run, 19,800 for the next...).
-        await conn.execute("ANALYZE recurring_targets")
-        await conn.execute("UPDATE recurring_runs SET frozen_at = now() WHERE id = $1", run_id)
+    async with connection_of(pool) as conn:
+        async with conn.transaction():
+            frozen = await conn.fetchval(
+                "SELECT frozen_at FROM recurring_runs WHERE id = $1 FOR UPDATE", run_id
+            )
+            if frozen is not None:
+                return  # an earlier attempt froze it
+            status = await conn.execute(
+                f"""WITH found AS ({found_sql})
+                    INSERT INTO recurring_targets (run_id, seq, contact_id, record_id, address,
+                                                   status)
+                    SELECT ${n + 1}::uuid,
+                           (row_number() OVER (ORDER BY contact_id, record_id))::int,
+                           contact_id, record_id, address,
+                           CASE WHEN ${n + 2}::boolean AND address IS NOT NULL
+                                     AND row_number() OVER (PARTITION BY address
+                                                            ORDER BY contact_id, record_id) > 1
+                                THEN 'deduplicated' ELSE 'send' END
+                    FROM found""",
+                *args,
+                run_id,
+                dedupe,
+            )
+            await conn.execute("UPDATE recurring_runs SET frozen_at = now() WHERE id = $1", run_id)
+        if int(status.rsplit(" ", 1)[-1]) >= ANALYZE_FROM:
+            await _analyze_targets(conn)
+
+
+async def _analyze_targets(conn: Connection) -> None:
+    """Statistics that know a large run's new targets: without them `target_page` was
+    planned as a scan of everything left in the run and a sort, for each page of 200
+    (20,000 rows read for the first page of a 20,000-target run, 19,800 for the
+    next...). After the freeze has committed, and only if the table's lock comes
+    quickly (another ANALYZE or an autovacuum holds it): it is worth a little, never
+    a wait or a failed run."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '1s'")
+            await conn.execute("ANALYZE recurring_targets")
+    except asyncpg.PostgresError as exc:
+        log.warning("recurring.analyze_skipped", error=str(exc)[:200])
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from api.console.session import Reader
 from api.deps import PoolDep
 from journeys.contacts import Contact
 from journeys.store.contacts import get_contact, search_contacts
-from journeys.store.dossier import Cursor, dossier_of
+from journeys.store.dossier import Cursor, dossier_of, in_utc
 from journeys.store.enrolments import enrolments_of
 from journeys.store.messages import message_log
 
@@ -81,6 +81,7 @@ async def contact_page(
 ) -> HTMLResponse:
     try:
         after = Cursor.parse(cursor) if cursor else None
+        before = in_utc(before) if before is not None else None
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     contact = await get_contact(pool, contact_id)
