@@ -90,12 +90,10 @@ async def session_caller(request: Request, settings: SettingsDep, pool: PoolDep)
     value = request.cookies.get(COOKIE)
     if not value:
         raise SignInNeeded()
-    try:
-        # (A cookie from before sessions had rows holds two items: sign in again.)
-        kind, digest, session = _serializer(settings).loads(value, max_age=MAX_AGE_SECONDS)
-        session_id = uuid.UUID(session)
-    except (BadSignature, ValueError, TypeError, AttributeError):
-        raise SignInNeeded("your session has expired; sign in again") from None
+    signed = _signed_session(settings, value, MAX_AGE_SECONDS)
+    if signed is None:
+        raise SignInNeeded("your session has expired; sign in again")
+    kind, digest, session_id = signed
     if not await console_sessions.session_is_open(pool, session_id):
         raise SignInNeeded("this session was signed out; sign in again")
     if kind == _BOOTSTRAP:
@@ -114,12 +112,22 @@ async def session_caller(request: Request, settings: SettingsDep, pool: PoolDep)
 async def end_session(request: Request, settings: ApiSettings, pool: asyncpg.Pool) -> None:
     """End the request's session, however old its cookie (a form from before it
     expired); a cookie that is not ours ends nothing."""
+    signed = _signed_session(settings, request.cookies.get(COOKIE, ""), None)
+    if signed is not None:
+        await console_sessions.end_session(pool, signed[2])
+
+
+def _signed_session(
+    settings: ApiSettings, value: str, max_age: int | None
+) -> tuple[str, str, uuid.UUID] | None:
+    """(kind, key digest, session id) of a cookie this console signed, at most `max_age`
+    seconds ago; None for any other value (a cookie from before sessions had rows holds
+    two items: its holder signs in again)."""
     try:
-        _, _, session = _serializer(settings).loads(request.cookies.get(COOKIE, ""))
-        session_id = uuid.UUID(session)
+        kind, digest, session = _serializer(settings).loads(value, max_age=max_age)
+        return str(kind), str(digest), uuid.UUID(session)
     except (BadSignature, ValueError, TypeError, AttributeError):
-        return
-    await console_sessions.end_session(pool, session_id)
+        return None
 
 
 def sign_in_token(settings: ApiSettings, nonce: str) -> str:

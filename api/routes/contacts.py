@@ -16,7 +16,7 @@ from journeys.definition import Problem
 from journeys.fieldtypes import coerce
 from journeys.phones import normalise_phone
 from journeys.store.contacts import get_contact, upsert_contact
-from journeys.store.dossier import Cursor, DossierEntry, dossier_of, in_utc
+from journeys.store.dossier import Cursor, DossierEntry, dossier_of, in_utc, next_cursor
 from journeys.store.fields import field_types
 from journeys.store.outbox import queue_profile_change
 from journeys.store.users import missing_users
@@ -142,9 +142,4 @@ async def read_dossier(
     if await get_contact(pool, contact_id) is None:
         raise not_found(f"contact {contact_id} does not exist")
     entries = await dossier_of(pool, contact_id, limit, before, after)
-    last = entries[-1] if len(entries) == limit else None
-    return Dossier(
-        contact_id=contact_id,
-        entries=entries,
-        next_cursor=str(Cursor(last.at, last.id)) if last else None,
-    )
+    return Dossier(contact_id=contact_id, entries=entries, next_cursor=next_cursor(entries, limit))

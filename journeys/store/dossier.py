@@ -54,6 +54,13 @@ class Cursor(NamedTuple):
         return cls(moment, entry_id)
 
 
+def next_cursor(entries: list[DossierEntry], limit: int) -> str | None:
+    """The cursor of the page after `entries` when that page was full (more may follow)."""
+    if not entries or len(entries) < limit:
+        return None
+    return str(Cursor(entries[-1].at, entries[-1].id))
+
+
 def in_utc(moment: datetime) -> datetime:
     """`moment` in UTC (without a zone it is read as UTC); ValueError when UTC cannot
     hold it (the first or last day of the calendar in a far zone)."""

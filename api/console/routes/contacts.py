@@ -16,7 +16,7 @@ from api.console.session import Reader
 from api.deps import PoolDep
 from journeys.contacts import Contact
 from journeys.store.contacts import get_contact, search_contacts
-from journeys.store.dossier import Cursor, dossier_of, in_utc
+from journeys.store.dossier import Cursor, dossier_of, in_utc, next_cursor
 from journeys.store.enrolments import enrolments_of
 from journeys.store.messages import message_log
 
@@ -88,7 +88,6 @@ async def contact_page(
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact {contact_id} does not exist")
     dossier = await dossier_of(pool, contact_id, DOSSIER_LINES, before, after)
-    last = dossier[-1] if len(dossier) == DOSSIER_LINES else None
     return render(
         request,
         "contact.html",
@@ -102,6 +101,5 @@ async def contact_page(
         listed=LISTED,
         dossier=dossier,
         dossier_before=after.at if after else before,
-        # The dossier continues after its last line when this page was full.
-        dossier_older=str(Cursor(last.at, last.id)) if last else None,
+        dossier_older=next_cursor(dossier, DOSSIER_LINES),
     )
