@@ -13,7 +13,9 @@ happens, through the small functions below, which never raise into the product's
 - events, delivery errors, dispatcher lag and retries: `journeys.dispatch`, the one
   place every stored event passes (opens, clicks, unsubscribes, delivery errors from
   any source, a message's `sent`, `POST /events`, profile changes);
-- follow-ups fired: `journeys.followups.start_follow_up`.
+- follow-ups fired: `journeys.followups.start_follow_up`;
+- the outbox's backlog (undelivered, failing, the oldest's age): read from the database
+  by the API at each scrape of its `/metrics` (`read_outbox`).
 
 Labels are low-cardinality: channel, status, kind, source, trigger, and the journey key
 (the published journeys, campaign and recurring-send journeys included); never a contact,
@@ -46,6 +48,7 @@ import structlog
 from prometheus_client import (
     REGISTRY,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     start_http_server,
@@ -69,6 +72,8 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
+
+from journeys.db import Executor
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +124,27 @@ DISPATCH_RETRIES = Counter(
     ["source"],
 )
 
+# The outbox's backlog is a fact of the database, not of a process: the API reads it at
+# each scrape of its /metrics (`read_outbox`); a worker's endpoint has the families
+# without samples. Every API serves the same values, so queries take the max.
+OUTBOX_UNDELIVERED = Gauge(
+    "journeys_outbox_undelivered",
+    "Stored events not yet delivered, by source (message, contact), read at the scrape",
+    ["source"],
+)
+OUTBOX_FAILING = Gauge(
+    "journeys_outbox_failing",
+    "Undelivered events whose delivery failed at least once and waits for its next"
+    " attempt, by source (message, contact), read at the scrape",
+    ["source"],
+)
+OUTBOX_OLDEST = Gauge(
+    "journeys_outbox_oldest_seconds",
+    "Age of the oldest undelivered event by the database's clock (0 without any), by"
+    " source (message, contact), read at the scrape",
+    ["source"],
+)
+
 PRODUCT_METRICS = (
     ENROLMENTS,
     SENDS,
@@ -127,7 +153,13 @@ PRODUCT_METRICS = (
     FOLLOW_UPS,
     DISPATCH_LAG,
     DISPATCH_RETRIES,
+    OUTBOX_UNDELIVERED,
+    OUTBOX_FAILING,
+    OUTBOX_OLDEST,
 )
+
+# The scrape answers without the outbox's figures rather than wait for a slow database.
+OUTBOX_READ_TIMEOUT_SECONDS = 2.0
 
 P = ParamSpec("P")
 _reported: set[str] = set()
@@ -185,6 +217,25 @@ def dispatch_retried(source: str, count: int) -> None:
 @_never_raises
 def follow_up_fired(journey: str, trigger: str) -> None:
     FOLLOW_UPS.labels(journey, trigger).inc()
+
+
+async def read_outbox(db: Executor) -> None:
+    """Set the outbox gauges from the database. When it cannot be read, the series are
+    removed rather than left at their last values: an absent series says "unknown", a
+    stale one would say "fine"."""
+    from journeys.store.outbox import backlog
+
+    try:
+        found = await backlog(db, timeout=OUTBOX_READ_TIMEOUT_SECONDS)
+    except Exception as exc:
+        for gauge in (OUTBOX_UNDELIVERED, OUTBOX_FAILING, OUTBOX_OLDEST):
+            gauge.clear()
+        log.warning("metrics.outbox_unread", error=f"{type(exc).__name__}: {exc}"[:300])
+        return
+    for row in found:
+        OUTBOX_UNDELIVERED.labels(row.source).set(row.undelivered)
+        OUTBOX_FAILING.labels(row.source).set(row.failing)
+        OUTBOX_OLDEST.labels(row.source).set(row.oldest_seconds)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> int | None:

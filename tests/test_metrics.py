@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from journeys import metrics
@@ -191,6 +192,52 @@ async def test_an_end_to_end_run_moves_the_counters(stack: Stack) -> None:
     rare = {m for m in queried if re.search(r"fail|miss|eviction", m)}
     exported = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names(after)}
     assert queried - rare <= exported, queried - rare - exported
+
+
+async def test_the_api_reports_the_outbox_backlog(stack: Stack) -> None:
+    """An event stuck in the outbox (its delivery failed, the next attempt far off) shows
+    in the API's scrape: counted undelivered and failing, and its age as the oldest's;
+    delivered, it no longer counts."""
+    http = stack.http
+    contact = await create_contact(http, email=f"outbox-{uuid.uuid4().hex[:6]}@example.com")
+    event_id = await stack.pool.fetchval(
+        """INSERT INTO contact_events (contact_id, kind, name, at, attempts, next_attempt_at,
+                                       last_error)
+           VALUES ($1, 'custom', 'metrics-probe', now() - interval '400 days', 1,
+                   now() + interval '1 day', 'temporal unavailable: test')
+           RETURNING id""",
+        uuid.UUID(contact),
+    )
+    try:
+        stuck = await scrape(http)
+        assert value(stuck, "journeys_outbox_oldest_seconds", source="contact") >= 400 * 86400
+        # Others may come and go meanwhile (the dispatcher's own work), never this one.
+        assert value(stuck, "journeys_outbox_undelivered", source="contact") >= 1
+        assert value(stuck, "journeys_outbox_failing", source="contact") >= 1
+        assert {"message", "contact"} == {
+            dict(labels)["source"]
+            for name, labels in stuck
+            if name == "journeys_outbox_undelivered"
+        }
+    finally:
+        await stack.pool.execute(
+            "UPDATE contact_events SET delivered_at = now() WHERE id = $1", event_id
+        )
+    delivered = await scrape(http)
+    assert value(delivered, "journeys_outbox_oldest_seconds", source="contact") < 400 * 86400
+
+
+async def test_an_unreadable_outbox_leaves_its_series_out() -> None:
+    """The database away at a scrape: no outbox samples (unknown), not the last values."""
+
+    class Away:
+        async def fetch(self, *args: object, **kwargs: object) -> list[Any]:
+            raise ConnectionRefusedError("database away")
+
+    metrics.OUTBOX_UNDELIVERED.labels("message").set(3)  # as a scrape before left it
+    await metrics.read_outbox(Away())  # type: ignore[arg-type]
+    exposition = parse(generate_latest().decode())
+    assert not {name for name, _ in exposition if name.startswith("journeys_outbox_")}
 
 
 async def test_metrics_need_a_key_with_the_read_scope(stack: Stack) -> None:

@@ -8,6 +8,7 @@ delivered, or failed with a backoff. Table names below are constants, never inpu
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -85,6 +86,38 @@ async def mark_failed(pool: asyncpg.Pool, table: str, failures: dict[int, str]) 
             list(failures),
             list(failures.values()),
         )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The undelivered rows of one outbox table: how many, how many of them failed at
+    least once (waiting for their next attempt), and the age of the oldest by the
+    database's clock (0 without any)."""
+
+    source: str
+    undelivered: int
+    failing: int
+    oldest_seconds: float
+
+
+_BACKLOG = """
+    SELECT {source} AS source, count(*) AS undelivered,
+           count(*) FILTER (WHERE last_error IS NOT NULL) AS failing,
+           COALESCE(extract(epoch FROM now() - min(at)), 0)::float8 AS oldest_seconds
+    FROM {table} WHERE delivered_at IS NULL"""
+
+
+async def backlog(db: Executor, timeout: float) -> list[Backlog]:
+    """Both tables' backlogs, by the dispatcher's sources (`message`, `contact`). The
+    scan covers the undelivered rows only (their partial index): small when the
+    dispatcher keeps up, and bounded by `timeout` when it does not."""
+    rows = await db.fetch(
+        _BACKLOG.format(source="'message'", table="message_events")
+        + " UNION ALL "
+        + _BACKLOG.format(source="'contact'", table="contact_events"),
+        timeout=timeout,
+    )
+    return [Backlog(**dict(row)) for row in rows]
 
 
 async def queue_profile_change(
