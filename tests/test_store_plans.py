@@ -49,6 +49,18 @@ CASES = {
             conn, [messages.Sent(i, "Hi", "<p@x>") for i in ids]
         ),
     ),
+    # The journey path: one message a call (journeys/store/messages.py).
+    "mark_message_sent": Case(
+        "messages",
+        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key,
+                                 journey_version, step, contact_id, status)
+           SELECT gen_random_uuid(), 'k' || n, 'w', 'j', 1, 's', gen_random_uuid(), 'sending'
+           FROM generate_series($1::int, $2::int) AS n""",
+        "SELECT id FROM messages WHERE status = 'sending' LIMIT 1",
+        lambda conn, ids: messages.mark_messages_sent(
+            conn, [messages.Sent(i, "Hi", "<p@x>") for i in ids]
+        ),
+    ),
     "mark_targets": Case(
         "recurring_targets",
         f"""INSERT INTO recurring_targets (run_id, seq, contact_id, status)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -233,10 +232,31 @@ class Sent(NamedTuple):
 async def mark_messages_sent(pool: asyncpg.Pool, sent: list[Sent]) -> None:
     """Record messages as sent, in one statement."""
     # A message with follow-ups also gets its `sent` event, once: a retry of this write
-    # after it committed finds the row sent already. A batch is planned for the call
-    # (journeys/db.py); one message (the journey path's) is one round trip, as the three
-    # more cost it more than they saved in the bench's mail pair.
-    async with planned_for_call(pool) if len(sent) > 1 else nullcontext(pool) as conn:
+    # after it committed finds the row sent already.
+    if len(sent) == 1:
+        # The journey path's one message: plain parameters, so that the plan PostgreSQL
+        # keeps for the prepared statement is the primary key's, whatever the size of
+        # `messages` when it was made (a join to an unpacked list kept a whole-table
+        # scan). One round trip: planning a batch for its call costs three more.
+        one = sent[0]
+        await pool.execute(
+            """WITH m AS (UPDATE messages SET status = 'sent', subject = $2, provider_id = $3,
+                                             body = $4, segments = $5, sent_at = now(),
+                                             lease_owner = NULL, lease_until = NULL
+                           WHERE id = $1 AND status <> 'sent'
+                           RETURNING id, follow_up_path)
+                INSERT INTO message_events (message_id, kind)
+                SELECT id, 'sent' FROM m WHERE follow_up_path IS NOT NULL""",
+            one.message_id,
+            one.subject,
+            one.provider_id,
+            one.body,
+            one.segments,
+            timeout=WRITE_TIMEOUT,
+        )
+        return
+    # A batch is planned for the call (journeys/db.py).
+    async with planned_for_call(pool) as conn:
         await conn.execute(
             """WITH s AS (SELECT * FROM jsonb_to_recordset($1::jsonb)
                             AS s(message_id uuid, subject text, provider_id text, body text,
