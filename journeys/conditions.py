@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from journeys.definition import (
@@ -22,7 +22,11 @@ from journeys.definition.conditions import (
     RecordFieldIs,
     StoredFact,
 )
+from journeys.definition.followups import same_link
 from journeys.models import JourneyState
+
+# Whether a clicked URL (None: not a click) is the link a condition names.
+LinkMatch = Callable[[str | None, str], bool]
 
 
 def evaluate(
@@ -30,17 +34,19 @@ def evaluate(
     fields: Mapping[str, Any],
     state: JourneyState,
     memberships: Mapping[str, bool] | None = None,
+    links: LinkMatch = same_link,
 ) -> bool:
     """Whether `cond` holds for a profile, its stored facts (see `fact_key`)
-    and what happened in the journey so far."""
+    and what happened in the journey so far. A clicked link is the one a condition
+    names by `links`: the same URL without its query and fragment (`same_link`)."""
     if isinstance(cond, AllOf):
-        return all(evaluate(c, fields, state, memberships) for c in cond.all)
+        return all(evaluate(c, fields, state, memberships, links) for c in cond.all)
     if isinstance(cond, AnyOf):
-        return any(evaluate(c, fields, state, memberships) for c in cond.any)
+        return any(evaluate(c, fields, state, memberships, links) for c in cond.any)
     if isinstance(cond, NotOf):
-        return not evaluate(cond.not_, fields, state, memberships)
+        return not evaluate(cond.not_, fields, state, memberships, links)
     if isinstance(cond, MessageWas):
-        return message_was(cond, state)
+        return message_was(cond, state, links)
     if isinstance(cond, STORED_FACTS):
         return bool((memberships or {}).get(fact_key(cond)))
     if isinstance(cond, RecordFieldIs):
@@ -74,7 +80,7 @@ def facts_read(cond: Condition) -> list[str]:
     )
 
 
-def message_was(cond: MessageWas, state: JourneyState) -> bool:
+def message_was(cond: MessageWas, state: JourneyState, links: LinkMatch = same_link) -> bool:
     if cond.event == "sent":
         return cond.message in state.sent
     # Runs continued-as-new before message_ids existed carry only `sent`.
@@ -84,7 +90,7 @@ def message_was(cond: MessageWas, state: JourneyState) -> bool:
     return any(
         e.message_id == message_id
         and e.kind == cond.event
-        and (cond.link is None or e.url == cond.link)
+        and (cond.link is None or links(e.url, cond.link))
         and (cond.kinds is None or e.error in cond.kinds)
         for e in state.message_events
     )

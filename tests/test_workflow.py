@@ -259,6 +259,20 @@ async def test_a_click_on_another_link_does_not_count(harness: Harness) -> None:
     assert progress.history[1].outcome == "timeout"
 
 
+async def test_a_click_on_the_link_with_a_personalised_query_counts(harness: Harness) -> None:
+    """The wait names the link as written in the mail; the click carries what the mail
+    filled in (`?ref={{ contact.id }}`) and a fragment: the same link, as for follow-ups.
+    Runs that met such a click before this counted it as another link, and still do on
+    replay (tests/histories/...-before-links-without-query.json)."""
+    definition = valid_definition("personal-link")
+    definition["steps"]["wait_click"]["link"] = "https://example.com/pricing"
+    handle = await harness.start(definition)
+    await click(handle, "https://EXAMPLE.com/pricing?ref=c-42#plans")
+    progress = await result(handle)
+    assert progress.history[1].outcome == "clicked"
+    assert [v.step for v in progress.history] == ["mail1", "wait_click", "mail2", "done"]
+
+
 async def test_branch_reads_the_profile(harness: Harness) -> None:
     harness.fakes.profile = {"plan": "pro", "score": 7}
     handle = await harness.start(

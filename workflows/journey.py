@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from journeys.conditions import evaluate, facts_read
     from journeys.definition import End, WaitForEvent, parse_duration
+    from journeys.definition.followups import same_link
     from journeys.definition.journey import TriggeredEntry
     from journeys.models import (
         SA_STATUS,
@@ -54,6 +55,8 @@ STATUS_KEY = SearchAttributeKey.for_keyword(SA_STATUS)
 FAILED_STATUS = "failed-status"
 # The end step and the status `completed` are shown in one upsert, not two.
 END_IN_ONE_UPSERT = "end-in-one-upsert"
+# A click on a condition's link counts without its query and fragment (personalised).
+LINKS_WITHOUT_QUERY = "links-without-query"
 
 
 @workflow.defn(name="JourneyWorkflow")
@@ -168,7 +171,7 @@ class JourneyWorkflow:
         if run_if is None:
             return True
         snapshot = await load_profile_for(self, "run_if", run_if, facts_read(run_if))
-        if evaluate(run_if, snapshot.fields, self.state, snapshot.memberships):
+        if evaluate(run_if, snapshot.fields, self.state, snapshot.memberships, self.links_match):
             return True
         self.status, self.reason = "skipped", "run_if no longer held when the wait was over"
         await note(
@@ -221,8 +224,17 @@ class JourneyWorkflow:
         if exit_if is None:
             return
         snapshot = await load_profile_for(self, step_id, exit_if, facts_read(exit_if))
-        if evaluate(exit_if, snapshot.fields, self.state, snapshot.memberships):
+        if evaluate(exit_if, snapshot.fields, self.state, snapshot.memberships, self.links_match):
             raise Left("exited", f"exit_if held {when} `{step_id}`")
+
+    def links_match(self, clicked: str | None, wanted: str) -> bool:
+        """Whether a click was on the link a condition names: the same URL, or the same
+        without its query and fragment (`same_link`, as follow-ups match). Runs that
+        reached such a click on code before LINKS_WITHOUT_QUERY did not count the
+        second kind, and keep not counting it on replay."""
+        if clicked == wanted:
+            return True
+        return same_link(clicked, wanted) and workflow.patched(LINKS_WITHOUT_QUERY)
 
     async def pause(
         self, timeout: timedelta, summary: str, done: Callable[[], bool] | None = None

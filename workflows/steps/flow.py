@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
 
 async def branch(p: Participant, step_id: str, step: Branch) -> str:
     snapshot = await load_profile_for(p, step_id, step.if_, facts_read(step.if_))
-    taken = evaluate(step.if_, snapshot.fields, p.state, snapshot.memberships)
+    taken = evaluate(step.if_, snapshot.fields, p.state, snapshot.memberships, p.links_match)
     p.record_outcome("then" if taken else "else")
     return step.then if taken else step.else_
 

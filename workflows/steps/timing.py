@@ -65,6 +65,7 @@ async def wait_for_event(p: Participant, step_id: str, step: WaitForEvent) -> st
         return message_was(
             MessageWas(message=step.message, event=step.event, link=step.link, kinds=step.kinds),
             p.state,
+            p.links_match,
         )
 
     what = step.name if step.event == "custom" else f"{step.event} on `{step.message}`"
