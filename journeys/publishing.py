@@ -12,7 +12,7 @@ from journeys.definition import JourneyDefinition, Problem, definition_problems
 from journeys.definition.graph import duplicate_action_warnings
 from journeys.definition.journey import SelectionEntry
 from journeys.entry_schedule import sync_entry_schedule
-from journeys.references import reference_problems
+from journeys.references import field_warnings, reference_problems
 from journeys.store.journeys import PublishedJourney, get_journey, publish
 from journeys.templates import template_problems
 
@@ -45,4 +45,5 @@ async def publish_definition(
         previous and isinstance(previous.definition.entry, SelectionEntry)
     ):
         await sync_entry_schedule(client, task_queue, defn)
-    return await publish(pool, defn), duplicate_action_warnings(defn)
+    warnings = duplicate_action_warnings(defn) + await field_warnings(pool, defn)
+    return await publish(pool, defn), warnings

@@ -21,18 +21,38 @@ from journeys.definition import (
     RemoveFromProject,
     RemoveFromSelection,
     UpdateContact,
+    Wait,
     condition_parts,
 )
-from journeys.definition.conditions import Condition, InProject, InSelection
+from journeys.definition.common import CONTACT_COLUMNS, READ_ONLY_FIELDS
+from journeys.definition.conditions import Anniversary, Condition, FieldIs, InProject, InSelection
 from journeys.definition.graph import every_step
 from journeys.definition.journey import SelectionEntry
 from journeys.definition.steps.crm import UserOwner
 from journeys.definition.steps.profile import OP_FIELD_TYPES
 from journeys.fieldtypes import coerce
 from journeys.store import fields, files, groups, users
+from journeys.store.conditions_sql import DATE_TYPES
 
 # The most a message's attachments may weigh together (what mail servers accept).
 MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
+
+
+def condition_places(defn: JourneyDefinition) -> list[tuple[tuple[str | int, ...], Condition]]:
+    """Every condition of the journey with its place: `exit_if`, each branch's `if`, and
+    each follow-up's `schedule_if` and `run_if` (in nested follow-ups too)."""
+    found: list[tuple[tuple[str | int, ...], Condition]] = []
+    if defn.exit_if is not None:
+        found.append((("exit_if",), defn.exit_if))
+    for prefix, sid, step in every_step(defn.steps):
+        loc: tuple[str | int, ...] = (*prefix, "steps", sid)
+        for i, rule in enumerate(getattr(step, "follow_ups", None) or []):
+            for name in ("schedule_if", "run_if"):
+                if getattr(rule, name) is not None:
+                    found.append(((*loc, "follow_ups", i, name), getattr(rule, name)))
+        if isinstance(step, Branch):
+            found.append(((*loc, "if"), step.if_))
+    return found
 
 
 async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> list[Problem]:
@@ -42,28 +62,27 @@ async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> lis
         "project": {},
     }
     wanted_users: dict[str, list[tuple[str | int, ...]]] = {}
-
-    def conditions(loc: tuple[str | int, ...], cond: Condition) -> None:
+    types = await fields.field_types(pool)
+    for place, cond in condition_places(defn):
         for leaf in condition_parts(cond):
             if isinstance(leaf, InSelection):
-                wanted["selection"].setdefault(leaf.selection, []).append(loc)
+                wanted["selection"].setdefault(leaf.selection, []).append(place)
             elif isinstance(leaf, InProject):
-                wanted["project"].setdefault(leaf.project, []).append(loc)
-
-    if defn.exit_if is not None:
-        conditions(("exit_if",), defn.exit_if)
+                wanted["project"].setdefault(leaf.project, []).append(place)
+            elif isinstance(leaf, Anniversary) and types.get(leaf.anniversary) not in DATE_TYPES:
+                # Asked of the database, which can only answer for a declared date.
+                problems.append(
+                    (
+                        place,
+                        f"{_where(place)}anniversary: '{leaf.anniversary}' is not a contact field"
+                        " of type date or datetime (POST /contact-fields)",
+                    )
+                )
     if isinstance(defn.entry, SelectionEntry):
         wanted["selection"].setdefault(defn.entry.selection, []).append(("entry", "selection"))
-    types = await fields.field_types(pool)
     for prefix, sid, step in every_step(defn.steps):
         loc: tuple[str | int, ...] = (*prefix, "steps", sid)
-        for i, rule in enumerate(getattr(step, "follow_ups", None) or []):
-            for name in ("schedule_if", "run_if"):
-                if getattr(rule, name) is not None:
-                    conditions((*loc, "follow_ups", i, name), getattr(rule, name))
-        if isinstance(step, Branch):
-            conditions((*loc, "if"), step.if_)
-        elif isinstance(step, (AddToSelection, RemoveFromSelection)):
+        if isinstance(step, (AddToSelection, RemoveFromSelection)):
             wanted["selection"].setdefault(step.selection, []).append((*loc, "selection"))
         elif isinstance(step, (AddToProject, RemoveFromProject)):
             wanted["project"].setdefault(step.project, []).append((*loc, "project"))
@@ -74,6 +93,16 @@ async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> lis
             wanted_users.setdefault(step.to_user, []).append((*loc, "to"))
         elif isinstance(step, UpdateContact):
             problems += _update_problems(loc, sid, step, types)
+        elif isinstance(step, Wait) and step.until_field in types:
+            declared = types[step.until_field]
+            if declared not in DATE_TYPES:
+                problems.append(
+                    (
+                        (*loc, "until_field"),
+                        f"step '{sid}': until_field: '{step.until_field}' is a {declared}"
+                        " field, not a date or datetime",
+                    )
+                )
         attachments = getattr(step, "attachments", None)
         if attachments:
             problems += await _attachment_problems(pool, loc, sid, attachments)
@@ -88,6 +117,33 @@ async def reference_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> lis
         if await users.get_user(pool, key) is None:
             problems += [(place, f"{_where(place)}user '{key}' does not exist") for place in places]
     return problems
+
+
+async def field_warnings(pool: asyncpg.Pool, defn: JourneyDefinition) -> list[Problem]:
+    """Field names the journey reads that are neither a contact's own (`email`, `id`,
+    ...) nor declared: most likely a typing error, which no run would report (a missing
+    field reads as empty). Warnings, not problems: free fields need no declaration."""
+    known = {*CONTACT_COLUMNS, *READ_ONLY_FIELDS, *await fields.field_types(pool)}
+    read: list[tuple[tuple[str | int, ...], str]] = [
+        (loc, leaf.field)
+        for loc, cond in condition_places(defn)
+        for leaf in condition_parts(cond)
+        if isinstance(leaf, FieldIs)
+    ]
+    read += [
+        ((*prefix, "steps", sid, "until_field"), step.until_field)
+        for prefix, sid, step in every_step(defn.steps)
+        if isinstance(step, Wait) and step.until_field is not None
+    ]
+    return [
+        (
+            loc,
+            f"{_where(loc)}field '{name}' is not a declared contact field (POST"
+            " /contact-fields); a contact without it reads it as empty",
+        )
+        for loc, name in read
+        if name not in known
+    ]
 
 
 def _where(loc: tuple[str | int, ...]) -> str:

@@ -4,7 +4,10 @@ request rules, files, and the dossier that shows what was done."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
+from tests.builders import journey
 from tests.conftest import Stack
 from tests.helpers import create_contact
 
@@ -38,6 +41,75 @@ async def test_declared_fields_are_checked_on_contacts(stack: Stack) -> None:
     await http.post("/contact-fields", json={"name": day, "type": "date"})
     bad_day = await http.post("/contacts", json={"fields": {day: "31-01-2027"}})
     assert bad_day.status_code == 422 and "2027-01-31" in bad_day.text
+
+
+async def test_a_journey_is_checked_against_the_declared_fields(stack: Stack) -> None:
+    """At publish: an anniversary or a wait until a field needs a declared date (a
+    refusal naming the step); a condition on a field nobody declared is published with
+    a warning naming it (free fields need no declaration, a typing error would go
+    unnoticed: a missing field reads as empty)."""
+    http = stack.http
+    plan, born = unique("plan").replace("-", "_"), unique("born").replace("-", "_")
+    await http.post("/contact-fields", json={"name": plan, "type": "text"})
+    await http.post("/contact-fields", json={"name": born, "type": "date"})
+
+    def checked(condition: Mapping[str, object], wait: Mapping[str, object]) -> dict[str, Any]:
+        return journey(
+            unique("fields"),
+            steps={
+                "check": {"type": "branch", "if": condition, "then": "later", "else": "done"},
+                "later": {"type": "wait", **wait, "next": "done"},
+                "done": {"type": "end"},
+            },
+        )
+
+    fine = await http.post(
+        "/journeys",
+        json=checked(
+            {"all": [{"field": plan, "op": "eq", "value": "pro"}, {"anniversary": born}]},
+            {"until_field": born, "anniversary": True},
+        ),
+    )
+    assert fine.status_code == 201, fine.text
+    assert fine.json()["warnings"] == []
+    builtin = await http.post(
+        "/journeys",
+        json=checked({"field": "email", "op": "exists"}, {"duration": "P1D"}),
+    )
+    assert builtin.status_code == 201 and builtin.json()["warnings"] == []
+
+    typo = await http.post(
+        "/journeys",
+        json=checked({"field": "plna", "op": "eq", "value": "pro"}, {"until_field": "bron"}),
+    )
+    assert typo.status_code == 201, typo.text
+    assert [(w["loc"], w["msg"]) for w in typo.json()["warnings"]] == [
+        (
+            ["body", "steps", "check", "if"],
+            "step 'check': field 'plna' is not a declared contact field (POST"
+            " /contact-fields); a contact without it reads it as empty",
+        ),
+        (
+            ["body", "steps", "later", "until_field"],
+            "step 'later': field 'bron' is not a declared contact field (POST"
+            " /contact-fields); a contact without it reads it as empty",
+        ),
+    ]
+
+    for condition, wait, loc, words in (
+        ({"anniversary": plan}, {"duration": "P1D"}, ["check", "if"], f"'{plan}' is not"),
+        ({"anniversary": "bron"}, {"duration": "P1D"}, ["check", "if"], "'bron' is not"),
+        (
+            {"field": plan, "op": "exists"},
+            {"until_field": plan},
+            ["later", "until_field"],
+            f"'{plan}' is a text field, not a date",
+        ),
+    ):
+        refused = await http.post("/journeys", json=checked(condition, wait))
+        assert refused.status_code == 422, refused.text
+        (problem,) = refused.json()["detail"]
+        assert problem["loc"] == ["body", "steps", *loc] and words in problem["msg"], problem
 
 
 async def test_users_and_owners(stack: Stack) -> None:
