@@ -94,6 +94,7 @@ def bound_activities(
         contacts.update_contact,
         contacts.note_journal,
         timing.resolve_wait,
+        timing.end_of_quiet_hours,
         groups.change_membership,
         crm.create_record,
         scripts.call_script,

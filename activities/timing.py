@@ -16,7 +16,7 @@ from activities.contacts import require_contact
 from activities.retries import quiet_outages
 from journeys import calendar
 from journeys.contacts import profile
-from journeys.models import ResolvedWait, ResolveWaitInput
+from journeys.models import QuietHoursInput, ResolvedWait, ResolveWaitInput
 
 
 class TimingActivities:
@@ -56,3 +56,19 @@ class TimingActivities:
         except ValueError as exc:
             return ResolvedWait(reason=f"field '{input.until_field}': {exc}")
         return ResolvedWait(until=moment)
+
+    @activity.defn(name="end_of_quiet_hours")
+    @quiet_outages
+    async def end_of_quiet_hours(self, input: QuietHoursInput) -> ResolvedWait:
+        """When the quiet hours the contact is in now end (their time zone, or the
+        default); `until` None when they are not in them."""
+        contact = await require_contact(self.pool, input.contact_id)
+        tz = ZoneInfo(contact.time_zone or self.default_time_zone)
+        return ResolvedWait(
+            until=calendar.end_of_quiet_hours(
+                datetime.now(tz),
+                tz,
+                calendar.parse_local_time(input.start),
+                calendar.parse_local_time(input.end),
+            )
+        )

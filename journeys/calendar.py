@@ -146,6 +146,27 @@ def next_local_time(
     raise AssertionError("unreachable: every week has a matching day")  # pragma: no cover
 
 
+def end_of_quiet_hours(now: datetime, tz: ZoneInfo, start: time, end: time) -> datetime | None:
+    """When the quiet hours `start`-`end` (local wall times in `tz`; past midnight when
+    `start` is later than `end`) that `now` falls in end; None when `now` is not in them.
+
+    The end is the first instant from `now` on whose wall time is `end`: after a
+    spring-forward gap, the first instant after the gap; in the hour a fall-back
+    repeats, the occurrence still to come (the second, when `now` is in the second).
+    """
+    if start == end:
+        raise ValueError("quiet hours must not start and end at the same time")
+    local = now.astimezone(tz)
+    wall = local.time().replace(tzinfo=None)
+    if not ((start <= wall < end) if start < end else (wall >= start or wall < end)):
+        return None
+    ending = next_local_time(now, tz, end, None)
+    # next_local_time takes a repeated wall time's first occurrence only; in the
+    # repeated hour today's second one may be the next.
+    second = _resolve(datetime.combine(local.date(), end), tz, fold=1)
+    return second if _threshold(now) <= second < ending else ending
+
+
 def next_anniversary(
     now: datetime,
     tz: ZoneInfo,

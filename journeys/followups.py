@@ -87,6 +87,8 @@ def follow_up_input(
         entry=ApiEntry(type="api"),
         start=rule.start,
         steps=rule.steps,
+        # The journey's quiet hours hold for its follow-ups' messages too.
+        quiet_hours=journey.definition.quiet_hours,
     )
     return JourneyInput(
         journey_key=journey.key,

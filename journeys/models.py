@@ -273,6 +273,15 @@ class ResolveWaitInput(BaseModel):
     weekdays: list[str] | None = None
 
 
+class QuietHoursInput(BaseModel):
+    """Whether the journey's quiet hours hold now for the contact, before a send."""
+
+    contact_id: str
+    step: str
+    start: str
+    end: str
+
+
 class ResolvedWait(BaseModel):
     until: datetime | None = Field(default=None, description="UTC; None: move on at once")
     reason: str | None = Field(default=None, description="why there is no moment")

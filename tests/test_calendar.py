@@ -17,6 +17,7 @@ import pytest
 from journeys.calendar import (
     WEEKDAYS,
     add_calendar,
+    end_of_quiet_hours,
     first_free_slot,
     instant_of_field,
     next_anniversary,
@@ -601,3 +602,46 @@ def test_nothing_free_within_horizon() -> None:
     with pytest.raises(ValueError, match="within 7 days"):
         slot(utc(2025, 3, 3, 8, 15), 30, busy, horizon_days=7)
     assert slot(utc(2025, 3, 3, 8, 15), 30, busy, horizon_days=8) == utc(2025, 3, 10, 8, 30)
+
+
+# --- end_of_quiet_hours ----------------------------------------------------------------------
+
+
+def quiet(now: datetime, start: str = "21:00", end: str = "08:00") -> datetime | None:
+    return end_of_quiet_hours(now, AMS, parse_local_time(start), parse_local_time(end))
+
+
+def test_quiet_hours_past_midnight() -> None:
+    # Wed 5 Mar 2025, CET (UTC+1).
+    assert quiet(utc(2025, 3, 5, 19, 59)) is None  # 20:59 local: still allowed
+    assert quiet(utc(2025, 3, 5, 20)) == utc(2025, 3, 6, 7)  # 21:00: until Thu 08:00 = 07:00Z
+    assert quiet(utc(2025, 3, 5, 23, 30)) == utc(2025, 3, 6, 7)  # 00:30 Thu local
+    assert quiet(utc(2025, 3, 6, 6, 59, 59)) == utc(2025, 3, 6, 7)  # 07:59:59
+    assert quiet(utc(2025, 3, 6, 7)) is None  # 08:00: sends again
+
+
+def test_quiet_hours_within_a_day() -> None:
+    # 12:00-14:00 local, a lunch break; CEST (UTC+2) on 2 June 2025.
+    assert quiet(utc(2025, 6, 2, 9, 59), "12:00", "14:00") is None
+    assert quiet(utc(2025, 6, 2, 10), "12:00", "14:00") == utc(2025, 6, 2, 12)
+    assert quiet(utc(2025, 6, 2, 12), "12:00", "14:00") is None
+
+
+def test_quiet_hours_over_a_clock_change() -> None:
+    # Spring forward, Sun 30 Mar 2025: 02:00 CET becomes 03:00 CEST. Quiet until 02:30
+    # (a time that does not exist that night) ends at the first instant after the gap.
+    assert quiet(utc(2025, 3, 29, 23), "22:00", "02:30") == utc(2025, 3, 30, 1)  # 03:00 CEST
+    # The night has an hour less: 21:00 CET to 08:00 CEST is ten hours.
+    assert quiet(utc(2025, 3, 29, 20)) == utc(2025, 3, 30, 6)
+    # Fall back, Sun 26 Oct 2025: 03:00 CEST becomes 02:00 CET. In the first 02:30
+    # (CEST, 00:30Z) quiet hours until 02:45 end at its first occurrence (00:45Z).
+    assert quiet(utc(2025, 10, 26, 0, 30), "22:00", "02:45") == utc(2025, 10, 26, 0, 45)
+    # In the second 02:30 (CET, 01:30Z) they end at the second 02:45 (01:45Z), not a day on.
+    assert quiet(utc(2025, 10, 26, 1, 30), "22:00", "02:45") == utc(2025, 10, 26, 1, 45)
+    # And 21:00 CEST to 08:00 CET is twelve hours.
+    assert quiet(utc(2025, 10, 25, 19)) == utc(2025, 10, 26, 7)
+
+
+def test_quiet_hours_need_a_span() -> None:
+    with pytest.raises(ValueError, match="same time"):
+        quiet(utc(2025, 3, 5, 20), "21:00", "21:00")

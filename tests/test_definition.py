@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from journeys.definition import JourneyDefinition, definition_problems, parse_duration
+from journeys.definition.journey import QuietHours
 from journeys.templates import template_problems
 
 CONTRACT: dict[str, Any] = {
@@ -249,6 +250,17 @@ def test_journey_level_rules_that_are_refused() -> None:
         JourneyDefinition.model_validate({**valid_definition(), "reentry": {"policy": "after"}})
     with pytest.raises(ValidationError, match="entry"):
         JourneyDefinition.model_validate({**valid_definition(), "entry": {"type": "event"}})
+    for quiet, says in (
+        ({"start": "21:00", "end": "21:00"}, "another time than they start"),
+        ({"start": "9pm", "end": "08:00"}, "quiet_hours.start"),
+        ({"start": "21:00"}, "quiet_hours.end"),
+    ):
+        with pytest.raises(ValidationError, match=says):
+            JourneyDefinition.model_validate({**valid_definition(), "quiet_hours": quiet})
+    quiet = {"start": "21:00", "end": "08:00"}
+    assert JourneyDefinition.model_validate(
+        {**valid_definition(), "quiet_hours": quiet}
+    ).quiet_hours == QuietHours(**quiet)
 
 
 def test_graph_checks_of_the_new_kinds() -> None:

@@ -68,8 +68,16 @@ async def test_a_weekday_wait_computes_the_local_moment(stack: Stack) -> None:
     contact = await create_contact(http, time_zone="Pacific/Auckland")
     await enrol(http, key, contact)
     view = await wait_for_step(http, key, contact, "morning")
-    handle = stack.temporal.get_workflow_handle(view["workflow_id"])
-    timers = []
+    # The run sleeps until 09:00 in Auckland: 20:00 or 21:00 UTC, depending on DST.
+    (fires,) = await timers_of(stack, view["workflow_id"])
+    assert f"{fires:%H:%M}" in ("20:00", "21:00"), fires
+    assert timedelta(0) < fires - datetime.now(UTC) <= timedelta(days=1)
+
+
+async def timers_of(stack: Stack, workflow_id: str) -> list[datetime]:
+    """When each timer the run has started fires (UTC), once it has started one."""
+    handle = stack.temporal.get_workflow_handle(workflow_id)
+    timers: list[datetime] = []
     for _ in range(50):
         async for event in handle.fetch_history_events():
             if event.HasField("timer_started_event_attributes"):
@@ -78,10 +86,47 @@ async def test_a_weekday_wait_computes_the_local_moment(stack: Stack) -> None:
         if timers:
             break
         await asyncio.sleep(0.1)
-    # The run sleeps until 09:00 in Auckland: 20:00 or 21:00 UTC, depending on DST.
-    (fires,) = timers
-    assert f"{fires:%H:%M}" in ("20:00", "21:00"), fires
-    assert timedelta(0) < fires - datetime.now(UTC) <= timedelta(days=1)
+    return timers
+
+
+async def test_quiet_hours_hold_a_mail_until_the_contacts_morning(stack: Stack) -> None:
+    """Quiet hours around the present hour in UTC: a contact in UTC is in them (the mail
+    waits for their end), one in UTC+12 is not (the mail goes out now), and a step
+    with `any_hour` sends to the first at once as well."""
+    http = stack.http
+    now = datetime.now(UTC)
+    # Still quiet if the hour turns before the run asks; they end at this hour + 2.
+    quiet = {"start": f"{(now.hour - 1) % 24:02d}:00", "end": f"{(now.hour + 2) % 24:02d}:00"}
+    ends = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    key = unique("e2e-quiet")
+    await publish(
+        http,
+        {
+            **linear_journey(
+                key,
+                "Quiet",
+                ("urgent", {**mail("Your code"), "any_hour": True}),
+                ("offer", mail("Our offer")),
+            ),
+            "quiet_hours": quiet,
+        },
+    )
+    asleep, awake = f"{unique('asleep')}@example.com", f"{unique('awake')}@example.com"
+    held = await create_contact(http, email=asleep, time_zone="UTC")
+    sent = await create_contact(http, email=awake, time_zone="Etc/GMT-12")
+    await enrol(http, key, held, sent)
+
+    await read_mail(http, asleep, "Your code")
+    view = await wait_for_step(http, key, held, "offer")
+    (fires,) = await timers_of(stack, view["workflow_id"])
+    assert ends - timedelta(seconds=2) <= fires <= ends + timedelta(seconds=2), (fires, ends)
+    assert "Quiet hours" in view["details"] and f"{ends:%H:%M} UTC" in view["details"]
+    assert len((await http.get("/dev/mail", params={"to": asleep})).json()) == 1  # not the offer
+
+    await read_mail(http, awake, "Your code")
+    await read_mail(http, awake, "Our offer")
+    assert (await wait_until_done(http, key, sent))["status"] == "completed"
+    assert (await http.delete(f"/journeys/{key}/participants/{held}")).status_code == 200
 
 
 async def test_event_entry_reentry_once_and_refusal(stack: Stack) -> None:

@@ -14,7 +14,7 @@ from journeys.definition import JourneyDefinition, definition_problems
 from journeys.definition.followups import same_link
 from journeys.definition.graph import duplicate_action_warnings
 from journeys.followups import message_step, start_follow_up, triggered
-from journeys.models import JourneyProgress
+from journeys.models import JourneyProgress, ResolvedWait
 from journeys.store.journeys import PublishedJourney
 from tests.builders import journey
 from tests.test_workflow import Harness, harness, result
@@ -233,6 +233,22 @@ async def test_each_rule_runs_its_steps_after_its_wait(harness: Harness, key: st
         assert timedelta(hours=1) <= visit.at - before < timedelta(days=1)
     else:
         assert visit.at - before < timedelta(days=1) and harness.fakes.updates
+
+
+async def test_a_follow_ups_mail_keeps_the_journeys_quiet_hours(harness: Harness) -> None:
+    """The survey mail is due seven days after the trigger, in the contact's quiet
+    hours: it waits for their end, as the journey's own mails do."""
+    quiet = {"start": "21:00", "end": "08:00"}
+    p = published({**brochure("fu-quiet"), "quiet_hours": quiet})
+    before = await harness.env.get_current_time()
+    harness.fakes.quiet_until = ResolvedWait(until=before + timedelta(days=7, hours=9))
+    workflow_id = await fire(harness, p, "survey", uuid.uuid4(), uuid.uuid4())
+    await harness.env.sleep(timedelta(days=7, hours=10))
+    progress = await result(run_of(harness, workflow_id))
+    assert [(q.step, q.start, q.end) for q in harness.fakes.quiet_asked] == [("s", *quiet.values())]
+    assert [s.subject for s in harness.fakes.sent] == ["How was it?"]
+    (after_send,) = [v for v in progress.history if v.step == "end"]
+    assert after_send.at - before >= timedelta(days=7, hours=9)
 
 
 async def test_a_five_year_wait_whose_run_if_turns_false_is_skipped(harness: Harness) -> None:

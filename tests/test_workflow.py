@@ -37,6 +37,7 @@ from journeys.models import (
     MembershipInput,
     MessageEvent,
     NotifyInput,
+    QuietHoursInput,
     ResolvedWait,
     ResolveWaitInput,
     ScriptCallInput,
@@ -71,6 +72,8 @@ class FakeActivities:
     records: list[CreateRecordInput] = field(default_factory=list)
     scripts: list[ScriptCallInput] = field(default_factory=list)
     send_fails: str | None = None  # a send's error that no retry fixes
+    quiet_asked: list[QuietHoursInput] = field(default_factory=list)
+    quiet_until: ResolvedWait = field(default_factory=ResolvedWait)  # not quiet now
 
     @activity.defn(name="send_email")
     async def send_email(self, input: SendEmailInput) -> SendResult:
@@ -95,6 +98,11 @@ class FakeActivities:
     async def resolve_wait(self, input: ResolveWaitInput) -> ResolvedWait:
         self.resolved.append(input)
         return self.next_moment
+
+    @activity.defn(name="end_of_quiet_hours")
+    async def end_of_quiet_hours(self, input: QuietHoursInput) -> ResolvedWait:
+        self.quiet_asked.append(input)
+        return self.quiet_until
 
     @activity.defn(name="notify")
     async def notify(self, input: NotifyInput) -> SendResult:
@@ -137,6 +145,7 @@ class FakeActivities:
             self.load_contact,
             self.update_contact,
             self.resolve_wait,
+            self.end_of_quiet_hours,
             self.notify,
             self.send_sms,
             self.note_journal,
@@ -271,6 +280,39 @@ async def test_a_click_on_the_link_with_a_personalised_query_counts(harness: Har
     progress = await result(handle)
     assert progress.history[1].outcome == "clicked"
     assert [v.step for v in progress.history] == ["mail1", "wait_click", "mail2", "done"]
+
+
+async def test_a_mail_due_in_quiet_hours_waits_for_their_end(harness: Harness) -> None:
+    """The journey's quiet hours hold for the contact now (the activity reads their
+    local time): mail1 goes out when they end, not before; mail2 has `any_hour` and
+    goes at once, without asking."""
+    now = await harness.env.get_current_time()
+    harness.fakes.quiet_until = ResolvedWait(until=now + timedelta(hours=9))
+    definition = linear_journey(
+        "quiet",
+        "Quiet",
+        ("mail1", mail("First")),
+        ("mail2", {**mail("Second"), "any_hour": True}),
+    )
+    definition["quiet_hours"] = {"start": "21:00", "end": "08:00"}
+    handle = await harness.start(definition)
+    progress = await result(handle)
+    assert [s.step for s in harness.fakes.sent] == ["mail1", "mail2"]
+    assert [(q.step, q.start, q.end) for q in harness.fakes.quiet_asked] == [
+        ("mail1", "21:00", "08:00")
+    ]
+    # mail1 went out when the quiet hours ended, nine hours after it was due; mail2 at once.
+    (mail1, mail2, _end) = progress.history
+    assert (mail1.step, mail1.outcome, mail2.step) == ("mail1", "sent", "mail2")
+    assert timedelta(hours=8, minutes=59) < mail2.at - mail1.at < timedelta(hours=9, minutes=1)
+
+
+async def test_a_journey_without_quiet_hours_asks_nothing(harness: Harness) -> None:
+    harness.fakes.quiet_until = ResolvedWait(until=datetime.now(UTC) + timedelta(days=1))
+    handle = await harness.start(linear_journey("loud", "Loud", ("mail1", mail("First"))))
+    await result(handle)
+    assert [s.step for s in harness.fakes.sent] == ["mail1"]
+    assert harness.fakes.quiet_asked == []
 
 
 async def test_branch_reads_the_profile(harness: Harness) -> None:

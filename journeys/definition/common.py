@@ -80,6 +80,8 @@ def _check_duration_or_zero(text: str) -> str:
     return text
 
 
+# A local wall time, hours and minutes (in the contact's time zone where it is used).
+LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["09:00"])]
 IsoDuration = Annotated[
     str,
     AfterValidator(_check_duration),

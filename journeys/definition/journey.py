@@ -13,6 +13,7 @@ from journeys.definition.common import (
     IsoDuration,
     IsoDurationOrZero,
     Key,
+    LocalTime,
     StepId,
     Strict,
     parse_duration,
@@ -96,6 +97,23 @@ class Reentry(Strict):
         return self
 
 
+class QuietHours(Strict):
+    """Hours of the contact's local day in which the journey sends no message: a mail or
+    SMS due then waits for `end`. A step with `any_hour` sends all the same."""
+
+    start: LocalTime = Field(description="from this local time", examples=["21:00"])
+    end: LocalTime = Field(
+        description="until this local time; past midnight when earlier than start",
+        examples=["08:00"],
+    )
+
+    @model_validator(mode="after")
+    def _a_span(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("quiet hours must end at another time than they start")
+        return self
+
+
 class JourneyDefinition(Strict):
     key: str = Field(pattern=KEY_PATTERN, description="stable id of the journey, used in URLs")
     name: str = Field(min_length=1, max_length=200)
@@ -106,4 +124,8 @@ class JourneyDefinition(Strict):
     exit_if: Condition | None = Field(
         default=None,
         description="checked before every step and when an event or profile change arrives",
+    )
+    quiet_hours: QuietHours | None = Field(
+        default=None,
+        description="local hours in which no mail or SMS goes out: one due then waits",
     )

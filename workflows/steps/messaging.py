@@ -9,9 +9,24 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.email import EmailActivities
     from activities.sms import SmsActivities
+    from activities.timing import TimingActivities
     from journeys.definition import Notify, SendEmail, SendSms
-    from journeys.models import NO_PHONE, NotifyInput, SendEmailInput, SendResult, SendSmsInput
-    from workflows.steps.common import SEND_OPTIONS, Left, Participant, visit_key
+    from journeys.models import (
+        NO_PHONE,
+        NotifyInput,
+        QuietHoursInput,
+        ResolvedWait,
+        SendEmailInput,
+        SendResult,
+        SendSmsInput,
+    )
+    from workflows.steps.common import (
+        ACTIVITY_OPTIONS,
+        SEND_OPTIONS,
+        Left,
+        Participant,
+        visit_key,
+    )
 
 
 def _note_send(p: Participant, step_id: str, result: SendResult) -> None:
@@ -42,7 +57,31 @@ def _send(p: Participant, step_id: str, step: Any = None) -> dict[str, Any]:
     }
 
 
+async def _after_quiet_hours(p: Participant, step_id: str, step: SendEmail | SendSms) -> None:
+    """Wait while the journey's quiet hours hold for the contact (their local time,
+    which only an activity can read). Journeys without quiet hours ask nothing."""
+    quiet = p.input.definition.quiet_hours
+    if quiet is None or step.any_hour:
+        return
+    resolved: ResolvedWait = await workflow.execute_activity_method(
+        TimingActivities.end_of_quiet_hours,
+        QuietHoursInput(
+            contact_id=p.input.contact_id, step=step_id, start=quiet.start, end=quiet.end
+        ),
+        summary=f"quiet hours before {step_id}?",
+        **ACTIVITY_OPTIONS,
+    )
+    if resolved.until is None:
+        return
+    p.describe(
+        f"Quiet hours ({quiet.start}-{quiet.end}, the contact's time): `{step_id}` "
+        f"sends at {resolved.until:%Y-%m-%d %H:%M} UTC."
+    )
+    await p.pause(resolved.until - workflow.now(), f"quiet hours before {step_id}")
+
+
 async def send_email(p: Participant, step_id: str, step: SendEmail) -> str:
+    await _after_quiet_hours(p, step_id, step)
     result = await workflow.execute_activity_method(
         EmailActivities.send_email,
         SendEmailInput(
@@ -77,6 +116,7 @@ async def notify(p: Participant, step_id: str, step: Notify) -> str:
 
 
 async def send_sms(p: Participant, step_id: str, step: SendSms) -> str:
+    await _after_quiet_hours(p, step_id, step)
     result = await workflow.execute_activity_method(
         SmsActivities.send_sms,
         SendSmsInput(**_send(p, step_id, step), sender=step.sender, text=step.text),

@@ -67,6 +67,10 @@ class MessageStep(StepBase):
     listen: IsoDuration | None = Field(
         default=None, description="how long after sending follow-ups fire (P30D if absent)"
     )
+    any_hour: bool = Field(
+        default=False,
+        description="send at once also in the journey's quiet_hours (a transactional message)",
+    )
 
     def rules(self) -> list[FollowUp]:
         """The follow-ups, and one per link with actions: fired on a click on that link,

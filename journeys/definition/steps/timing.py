@@ -11,6 +11,7 @@ from journeys.definition.common import (
     Edge,
     FieldName,
     IsoDuration,
+    LocalTime,
     MessageEventName,
     Problem,
     StepBase,
@@ -21,7 +22,6 @@ from journeys.definition.common import (
 )
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["09:00"])]
 SignedDuration = Annotated[
     str,
     AfterValidator(lambda text: parse_duration(text.removeprefix("-")) and text),
