@@ -158,6 +158,32 @@ def test_a_box_per_step_follow_up_steps_included() -> None:
     assert root.get("viewBox") and root.get("width") and root.get("height")
 
 
+def test_an_sms_box_shows_its_parts() -> None:
+    """160 GSM-7 characters are one part, 161 two (153 a part); one character outside
+    GSM-7 makes it UCS-2 (70, then 67 a part); variables may add more ("≥")."""
+    texts = {
+        "one": "x" * 160,
+        "two": "x" * 161,
+        "accents": "é" + "ü" * 70,  # é and ü are GSM-7: one part of 71 septets
+        "euro": "€" * 81,  # € is GSM-7's extension: two septets each, 162
+        "cyrillic": "Я" * 71,
+        "filled": "Hi {{ contact.first_name }}, " + "x" * 150,
+    }
+    definition = linear_journey(
+        "texts", "Texts", *((sid, {"type": "send_sms", "text": t}) for sid, t in texts.items())
+    )
+    boxes = step_groups(draw(definition))
+    assert {sid: text_of(boxes[sid])[0] for sid in texts} == {
+        "one": "send sms · 1 part",
+        "two": "send sms · 2 parts",
+        "accents": "send sms · 1 part",
+        "euro": "send sms · 2 parts",
+        "cyrillic": "send sms · 2 parts",
+        "filled": "send sms · ≥ 1 part",
+    }
+    assert text_of(boxes["end"])[0] == "end"
+
+
 def test_node_ids_follow_every_step() -> None:
     defn = JourneyDefinition.model_validate(FOLLOW_UPS)
     ids = {step_path(prefix, sid) for prefix, sid, _ in every_step(defn.steps)}

@@ -30,6 +30,7 @@ from markupsafe import Markup, escape
 
 from journeys.definition import JourneyDefinition
 from journeys.definition.steps import Step
+from journeys.phones import segments
 
 Location = tuple[str | int, ...]
 Point = tuple[float, float]
@@ -98,6 +99,7 @@ class _Node:
     title: str
     sid: str  # shown small under a title; "" when the title is the id
     entry: str | None = None
+    note: str = ""  # after the kind: an SMS's parts
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,20 @@ def _when(rule: dict[str, Any]) -> str:
     return text + (" (conditional)" if rule.get("schedule_if") or rule.get("run_if") else "")
 
 
+# What a template adds to an SMS: unknown until it is filled, counted as nothing.
+_TEMPLATE_PARTS = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.S)
+
+
+def _sms_parts(text: Any) -> str:
+    """How many parts the SMS takes (`journeys.phones.segments`): "2 parts", or "≥ 1
+    part" when its variables may add more."""
+    if not isinstance(text, str) or not text:
+        return ""
+    fixed = _TEMPLATE_PARTS.sub("", text)
+    count = max(1, segments(fixed).count)
+    return f"{'≥ ' if fixed != text else ''}{count} part{'' if count == 1 else 's'}"
+
+
 class _Reader:
     """Nodes and links of a definition in JSON form, drawing what it can: a reference
     to a step that does not exist becomes a node of its own, drawn as missing."""
@@ -172,7 +188,11 @@ class _Reader:
             node, title = step_path(prefix, sid), _dict(step).get("title")
             kind = _dict(step).get("type")
             self.nodes[node] = _Node(
-                node, str(kind or "unknown"), str(title or sid), sid if title else ""
+                node,
+                str(kind or "unknown"),
+                str(title or sid),
+                sid if title else "",
+                note=_sms_parts(_dict(step).get("text")) if kind == "send_sms" else "",
             )
         first = self._target(steps, prefix, start)
         if first is not None and entry is not None:
@@ -355,6 +375,7 @@ class _Card:
     def __post_init__(self) -> None:
         node = self.node
         self.kind = "" if node.kind is None else node.kind.replace("_", " ")
+        self.kind += f" · {node.note}" if node.note else ""
         self.title, self.sid = _fit(node.title, 34), _fit(node.sid, 40)
         self.pill = _fit(node.entry, 56) if node.entry else ""
         self.lines = [
