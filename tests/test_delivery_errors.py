@@ -19,6 +19,7 @@ from tests.conftest import WEBHOOK_SECRET, Stack
 from tests.helpers import (
     create_contact,
     enrol,
+    participant,
     publish,
     read_mail,
     wait_for_step,
@@ -262,3 +263,60 @@ async def test_an_sms_status_callback_is_a_delivery_error(stack: Stack) -> None:
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("the follow-up on the undelivered text did not run")
+
+
+async def test_an_unsubscribe_or_a_hard_bounce_ends_waiting_runs_at_once(stack: Stack) -> None:
+    """Both change the profile (`unsubscribed`, `bounced`): every run of the contact
+    whose exit_if asks about it leaves at once, not when its 30-day wait is over, also
+    in a journey that never mailed them; a run whose exit_if asks about something else
+    waits on."""
+    http = stack.http
+    mailing, watching = unique("exit-mailing"), unique("exit-watching")
+    await publish(
+        http,
+        {
+            **linear_journey(
+                mailing,
+                "Mailing",
+                ("first", mail("First")),
+                ("pause", {"type": "wait", "duration": "P30D"}),
+                ("second", mail("Second")),
+            ),
+            "exit_if": {"field": "unsubscribed", "op": "eq", "value": True},
+        },
+    )
+    await publish(
+        http,
+        {
+            **linear_journey(watching, "Watching", ("pause", {"type": "wait", "duration": "P30D"})),
+            "exit_if": {"field": "bounced", "op": "eq", "value": True},
+        },
+    )
+    leaving, bouncing = f"{unique('leaves')}@example.com", f"{unique('hard')}@example.com"
+    unsubscribes = await create_contact(http, email=leaving)
+    bounces = await create_contact(http, email=bouncing)
+    for contact in (unsubscribes, bounces):
+        await enrol(http, mailing, contact)
+        await enrol(http, watching, contact)
+        await wait_for_step(http, mailing, contact, "pause")
+        await wait_for_step(http, watching, contact, "pause")
+
+    url = (await read_mail(http, leaving, "First"))["List-Unsubscribe"].strip().strip("<>")
+    async with httpx.AsyncClient() as mail_client:
+        done = await mail_client.post(url, data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200
+    left = await wait_until_done(http, mailing, unsubscribes, timeout=15)
+    assert (left["status"], left["reason"]) == ("exited", "exit_if held during `pause`")
+
+    msg = await read_mail(http, bouncing, "First")
+    hard = await report(http, {"message_id": msg["Message-ID"], "kind": "hard_bounce"})
+    assert hard.json()["status"] == "recorded"
+    left = await wait_until_done(http, watching, bounces, timeout=15)
+    assert (left["status"], left["reason"]) == ("exited", "exit_if held during `pause`")
+
+    # The other two runs ask about what did not happen: they wait on.
+    assert (await participant(http, watching, unsubscribes))["status"] == "running"
+    assert (await participant(http, mailing, bounces))["status"] == "running"
+    for key, contact in ((watching, unsubscribes), (mailing, bounces)):
+        removed = await http.delete(f"/journeys/{key}/participants/{contact}")
+        assert removed.status_code == 200

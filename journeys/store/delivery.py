@@ -65,9 +65,17 @@ async def record_delivery_error(
             return None
         await insert_delivery_error(conn, message["id"], kind, detail, source)
         if kind in SUPPRESSING and message["channel"] == "email" and message["recipient"]:
+            # The first suppression of the address is a profile change (`bounced`) of
+            # every contact with it: their runs' exit_if checks it at once.
             await conn.execute(
-                """INSERT INTO suppressed_addresses (address, reason, message_id)
-                   VALUES (lower($1), $2, $3) ON CONFLICT (address) DO NOTHING""",
+                """WITH s AS (INSERT INTO suppressed_addresses (address, reason, message_id)
+                              VALUES (lower($1), $2, $3) ON CONFLICT (address) DO NOTHING
+                              RETURNING address)
+                   INSERT INTO contact_events (contact_id, kind, name, data)
+                   SELECT c.id, 'profile_change', 'profile_change', jsonb_build_object(
+                       'fields', jsonb_build_array('bounced'),
+                       'values', jsonb_build_object('bounced', true), 'created', false)
+                   FROM contacts c JOIN s ON lower(c.email) = s.address""",
                 message["recipient"],
                 kind,
                 message["id"],

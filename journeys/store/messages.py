@@ -71,19 +71,35 @@ async def record_message_event(
     return bool(found)
 
 
+# A profile change of `unsubscribed` (and `unsubscribed_at`) for each contact in the
+# statement's `{contacts}` (id, unsubscribed_at), as `outbox.queue_profile_change` writes one.
+UNSUBSCRIBED_CHANGE = """
+    INSERT INTO contact_events (contact_id, kind, name, data)
+    SELECT id, 'profile_change', 'profile_change', jsonb_build_object(
+        'fields', jsonb_build_array('unsubscribed', 'unsubscribed_at'),
+        'values', jsonb_build_object('unsubscribed', true, 'unsubscribed_at', unsubscribed_at),
+        'created', false)
+    FROM {contacts}"""
+
+
 async def record_unsubscribe(pool: asyncpg.Pool, message_id: uuid.UUID) -> bool:
     """Unsubscribe the message's contact; False when there is no such message.
 
-    Idempotent: a second one-click POST (mail clients retry) records nothing new.
+    Idempotent: a second one-click POST (mail clients retry) records nothing new. The
+    first is also a profile change for the dispatcher (`unsubscribed`): every run of the
+    contact's with an `exit_if` checks it at once, and journeys entered on a change of
+    `unsubscribed` enter.
     """
     contact_id = await pool.fetchval(
-        """
+        f"""
         WITH m AS (SELECT id, contact_id FROM messages WHERE id = $1),
              e AS (INSERT INTO message_events (message_id, kind)
                    SELECT id, 'unsubscribed' FROM m
                    ON CONFLICT (message_id) WHERE kind = 'unsubscribed' DO NOTHING),
              c AS (UPDATE contacts SET unsubscribed_at = now(), updated_at = now()
-                   WHERE id = (SELECT contact_id FROM m) AND unsubscribed_at IS NULL)
+                   WHERE id = (SELECT contact_id FROM m) AND unsubscribed_at IS NULL
+                   RETURNING id, unsubscribed_at),
+             p AS ({UNSUBSCRIBED_CHANGE.format(contacts="c")})
         SELECT contact_id FROM m
         """,
         message_id,
