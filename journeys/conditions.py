@@ -22,11 +22,15 @@ from journeys.definition.conditions import (
     RecordFieldIs,
     StoredFact,
 )
-from journeys.definition.followups import same_link
 from journeys.models import JourneyState
 
 # Whether a clicked URL (None: not a click) is the link a condition names.
 LinkMatch = Callable[[str | None, str], bool]
+
+
+def exactly(clicked: str | None, wanted: str) -> bool:
+    """The matching of runs before `same_link` (workflows/journey.py `links_match`)."""
+    return clicked == wanted
 
 
 def evaluate(
@@ -34,11 +38,11 @@ def evaluate(
     fields: Mapping[str, Any],
     state: JourneyState,
     memberships: Mapping[str, bool] | None = None,
-    links: LinkMatch = same_link,
+    links: LinkMatch = exactly,
 ) -> bool:
     """Whether `cond` holds for a profile, its stored facts (see `fact_key`)
     and what happened in the journey so far. A clicked link is the one a condition
-    names by `links`: the same URL without its query and fragment (`same_link`)."""
+    names by `links`: a run passes `links_match` (`same_link`, guarded by a patch)."""
     if isinstance(cond, AllOf):
         return all(evaluate(c, fields, state, memberships, links) for c in cond.all)
     if isinstance(cond, AnyOf):
@@ -80,7 +84,7 @@ def facts_read(cond: Condition) -> list[str]:
     )
 
 
-def message_was(cond: MessageWas, state: JourneyState, links: LinkMatch = same_link) -> bool:
+def message_was(cond: MessageWas, state: JourneyState, links: LinkMatch = exactly) -> bool:
     if cond.event == "sent":
         return cond.message in state.sent
     # Runs continued-as-new before message_ids existed carry only `sent`.

@@ -34,6 +34,7 @@ some 0.25 ms against the 15 ms of CPU such a workflow costs on this machine.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import functools
 import logging
@@ -226,7 +227,10 @@ async def read_outbox(db: Executor) -> None:
     from journeys.store.outbox import backlog
 
     try:
-        found = await backlog(db, timeout=OUTBOX_READ_TIMEOUT_SECONDS)
+        # The statement's timeout does not count the wait for a pool connection.
+        found = await asyncio.wait_for(
+            backlog(db, timeout=OUTBOX_READ_TIMEOUT_SECONDS), OUTBOX_READ_TIMEOUT_SECONDS
+        )
     except Exception as exc:
         for gauge in (OUTBOX_UNDELIVERED, OUTBOX_FAILING, OUTBOX_OLDEST):
             gauge.clear()

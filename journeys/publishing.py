@@ -40,10 +40,11 @@ async def publish_definition(
     problems = await publishing_problems(pool, defn)
     if problems:
         raise NotPublishable(problems)
+    # Read before anything changes: a failure here leaves nothing half done.
+    warnings = duplicate_action_warnings(defn) + await field_warnings(pool, defn)
     previous = await get_journey(pool, defn.key)
     if isinstance(defn.entry, SelectionEntry) or (
         previous and isinstance(previous.definition.entry, SelectionEntry)
     ):
         await sync_entry_schedule(client, task_queue, defn)
-    warnings = duplicate_action_warnings(defn) + await field_warnings(pool, defn)
     return await publish(pool, defn), warnings

@@ -27,7 +27,7 @@ from journeys.definition import (
 from journeys.definition.common import CONTACT_COLUMNS, READ_ONLY_FIELDS
 from journeys.definition.conditions import Anniversary, Condition, FieldIs, InProject, InSelection
 from journeys.definition.graph import every_step
-from journeys.definition.journey import SelectionEntry
+from journeys.definition.journey import FieldChangeEntry, SelectionEntry
 from journeys.definition.steps.crm import UserOwner
 from journeys.definition.steps.profile import OP_FIELD_TYPES
 from journeys.fieldtypes import coerce
@@ -40,10 +40,14 @@ MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
 
 def condition_places(defn: JourneyDefinition) -> list[tuple[tuple[str | int, ...], Condition]]:
     """Every condition of the journey with its place: `exit_if`, each branch's `if`, and
-    each follow-up's `schedule_if` and `run_if` (in nested follow-ups too)."""
+    each follow-up's `schedule_if` and `run_if` (in nested follow-ups too), and the
+    entry's `schedule_if` and `run_if`."""
     found: list[tuple[tuple[str | int, ...], Condition]] = []
     if defn.exit_if is not None:
         found.append((("exit_if",), defn.exit_if))
+    for name in ("schedule_if", "run_if"):  # an entry's (event, field change)
+        if (cond := getattr(defn.entry, name, None)) is not None:
+            found.append((("entry", name), cond))
     for prefix, sid, step in every_step(defn.steps):
         loc: tuple[str | int, ...] = (*prefix, "steps", sid)
         for i, rule in enumerate(getattr(step, "follow_ups", None) or []):
@@ -124,12 +128,15 @@ async def field_warnings(pool: asyncpg.Pool, defn: JourneyDefinition) -> list[Pr
     ...) nor declared: most likely a typing error, which no run would report (a missing
     field reads as empty). Warnings, not problems: free fields need no declaration."""
     known = {*CONTACT_COLUMNS, *READ_ONLY_FIELDS, *await fields.field_types(pool)}
+    known |= _fields_written(defn)  # a free field the journey sets itself is no typing error
     read: list[tuple[tuple[str | int, ...], str]] = [
         (loc, leaf.field)
         for loc, cond in condition_places(defn)
         for leaf in condition_parts(cond)
         if isinstance(leaf, FieldIs)
     ]
+    if isinstance(defn.entry, FieldChangeEntry):
+        read.append((("entry", "field"), defn.entry.field))
     read += [
         ((*prefix, "steps", sid, "until_field"), step.until_field)
         for prefix, sid, step in every_step(defn.steps)
@@ -144,6 +151,21 @@ async def field_warnings(pool: asyncpg.Pool, defn: JourneyDefinition) -> list[Pr
         for loc, name in read
         if name not in known
     ]
+
+
+def _fields_written(defn: JourneyDefinition) -> set[str]:
+    """The fields the journey's `update_contact` steps and link actions change."""
+    updates = [step for _, _, step in every_step(defn.steps) if isinstance(step, UpdateContact)]
+    updates += [
+        action
+        for _, _, step in every_step(defn.steps)
+        for actions in (getattr(step, "link_actions", None) or {}).values()
+        for action in actions
+        if isinstance(action, UpdateContact)
+    ]
+    return {name for u in updates for name in (u.set or {})} | {
+        op.field for u in updates for op in (u.ops or [])
+    }
 
 
 def _where(loc: tuple[str | int, ...]) -> str:

@@ -171,8 +171,15 @@ def test_each_trigger_fires_its_rules_only() -> None:
 
 def test_same_link_ignores_personalised_parts() -> None:
     assert same_link("https://example.com/p?u=1", "https://example.com/p")
+    assert same_link("https://EXAMPLE.com/p#top", "https://example.com/p")
     assert not same_link("http://example.com/p", "https://example.com/p")
     assert not same_link(None, "https://example.com/p")
+    # The link's own parameters must be there: another product is another link.
+    assert same_link("https://shop.example/p?id=1&ref=c-9", "https://shop.example/p?id=1")
+    assert not same_link("https://shop.example/p?id=2", "https://shop.example/p?id=1")
+    assert not same_link("https://shop.example/p", "https://shop.example/p?id=1")
+    # A click on a URL that cannot be read (a port that is no number) is no link.
+    assert not same_link("https://example.com:port/p", "https://example.com/p")
 
 
 # --- the runs ----------------------------------------------------------------------------------

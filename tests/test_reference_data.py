@@ -78,6 +78,10 @@ async def test_a_journey_is_checked_against_the_declared_fields(stack: Stack) ->
     )
     assert builtin.status_code == 201 and builtin.json()["warnings"] == []
 
+    # A free field the journey sets itself is no typing error.
+    own = checked({"field": "score_x", "op": "gt", "value": 3}, {"duration": "P1D"})
+    own["steps"]["later"] = {"type": "update_contact", "set": {"score_x": 1}, "next": "done"}
+    assert (await http.post("/journeys", json=own)).json()["warnings"] == []
     typo = await http.post(
         "/journeys",
         json=checked({"field": "plna", "op": "eq", "value": "pro"}, {"until_field": "bron"}),
@@ -110,6 +114,20 @@ async def test_a_journey_is_checked_against_the_declared_fields(stack: Stack) ->
         assert refused.status_code == 422, refused.text
         (problem,) = refused.json()["detail"]
         assert problem["loc"] == ["body", "steps", *loc] and words in problem["msg"], problem
+    on_change = checked({"field": "email", "op": "exists"}, {"duration": "P1D"})
+    on_change["entry"] = {"type": "field_change", "field": "stauts", "to": "gold"}
+    changed = await http.post("/journeys", json=on_change)
+    assert changed.status_code == 201, changed.text
+    assert [w["loc"] for w in changed.json()["warnings"]] == [["body", "entry", "field"]]
+    assert changed.json()["warnings"][0]["msg"].startswith("entry: field 'stauts' is not")
+    # The entry's conditions too.
+    on_event = checked({"field": "email", "op": "exists"}, {"duration": "P1D"})
+    on_event["entry"] = {"type": "event", "name": "visit", "schedule_if": {"anniversary": plan}}
+    refused = await http.post("/journeys", json=on_event)
+    assert refused.status_code == 422, refused.text
+    (problem,) = refused.json()["detail"]
+    assert problem["loc"] == ["body", "entry", "schedule_if"], problem
+    assert problem["msg"].startswith(f"entry: anniversary: '{plan}' is not"), problem
 
 
 async def test_users_and_owners(stack: Stack) -> None:

@@ -74,6 +74,7 @@ class FakeActivities:
     send_fails: str | None = None  # a send's error that no retry fixes
     quiet_asked: list[QuietHoursInput] = field(default_factory=list)
     quiet_until: ResolvedWait = field(default_factory=ResolvedWait)  # not quiet now
+    joins_in_the_night: dict[str, bool] = field(default_factory=dict)  # memberships then
 
     @activity.defn(name="send_email")
     async def send_email(self, input: SendEmailInput) -> SendResult:
@@ -102,6 +103,7 @@ class FakeActivities:
     @activity.defn(name="end_of_quiet_hours")
     async def end_of_quiet_hours(self, input: QuietHoursInput) -> ResolvedWait:
         self.quiet_asked.append(input)
+        self.memberships.update(self.joins_in_the_night)
         return self.quiet_until
 
     @activity.defn(name="notify")
@@ -305,6 +307,23 @@ async def test_a_mail_due_in_quiet_hours_waits_for_their_end(harness: Harness) -
     (mail1, mail2, _end) = progress.history
     assert (mail1.step, mail1.outcome, mail2.step) == ("mail1", "sent", "mail2")
     assert timedelta(hours=8, minutes=59) < mail2.at - mail1.at < timedelta(hours=9, minutes=1)
+
+
+async def test_exit_if_is_checked_again_when_the_quiet_hours_end(harness: Harness) -> None:
+    """The contact joins the `stop` selection in the night (nothing signals that): when
+    the quiet hours end, exit_if is asked again before the mail goes, as before a step."""
+    now = await harness.env.get_current_time()
+    harness.fakes.quiet_until = ResolvedWait(until=now + timedelta(hours=9))
+    harness.fakes.joins_in_the_night = {"selection:stop": True}
+    definition = linear_journey("quiet-exit", "Quiet exit", ("mail1", mail("First")))
+    definition["quiet_hours"] = {"start": "21:00", "end": "08:00"}
+    definition["exit_if"] = {"selection": "stop"}
+    progress = await result(await harness.start(definition))
+    assert (progress.status, progress.reason) == (
+        "exited",
+        "exit_if held after the quiet hours before `mail1`",
+    )
+    assert harness.fakes.sent == [] and len(harness.fakes.quiet_asked) == 1
 
 
 async def test_a_journey_without_quiet_hours_asks_nothing(harness: Harness) -> None:

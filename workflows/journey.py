@@ -234,6 +234,9 @@ class JourneyWorkflow:
         second kind, and keep not counting it on replay."""
         if clicked == wanted:
             return True
+        # Also called from wait_for_event's wait_condition predicate: the SDK lets a
+        # condition check record the marker, and a replay meets the same check at the
+        # same point of the history (tests/histories/test_a_click_on_the_link_with_*).
         return same_link(clicked, wanted) and workflow.patched(LINKS_WITHOUT_QUERY)
 
     async def pause(

@@ -11,7 +11,7 @@ minutes to years), checks `run_if` again, and then runs its own `steps` from
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, WithJsonSchema
 
@@ -77,14 +77,18 @@ class FollowUp(Strict):
 
 
 def same_link(clicked: str | None, wanted: str) -> bool:
-    """Whether a clicked URL is `wanted`, ignoring query and fragment (personalised
-    parameters) and the case of scheme and host."""
+    """Whether a clicked URL is the link `wanted`: the same scheme and host (in any
+    case), port and path, with every query parameter `wanted` names (a product's
+    `?id=1` is not `?id=2`); parameters the mail added (`?ref=…`) and the fragment do
+    not count. A URL that cannot be read is no link."""
     if clicked is None:
         return False
-    a, b = urlsplit(clicked), urlsplit(wanted)
-    return (a.scheme.lower(), a.hostname or "", a.port, a.path or "/") == (
-        b.scheme.lower(),
-        b.hostname or "",
-        b.port,
-        b.path or "/",
-    )
+    try:
+        a, b = urlsplit(clicked), urlsplit(wanted)
+        where = (a.scheme.lower(), a.hostname or "", a.port, a.path or "/")
+        if where != (b.scheme.lower(), b.hostname or "", b.port, b.path or "/"):
+            return False
+    except ValueError:  # a malformed port or IPv6 host
+        return False
+    given = parse_qsl(a.query, keep_blank_values=True)
+    return all(pair in given for pair in parse_qsl(b.query, keep_blank_values=True))

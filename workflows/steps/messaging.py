@@ -71,13 +71,16 @@ async def _after_quiet_hours(p: Participant, step_id: str, step: SendEmail | Sen
         summary=f"quiet hours before {step_id}?",
         **ACTIVITY_OPTIONS,
     )
-    if resolved.until is None:
+    if resolved.until is None or resolved.until <= workflow.now():
         return
     p.describe(
         f"Quiet hours ({quiet.start}-{quiet.end}, the contact's time): `{step_id}` "
         f"sends at {resolved.until:%Y-%m-%d %H:%M} UTC."
     )
     await p.pause(resolved.until - workflow.now(), f"quiet hours before {step_id}")
+    # As before any step: what the pause's signals did not bring up (a selection, a
+    # message's history) may have made exit_if hold overnight.
+    await p.check_leave(step_id, "after the quiet hours before")
 
 
 async def send_email(p: Participant, step_id: str, step: SendEmail) -> str:

@@ -67,8 +67,10 @@ class MessageStep(StepBase):
     listen: IsoDuration | None = Field(
         default=None, description="how long after sending follow-ups fire (P30D if absent)"
     )
-    any_hour: bool = Field(
-        default=False,
+    # None rather than False when not given: a definition saved without it stays
+    # readable by the code before it (models forbid fields they do not know).
+    any_hour: bool | None = Field(
+        default=None,
         description="send at once also in the journey's quiet_hours (a transactional message)",
     )
 
