@@ -31,6 +31,12 @@ async def publishing_problems(pool: asyncpg.Pool, defn: JourneyDefinition) -> li
     )
 
 
+async def publish_warnings(pool: asyncpg.Pool, defn: JourneyDefinition) -> list[Problem]:
+    """What is published all the same but likely wrong: fields nobody declared, steps
+    repeating a link action."""
+    return await field_warnings(pool, defn) + duplicate_action_warnings(defn)
+
+
 async def publish_definition(
     pool: asyncpg.Pool, client: Client, task_queue: str, defn: JourneyDefinition
 ) -> tuple[PublishedJourney, list[Problem]]:
@@ -41,7 +47,7 @@ async def publish_definition(
     if problems:
         raise NotPublishable(problems)
     # Read before anything changes: a failure here leaves nothing half done.
-    warnings = duplicate_action_warnings(defn) + await field_warnings(pool, defn)
+    warnings = await publish_warnings(pool, defn)
     previous = await get_journey(pool, defn.key)
     if isinstance(defn.entry, SelectionEntry) or (
         previous and isinstance(previous.definition.entry, SelectionEntry)

@@ -234,6 +234,20 @@ async def test_publishing_places_problems_on_the_graph(
     assert published.status_code == 303
     assert published.headers["location"] == f"/console/journeys/{key}?published=1"
     assert (await stack.http.get(f"/journeys/{key}")).json()["version"] == 1
+    shown = await browser.get(published.headers["location"])
+    assert "Published version 1." in shown.text and "worth a look" not in shown.text
+    # A typing error in a field name publishes, and the page that follows says so.
+    typo = console_journey(key)
+    typo["exit_if"] = {"field": "unsubscirbed", "op": "eq", "value": True}
+    again = await browser.post(
+        "/console/publish",
+        data={"definition": json.dumps(typo), "csrf": token, "action": "publish"},
+        follow_redirects=True,
+    )
+    assert again.status_code == 200 and "Published version 2." in again.text
+    assert "exit_if: field &#39;unsubscirbed&#39; is not a declared contact field" in again.text
+    # Only right after publishing: the version's page later, or an older one, says nothing.
+    assert "worth a look" not in (await browser.get(f"/console/journeys/{key}")).text
     # Editing starts from the latest definition.
     edit = await browser.get(f"/console/publish?from={key}")
     assert "opened-nudge" in edit.text and "&lt;b&gt;mail&lt;/b&gt;" in edit.text

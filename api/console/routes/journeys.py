@@ -46,7 +46,12 @@ from journeys.definition.journey import (
 )
 from journeys.models import SA_PARTICIPANT, SA_STATUS, SA_STEP
 from journeys.outages import bounded
-from journeys.publishing import NotPublishable, publish_definition, publishing_problems
+from journeys.publishing import (
+    NotPublishable,
+    publish_definition,
+    publish_warnings,
+    publishing_problems,
+)
 from journeys.store.contacts import get_contact, get_contacts
 from journeys.store.enrolments import follow_ups_fired, recent_enrolments
 from journeys.store.journeys import PublishedJourney, get_journey, list_journeys, list_versions
@@ -264,6 +269,11 @@ async def journey_page(
     )
     for p in listed:
         p["contact"] = people.get(uuid.UUID(p["contact_id"])) if p["contact_id"] else None
+    # Just published from the form (?published=<this version>): what the API's answer
+    # would have listed as warnings.
+    warnings = []
+    if request.query_params.get("published") == str(journey.version):
+        warnings = [msg for _, msg in await publish_warnings(pool, journey.definition)]
     return render(
         request,
         "journey.html",
@@ -278,6 +288,7 @@ async def journey_page(
         listed=listed,
         listing=listing,
         step=step,
+        warnings=warnings,
     )
 
 
