@@ -238,7 +238,8 @@ def _excludes(
         received = cond.not_
         recurring = getattr(received.received, "recurring", None)
         long_enough = received.within is None or parse_duration(received.within) >= MIN_EXCLUSION
-        return recurring == key and long_enough
+        # "not opened" excludes only those who opened: not the recent recipients.
+        return recurring == key and long_enough and received.event is None
     return False
 
 

@@ -6,12 +6,14 @@ contacts. Then the API: saving, counting, paging, nesting, and what it refuses."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -21,11 +23,20 @@ from journeys.contacts import profile
 from journeys.db import create_pool
 from journeys.definition.conditions import Condition
 from journeys.models import JourneyState
+from journeys.recurring import exclusion_problem
 from journeys.store.conditions_sql import CONDITION, Compiler, QueryProblem, compiler_for
 from journeys.store.contacts import get_contact
 from tests.builders import journey, linear_journey, mail
 from tests.conftest import Stack
-from tests.helpers import create_contact, enrol, publish, wait_until_done
+from tests.helpers import (
+    create_contact,
+    enrol,
+    links_in,
+    pixel_in,
+    publish,
+    read_mail,
+    wait_until_done,
+)
 
 FIELDS = {"sel_country": "text", "sel_score": "number", "sel_vip": "boolean", "sel_tags": "list"}
 VALUES: dict[str, list[Any]] = {
@@ -384,3 +395,70 @@ async def test_a_lookback_longer_than_the_calendar_is_ever(stack: Stack) -> None
             continue
         assert response.status_code == 201, response.text
         assert (await http.get(f"/selections/{key}/count")).json() == {"count": 0}
+
+
+async def test_opens_and_clicks_select_and_branch_across_journeys(stack: Stack) -> None:
+    """`received` with `event`: who opened, or clicked in, a journey's mail (within a
+    time of the open or click), in a selection and in another journey's branch."""
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    newsletter = f"news-{tag}"
+    await publish(
+        http,
+        linear_journey(
+            newsletter,
+            "News",
+            ("issue", mail("News", '<p><a href="https://example.com/story">Read</a></p>')),
+        ),
+    )
+    emails = {who: f"{who}-{tag}@example.com" for who in ("opener", "clicker", "idle")}
+    ids = {who: await create_contact(http, email=email) for who, email in emails.items()}
+    await enrol(http, newsletter, *ids.values())
+    async with httpx.AsyncClient() as reader:
+        opened = await read_mail(http, emails["opener"], "News")
+        assert (await reader.get(pixel_in(opened))).status_code == 200
+        clicked = await read_mail(http, emails["clicker"], "News")
+        assert (await reader.get(links_in(clicked)[0])).status_code == 302
+    await read_mail(http, emails["idle"], "News")
+
+    async def members(event: str, within: str = "P1D") -> set[str]:
+        key = f"{event}-{uuid.uuid4().hex[:6]}"
+        query = {"received": {"journey": newsletter}, "event": event, "within": within}
+        made = await _selection(stack, {"key": key, "name": key, "type": "query", "query": query})
+        assert made.status_code == 201, made.text
+        found = (await http.get(f"/selections/{key}/members")).json()["contact_ids"]
+        return {who for who, contact in ids.items() if contact in found}
+
+    assert await members("clicked") == {"clicker"}
+    assert "opener" in await members("opened") and "idle" not in await members("opened")
+    # `within` counts back from the click: one 1.5 s ago is not within a second.
+    await asyncio.sleep(1.5)
+    assert await members("clicked", "PT1S") == set()
+
+    brancher = f"news-branch-{tag}"
+    clicked_it = {"received": {"journey": newsletter}, "event": "clicked"}
+    await publish(
+        http,
+        journey(
+            brancher,
+            steps={
+                "check": {"type": "branch", "if": clicked_it, "then": "hot", "else": "cold"},
+                "hot": {"type": "update_contact", "set": {"first_name": "Hot"}, "next": "end"},
+                "cold": {"type": "update_contact", "set": {"first_name": "Cold"}, "next": "end"},
+                "end": {"type": "end"},
+            },
+        ),
+    )
+    await enrol(http, brancher, ids["clicker"], ids["idle"])
+    for who, name in (("clicker", "Hot"), ("idle", "Cold")):
+        await wait_until_done(http, brancher, ids[who])
+        assert (await http.get(f"/contacts/{ids[who]}")).json()["first_name"] == name
+
+
+def test_not_opened_is_no_exclusion_of_recent_recipients() -> None:
+    """A recurring send's selection must leave out who received it; leaving out who
+    opened it leaves the others in, to be mailed twice."""
+    exclusion = {"not": {"received": {"recurring": "daily"}, "within": "P1D"}}
+    not_opened = {"not": {"received": {"recurring": "daily"}, "event": "opened", "within": "P1D"}}
+    for query, excludes in ((exclusion, True), (not_opened, False)):
+        queries: dict[str, Condition | None] = {"sel": CONDITION.validate_python({"all": [query]})}
+        assert (exclusion_problem("daily", "sel", queries) is None) is excludes

@@ -97,10 +97,15 @@ class Received(Strict):
     """Message history, answered by the database: the contact was sent a message of
     `received` within the last `within` (ever, without it):
     `{"received": {"journey": "welcome", "step": "mail1"}, "within": "P7D"}` or
-    `{"received": {"recurring": "service-mail"}, "within": "P1D"}`."""
+    `{"received": {"recurring": "service-mail"}, "within": "P1D"}`. With `event`, one
+    they opened or clicked, `within` counting back from the open or click:
+    `{"received": {"journey": "newsletter"}, "event": "clicked", "within": "P90D"}`."""
 
     received: ReceivedFrom
     within: IsoDuration | None = None
+    event: Literal["opened", "clicked"] | None = Field(
+        default=None, description="only messages the contact opened, or clicked a link in"
+    )
 
 
 class Anniversary(Strict):

@@ -218,10 +218,18 @@ class Compiler:
                 where.append("m.record_id IS NOT DISTINCT FROM r.id")
         if cond.received.step is not None:
             where.append(f"m.step = {self.param(cond.received.step, 'text')}")
+        # With an event, `within` counts back from the open or click.
+        at = "e.at" if cond.event is not None else "m.created_at"
         if cond.within is not None:
             seconds = self.param(parse_duration(cond.within).total_seconds(), "float8")
-            where.append(f"m.created_at >= {self.now()} - {interval_sql(seconds)}")
-        return f"EXISTS (SELECT 1 FROM messages m WHERE {' AND '.join(where)})"
+            where.append(f"{at} >= {self.now()} - {interval_sql(seconds)}")
+        if cond.event is None:
+            return f"EXISTS (SELECT 1 FROM messages m WHERE {' AND '.join(where)})"
+        where.append(f"e.kind = {self.param(cond.event, 'text')}")
+        return (
+            "EXISTS (SELECT 1 FROM messages m JOIN message_events e ON e.message_id = m.id "
+            f"WHERE {' AND '.join(where)})"
+        )
 
     def _anniversary(self, cond: Anniversary, loc: tuple[str | int, ...]) -> str:
         name = cond.anniversary
