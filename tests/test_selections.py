@@ -345,6 +345,20 @@ async def test_a_query_that_cannot_be_compiled_is_refused_with_where(
     assert words in problem["msg"], problem
 
 
+def naming_branch(key: str, condition: dict[str, Any], then: str, else_: str) -> dict[str, Any]:
+    """A journey that branches on `condition` and sets the first name to `then` or
+    `else_`: what the branch decided, readable on the contact."""
+    return journey(
+        key,
+        steps={
+            "check": {"type": "branch", "if": condition, "then": "yes", "else": "no"},
+            "yes": {"type": "update_contact", "set": {"first_name": then}, "next": "end"},
+            "no": {"type": "update_contact", "set": {"first_name": else_}, "next": "end"},
+            "end": {"type": "end"},
+        },
+    )
+
+
 async def test_message_history_selects_and_branches(stack: Stack) -> None:
     """`received` in a selection and in a journey's branch: the database answers both."""
     http, tag = stack.http, uuid.uuid4().hex[:6]
@@ -363,18 +377,7 @@ async def test_message_history_selects_and_branches(stack: Stack) -> None:
     assert page["contact_ids"] == [reader]
 
     brancher = f"hist-branch-{tag}"
-    await publish(
-        http,
-        journey(
-            brancher,
-            steps={
-                "check": {"type": "branch", "if": received, "then": "yes", "else": "no"},
-                "yes": {"type": "update_contact", "set": {"first_name": "Reader"}, "next": "end"},
-                "no": {"type": "update_contact", "set": {"first_name": "Stranger"}, "next": "end"},
-                "end": {"type": "end"},
-            },
-        ),
-    )
+    await publish(http, naming_branch(brancher, received, "Reader", "Stranger"))
     await enrol(http, brancher, reader, other)
     for contact_id, name in ((reader, "Reader"), (other, "Stranger")):
         await wait_until_done(http, brancher, contact_id)
@@ -436,18 +439,7 @@ async def test_opens_and_clicks_select_and_branch_across_journeys(stack: Stack) 
 
     brancher = f"news-branch-{tag}"
     clicked_it = {"received": {"journey": newsletter}, "event": "clicked"}
-    await publish(
-        http,
-        journey(
-            brancher,
-            steps={
-                "check": {"type": "branch", "if": clicked_it, "then": "hot", "else": "cold"},
-                "hot": {"type": "update_contact", "set": {"first_name": "Hot"}, "next": "end"},
-                "cold": {"type": "update_contact", "set": {"first_name": "Cold"}, "next": "end"},
-                "end": {"type": "end"},
-            },
-        ),
-    )
+    await publish(http, naming_branch(brancher, clicked_it, "Hot", "Cold"))
     await enrol(http, brancher, ids["clicker"], ids["idle"])
     for who, name in (("clicker", "Hot"), ("idle", "Cold")):
         await wait_until_done(http, brancher, ids[who])
