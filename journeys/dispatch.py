@@ -349,7 +349,7 @@ class Dispatcher:
                 journey
                 for journey in await journeys_entered_on_fields(self.pool, fields)
                 if isinstance(entry := journey.definition.entry, FieldChangeEntry)
-                and values.get(entry.field) == entry.to
+                and (entry.to is None or values.get(entry.field) == entry.to)
             ]
             return delivered, await self._enter(entered, contact_id, row["id"])
         event = ContactEvent(id=row["id"], name=row["name"], data=data, at=row["at"])

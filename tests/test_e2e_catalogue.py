@@ -656,3 +656,28 @@ async def test_a_field_change_starts_a_journey_and_wakes_exit_if(stack: Stack) -
     await read_mail(http, email, "Welcome to pro")
     view = await wait_until_done(http, watcher, contact)
     assert (view["status"], view["reason"]) == ("exited", "exit_if held during `pause`")
+
+
+async def test_a_field_change_entry_without_to_starts_on_any_change(stack: Stack) -> None:
+    """Seed 001's "the personal details changed": without `to` (or with a null one,
+    which is stored the same way) any change of the field starts the journey."""
+    http = stack.http
+    keys = {"absent": unique("e2e-moved"), "null": unique("e2e-moved-null")}
+    for how, key in keys.items():
+        entry: dict[str, Any] = {"type": "field_change", "field": "city"}
+        if how == "null":
+            entry["to"] = None
+        await publish(
+            http,
+            {**linear_journey(key, "Moved", ("ask", mail("Did you move?"))), "entry": entry},
+        )
+        read_back = await http.get(f"/journeys/{key}")
+        assert read_back.status_code == 200
+        assert read_back.json()["definition"]["entry"].get("to") is None
+    external = unique("mover")
+    email = f"{external}@example.com"
+    contact = await create_contact(http, external_id=external, email=email)
+    moved = await http.post("/contacts", json={"external_id": external, "fields": {"city": "Ede"}})
+    assert moved.status_code == 200, moved.text
+    for key in keys.values():
+        assert (await wait_for_participant(http, key, contact))["version"] == 1

@@ -138,7 +138,9 @@ def _entry_text(entry: dict[str, Any]) -> str:
     elif kind == "selection":
         text = f"enters from selection {entry.get('selection')} every {entry.get('every')}"
     elif kind == "field_change":
-        text = f"enters when {entry.get('field')} changes to {json.dumps(entry.get('to'))}"
+        text = f"enters when {entry.get('field')} changes"
+        if entry.get("to") is not None:
+            text += f" to {json.dumps(entry.get('to'))}"
     else:
         text = f"enters: {kind or '?'}"
     return text + _when(entry)

@@ -51,11 +51,16 @@ class EventEntry(TriggeredEntry):
 
 
 class FieldChangeEntry(TriggeredEntry):
-    """A `POST /contacts` that changes the field to `to` starts the journey."""
+    """A `POST /contacts` that changes the field (to `to`, or to anything without it)
+    starts the journey."""
 
     type: Literal["field_change"]
     field: FieldName
-    to: Any = Field(description="the value the field changes to")
+    # Stored definitions leave out nulls: a `to` of null reads back as absent, which is
+    # why absent and null both mean "any change".
+    to: Any = Field(
+        default=None, description="the value the field changes to; absent or null: any change"
+    )
 
 
 class SelectionEntry(Strict):

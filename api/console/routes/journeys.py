@@ -119,6 +119,8 @@ def entry_text(defn: JourneyDefinition) -> str:
     if isinstance(entry, EventEntry):
         return f"enters on the event {entry.name}"
     if isinstance(entry, FieldChangeEntry):
+        if entry.to is None:
+            return f"enters when {entry.field} changes"
         return f"enters when {entry.field} changes to {json.dumps(entry.to)}"
     assert isinstance(entry, SelectionEntry)
     return f"enters from the selection {entry.selection}, looked at every {entry.every}"
