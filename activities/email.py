@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.contacts import require_contact
 from activities.message import Attachment, OutgoingMail, compose
 from activities.retries import quiet_outages
-from activities.sends import Claimed, Send, SendBatch
+from activities.sends import Claimed, FrequencyCaps, Send, SendBatch
 from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender
 from journeys.contacts import Contact, profile
 from journeys.models import NotifyInput, SendEmailInput, SendResult
@@ -60,6 +60,7 @@ class EmailActivities:
         self.pool = pool
         self.settings = settings
         self.sender = sender
+        self.caps = FrequencyCaps(pool)
 
     @activity.defn(name="send_email")
     @quiet_outages
@@ -72,6 +73,7 @@ class EmailActivities:
             contact_id=contact.id,
             recipient=contact.email,
             skip=_skip_reason(contact),
+            caps=self.caps,
         )
         if isinstance(send, SendResult):
             return send

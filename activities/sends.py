@@ -40,6 +40,7 @@ from temporalio.exceptions import ApplicationError
 from activities.retries import keep_alive, persist, retry_later
 from journeys import metrics
 from journeys.models import SendInput, SendResult
+from journeys.store import caps as caps_store
 from journeys.store import messages
 from journeys.store.delivery import reject_message
 
@@ -47,6 +48,8 @@ log = structlog.get_logger(__name__)
 
 # An attempt renews its lease every RENEW_EVERY seconds; a lease that has not
 # been renewed for LEASE seconds belongs to an attempt that is gone.
+# How stale the frequency caps a worker applies may be (set through the API).
+CAPS_READ_SECONDS = 5.0
 LEASE = timedelta(seconds=10)
 RENEW_EVERY = 2.0
 
@@ -56,6 +59,23 @@ RENEW_EVERY = 2.0
 LINGER = 0.01
 
 Failure = type[Exception] | tuple[type[Exception], ...]
+
+
+class FrequencyCaps:
+    """The frequency caps in force (`journeys.store.caps`), read at most every
+    CAPS_READ_SECONDS: a send on a channel without a cap costs no statement more."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._caps: dict[str, caps_store.FrequencyCap] = {}
+        self._read_at: float | None = None
+
+    async def of(self, channel: str) -> caps_store.FrequencyCap | None:
+        now = asyncio.get_running_loop().time()
+        if self._read_at is None or now - self._read_at > CAPS_READ_SECONDS:
+            self._caps = {c.channel: c for c in await caps_store.list_caps(self.pool)}
+            self._read_at = now
+        return self._caps.get(channel)
 
 
 class LeaseLost(Exception):
@@ -82,15 +102,36 @@ class Send:
         contact_id: uuid.UUID,
         recipient: str | None,
         skip: str | None,
+        caps: FrequencyCaps | None = None,
     ) -> Send | SendResult:
-        """Claim the send; the outcome instead when it was decided before or is a skip."""
+        """Claim the send; the outcome instead when it was decided before or is a skip,
+        or `deferred` when the channel's frequency cap (`caps`) holds a new send back."""
         send = cls(pool, input, uuid.uuid4(), channel)
-        [row] = await messages.claim_messages(
-            pool,
-            [_claim(input, channel, contact_id, recipient, skip)],
-            lease_owner=send.owner,
-            lease=LEASE,
-        )
+        claim = _claim(input, channel, contact_id, recipient, skip)
+        cap = None
+        if caps is not None and skip is None and not input.transactional:
+            cap = await caps.of(channel)
+        if cap is None:
+            [row] = await messages.claim_messages(
+                pool, [claim], lease_owner=send.owner, lease=LEASE
+            )
+        else:
+            # Counted and claimed under the contact's lock: two sends at once cannot both
+            # take the last place. A retry of a claimed send is never held back.
+            async with pool.acquire() as conn, conn.transaction():
+                await caps_store.lock_contact(conn, cap, contact_id)
+                if not await messages.message_exists(conn, input.idempotency_key):
+                    until = await caps_store.held_until(conn, cap, contact_id)
+                    if until is not None:
+                        return SendResult(
+                            message_id="",
+                            status="deferred",
+                            reason=f"frequency cap: {cap.max_messages} {channel} per {cap.per}",
+                            until=until,
+                        )
+                [row] = await messages.claim_messages(
+                    conn, [claim], lease_owner=send.owner, lease=LEASE
+                )
         send.message_id = row["id"]
         if row["status"] != "sending":
             if row["claimed"]:  # skipped now; otherwise decided (and counted) before
@@ -426,6 +467,7 @@ def _claim(
         follow_up_path=input.follow_up_path,
         record_id=uuid.UUID(input.record_id) if input.record_id else None,
         recurring_key=input.recurring_key,
+        transactional=input.transactional,
     )
 
 

@@ -9,7 +9,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.contacts import require_contact
 from activities.retries import quiet_outages, retry_later
-from activities.sends import Send
+from activities.sends import FrequencyCaps, Send
 from activities.twilio import (
     SmsConfigError,
     SmsOutcomeUnknown,
@@ -31,6 +31,7 @@ class SmsActivities:
         self.pool = pool
         self.settings = settings
         self.provider = provider
+        self.caps = FrequencyCaps(pool)
 
     @activity.defn(name="send_sms")
     @quiet_outages
@@ -48,7 +49,13 @@ class SmsActivities:
         if skip is None and contact.unsubscribed_at is not None:
             skip = "unsubscribed"
         send = await Send.begin(
-            self.pool, input, channel="sms", contact_id=contact.id, recipient=to, skip=skip
+            self.pool,
+            input,
+            channel="sms",
+            contact_id=contact.id,
+            recipient=to,
+            skip=skip,
+            caps=self.caps,
         )
         if isinstance(send, SendResult):
             return send

@@ -189,6 +189,10 @@ class SendInput(BaseModel):
     record_id: str | None = Field(
         default=None, description="the record the message is about (`{{ record.* }}`)"
     )
+    transactional: bool = Field(
+        default=False,
+        description="a code, a receipt: outside the frequency cap (neither held nor counted)",
+    )
     recurring_key: str | None = Field(
         default=None, description="the recurring send the message belongs to"
     )
@@ -218,9 +222,12 @@ NO_PHONE = "no phone number"
 
 
 class SendResult(BaseModel):
-    message_id: str
-    status: Literal["sent", "skipped"]
+    message_id: str = Field(description="empty when deferred: no message was written")
+    status: Literal["sent", "skipped", "deferred"]
     reason: str | None = None
+    until: datetime | None = Field(
+        default=None, description="deferred: when the frequency cap lets the message go"
+    )
 
 
 class UpdateContactInput(BaseModel):

@@ -92,7 +92,7 @@ async def timers_of(stack: Stack, workflow_id: str) -> list[datetime]:
 async def test_quiet_hours_hold_a_mail_until_the_contacts_morning(stack: Stack) -> None:
     """Quiet hours around the present hour in UTC: a contact in UTC is in them (the mail
     waits for their end), one in UTC+12 is not (the mail goes out now), and a step
-    with `any_hour` sends to the first at once as well."""
+    with `transactional` sends to the first at once as well."""
     http = stack.http
     now = datetime.now(UTC)
     # Still quiet if the hour turns before the run asks; they end at this hour + 2.
@@ -105,7 +105,7 @@ async def test_quiet_hours_hold_a_mail_until_the_contacts_morning(stack: Stack) 
             **linear_journey(
                 key,
                 "Quiet",
-                ("urgent", {**mail("Your code"), "any_hour": True}),
+                ("urgent", {**mail("Your code"), "transactional": True}),
                 ("offer", mail("Our offer")),
             ),
             "quiet_hours": quiet,

@@ -75,9 +75,13 @@ class FakeActivities:
     quiet_asked: list[QuietHoursInput] = field(default_factory=list)
     quiet_until: ResolvedWait = field(default_factory=ResolvedWait)  # not quiet now
     joins_in_the_night: dict[str, bool] = field(default_factory=dict)  # memberships then
+    capped_until: list[datetime] = field(default_factory=list)  # sends deferred, in turn
 
     @activity.defn(name="send_email")
     async def send_email(self, input: SendEmailInput) -> SendResult:
+        if self.capped_until:
+            until = self.capped_until.pop(0)
+            return SendResult(message_id="", status="deferred", reason="cap", until=until)
         self.sent.append(input)
         if self.send_fails:
             raise ApplicationError(self.send_fails, non_retryable=True)
@@ -286,7 +290,7 @@ async def test_a_click_on_the_link_with_a_personalised_query_counts(harness: Har
 
 async def test_a_mail_due_in_quiet_hours_waits_for_their_end(harness: Harness) -> None:
     """The journey's quiet hours hold for the contact now (the activity reads their
-    local time): mail1 goes out when they end, not before; mail2 has `any_hour` and
+    local time): mail1 goes out when they end, not before; mail2 has `transactional` and
     goes at once, without asking."""
     now = await harness.env.get_current_time()
     harness.fakes.quiet_until = ResolvedWait(until=now + timedelta(hours=9))
@@ -294,7 +298,7 @@ async def test_a_mail_due_in_quiet_hours_waits_for_their_end(harness: Harness) -
         "quiet",
         "Quiet",
         ("mail1", mail("First")),
-        ("mail2", {**mail("Second"), "any_hour": True}),
+        ("mail2", {**mail("Second"), "transactional": True}),
     )
     definition["quiet_hours"] = {"start": "21:00", "end": "08:00"}
     handle = await harness.start(definition)
@@ -324,6 +328,28 @@ async def test_exit_if_is_checked_again_when_the_quiet_hours_end(harness: Harnes
         "exit_if held after the quiet hours before `mail1`",
     )
     assert harness.fakes.sent == [] and len(harness.fakes.quiet_asked) == 1
+
+
+async def test_a_mail_the_frequency_cap_defers_goes_when_it_allows(harness: Harness) -> None:
+    """The send answers `deferred` until a moment (twice: the cap was reached again
+    meanwhile); the run waits each time and asks again under the same key; the
+    transactional mail after it is never deferred by the workflow itself."""
+    now = await harness.env.get_current_time()
+    harness.fakes.capped_until = [now + timedelta(days=2), now + timedelta(days=3)]
+    definition = linear_journey(
+        "capped",
+        "Capped",
+        ("mail1", mail("First")),
+        ("code", {**mail("Your code"), "transactional": True}),
+    )
+    progress = await result(await harness.start(definition))
+    (mail1, code, _end) = progress.history
+    assert (mail1.outcome, code.outcome) == ("sent", "sent")
+    assert timedelta(days=3) <= code.at - mail1.at < timedelta(days=3, minutes=1)
+    assert [(s.step, s.transactional) for s in harness.fakes.sent] == [
+        ("mail1", False),
+        ("code", True),
+    ]
 
 
 async def test_a_journey_without_quiet_hours_asks_nothing(harness: Harness) -> None:

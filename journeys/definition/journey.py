@@ -104,7 +104,7 @@ class Reentry(Strict):
 
 class QuietHours(Strict):
     """Hours of the contact's local day in which the journey sends no message: a mail or
-    SMS due then waits for `end`. A step with `any_hour` sends all the same."""
+    SMS due then waits for `end`. A step with `transactional` sends all the same."""
 
     start: LocalTime = Field(description="from this local time", examples=["21:00"])
     end: LocalTime = Field(

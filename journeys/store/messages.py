@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from pydantic import BaseModel, Field
 
-from journeys.db import planned_for_call
+from journeys.db import Executor, planned_for_call
 
 
 class MessageEventView(BaseModel):
@@ -128,10 +128,19 @@ class Claim(NamedTuple):
     follow_up_path: list[str] | None = None
     record_id: uuid.UUID | None = None
     recurring_key: str | None = None
+    transactional: bool = False
+
+
+async def message_exists(db: Executor, idempotency_key: str) -> bool:
+    """Whether a send under this key was claimed before (a retry's)."""
+    found = await db.fetchval(
+        "SELECT true FROM messages WHERE idempotency_key = $1", idempotency_key
+    )
+    return bool(found)
 
 
 async def claim_messages(
-    pool: asyncpg.Pool, claims: list[Claim], *, lease_owner: uuid.UUID, lease: timedelta
+    pool: Executor, claims: list[Claim], *, lease_owner: uuid.UUID, lease: timedelta
 ) -> list[asyncpg.Record]:
     """Insert each send's row under its idempotency key, or find the row already there;
     the rows in the order of `claims`, in one statement.
@@ -146,16 +155,16 @@ async def claim_messages(
         INSERT INTO messages (id, idempotency_key, channel, workflow_id, journey_key,
                               journey_version, step, contact_id, recipient, status, error,
                               lease_owner, lease_until, follow_up_path, record_id,
-                              recurring_key)
+                              recurring_key, transactional)
         SELECT gen_random_uuid(), c.idempotency_key, c.channel, c.workflow_id, c.journey_key,
                c.version, c.step, c.contact_id, c.recipient,
                CASE WHEN c.skip IS NULL THEN 'sending' ELSE 'skipped' END, c.skip, $2,
                CASE WHEN c.skip IS NULL THEN now() + $3::interval END, c.follow_up_path,
-               c.record_id, c.recurring_key
+               c.record_id, c.recurring_key, c.transactional
         FROM jsonb_to_recordset($1::jsonb) AS c(
             idempotency_key text, channel text, workflow_id text, journey_key text,
             version int, step text, contact_id uuid, recipient text, skip text,
-            follow_up_path text[], record_id uuid, recurring_key text)
+            follow_up_path text[], record_id uuid, recurring_key text, transactional boolean)
         ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
         RETURNING id, idempotency_key, status, error, lease_owner, lease_until,
                   (xmax = 0) AS claimed, lease_until - now() AS lease_left

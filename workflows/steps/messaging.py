@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
@@ -54,6 +55,7 @@ def _send(p: Participant, step_id: str, step: Any = None) -> dict[str, Any]:
         "contact_id": p.input.contact_id,
         "step": step_id,
         "follow_up_path": path,
+        "transactional": bool(getattr(step, "transactional", None)),
     }
 
 
@@ -61,7 +63,7 @@ async def _after_quiet_hours(p: Participant, step_id: str, step: SendEmail | Sen
     """Wait while the journey's quiet hours hold for the contact (their local time,
     which only an activity can read). Journeys without quiet hours ask nothing."""
     quiet = p.input.definition.quiet_hours
-    if quiet is None or step.any_hour:
+    if quiet is None or step.transactional:
         return
     resolved: ResolvedWait = await workflow.execute_activity_method(
         TimingActivities.end_of_quiet_hours,
@@ -83,20 +85,42 @@ async def _after_quiet_hours(p: Participant, step_id: str, step: SendEmail | Sen
     await p.check_leave(step_id, "after the quiet hours before")
 
 
+async def _send_when_allowed(
+    p: Participant, step_id: str, step: SendEmail | SendSms, call: Callable[[], Awaitable[Any]]
+) -> SendResult:
+    """`call` (the send activity) once the quiet hours are over; while the channel's
+    frequency cap defers the message, wait until it allows and try again (the same
+    visit: the same idempotency key)."""
+    while True:
+        await _after_quiet_hours(p, step_id, step)
+        result: SendResult = await call()
+        if result.status != "deferred" or result.until is None:
+            return result
+        p.describe(
+            f"Frequency cap ({result.reason}): `{step_id}` tries again at "
+            f"{result.until:%Y-%m-%d %H:%M} UTC."
+        )
+        if result.until > workflow.now():
+            await p.pause(result.until - workflow.now(), f"frequency cap before {step_id}")
+        await p.check_leave(step_id, "after the frequency cap before")
+
+
 async def send_email(p: Participant, step_id: str, step: SendEmail) -> str:
-    await _after_quiet_hours(p, step_id, step)
-    result = await workflow.execute_activity_method(
-        EmailActivities.send_email,
-        SendEmailInput(
-            **_send(p, step_id, step),
-            subject=step.subject,
-            html=step.html,
-            text=step.text,
-            sender=step.sender,
-            attachments=step.attachments or [],
+    input = SendEmailInput(
+        **_send(p, step_id, step),
+        subject=step.subject,
+        html=step.html,
+        text=step.text,
+        sender=step.sender,
+        attachments=step.attachments or [],
+    )
+    result = await _send_when_allowed(
+        p,
+        step_id,
+        step,
+        lambda: workflow.execute_activity_method(
+            EmailActivities.send_email, input, summary=f"send {step_id}", **SEND_OPTIONS
         ),
-        summary=f"send {step_id}",
-        **SEND_OPTIONS,
     )
     _note_send(p, step_id, result)
     return step.next
@@ -119,12 +143,14 @@ async def notify(p: Participant, step_id: str, step: Notify) -> str:
 
 
 async def send_sms(p: Participant, step_id: str, step: SendSms) -> str:
-    await _after_quiet_hours(p, step_id, step)
-    result = await workflow.execute_activity_method(
-        SmsActivities.send_sms,
-        SendSmsInput(**_send(p, step_id, step), sender=step.sender, text=step.text),
-        summary=f"send SMS {step_id}",
-        **SEND_OPTIONS,
+    input = SendSmsInput(**_send(p, step_id, step), sender=step.sender, text=step.text)
+    result = await _send_when_allowed(
+        p,
+        step_id,
+        step,
+        lambda: workflow.execute_activity_method(
+            SmsActivities.send_sms, input, summary=f"send SMS {step_id}", **SEND_OPTIONS
+        ),
     )
     _note_send(p, step_id, result)
     if result.status == "skipped" and result.reason == NO_PHONE and step.if_no_phone == "exit":

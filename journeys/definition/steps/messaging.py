@@ -69,9 +69,10 @@ class MessageStep(StepBase):
     )
     # None rather than False when not given: a definition saved without it stays
     # readable by the code before it (models forbid fields they do not know).
-    any_hour: bool | None = Field(
+    transactional: bool | None = Field(
         default=None,
-        description="send at once also in the journey's quiet_hours (a transactional message)",
+        description="a code, a receipt: sent at once in the journey's quiet_hours, and"
+        " outside the frequency caps (neither held back nor counted)",
     )
 
     def rules(self) -> list[FollowUp]:
