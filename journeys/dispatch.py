@@ -349,7 +349,12 @@ class Dispatcher:
                 journey
                 for journey in await journeys_entered_on_fields(self.pool, fields)
                 if isinstance(entry := journey.definition.entry, FieldChangeEntry)
-                and (entry.to is None or values.get(entry.field) == entry.to)
+                # Without `to`, a change of what was there: a new contact changed nothing.
+                and (
+                    values.get(entry.field) == entry.to
+                    if entry.to is not None
+                    else not data.get("created")
+                )
             ]
             return delivered, await self._enter(entered, contact_id, row["id"])
         event = ContactEvent(id=row["id"], name=row["name"], data=data, at=row["at"])

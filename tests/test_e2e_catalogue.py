@@ -681,3 +681,14 @@ async def test_a_field_change_entry_without_to_starts_on_any_change(stack: Stack
     assert moved.status_code == 200, moved.text
     for key in keys.values():
         assert (await wait_for_participant(http, key, contact))["version"] == 1
+    # A contact that comes in with the field set has changed nothing: it does not enter.
+    arrived = await create_contact(http, fields={"city": "Ede"})
+    entries = "SELECT entries FROM contact_events WHERE contact_id = $1 AND kind = 'profile_change'"
+    for _ in range(100):
+        delivered = await stack.pool.fetch(
+            entries + " AND delivered_at IS NOT NULL", uuid.UUID(arrived)
+        )
+        if delivered:
+            break
+        await asyncio.sleep(0.1)
+    assert [row["entries"] for row in delivered] == [[]]

@@ -30,6 +30,7 @@ async def test_frequency_caps_are_checked_when_set(stack: Stack) -> None:
         ("fax", {"max": 2, "per": "P7D"}, ["path", "channel"]),
         ("email", {"max": 0, "per": "P7D"}, ["body", "max"]),
         ("email", {"max": 2, "per": "a week"}, ["body", "per"]),
+        ("email", {"max": 2, "per": "P7000Y"}, ["body", "per"]),
         ("email", {"max": 2, "per": "P7D", "every": "day"}, ["body", "every"]),
     ):
         refused = await http.put(f"/frequency-caps/{channel}", json=body)

@@ -4,15 +4,16 @@ allows it; transactional steps are neither held nor counted (`activities/sends.p
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Response, status
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from api.deps import PoolDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found
 from api.outages import OUTAGE_RESPONSE
-from journeys.definition.common import IsoDuration, Strict
+from journeys.definition.common import IsoDuration, Strict, parse_duration
 from journeys.store import caps
 
 router = APIRouter(
@@ -24,9 +25,22 @@ router = APIRouter(
 Channel = Annotated[Literal["email", "sms"], Path(description="the channel the cap counts")]
 
 
+# A longer period is no frequency, and the database cannot count back much further.
+MAX_PERIOD = timedelta(days=366)
+
+
 class CapIn(Strict):
     max: int = Field(ge=1, le=10_000, description="messages at most", examples=[3])
-    per: IsoDuration = Field(description="within this period, counted back from now")
+    per: IsoDuration = Field(
+        description="within this period, counted back from now; at most P366D", examples=["P7D"]
+    )
+
+    @field_validator("per")
+    @classmethod
+    def _a_frequency(cls, per: str) -> str:
+        if parse_duration(per) > MAX_PERIOD:
+            raise ValueError("a frequency cap's period is at most a year (P366D)")
+        return per
 
 
 class CapOut(CapIn):

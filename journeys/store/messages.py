@@ -145,8 +145,9 @@ async def claim_messages(
     """Insert each send's row under its idempotency key, or find the row already there;
     the rows in the order of `claims`, in one statement.
 
-    A new row is `skipped` (with the reason) or `sending` under `lease_owner`'s lease;
-    `claimed` says whether this call wrote it.
+    A new row is `skipped` (with the reason) or `sending` under `lease_owner`'s lease,
+    from the moment of the write (not the transaction's start: a capped send may wait
+    for its contact's lock first); `claimed` says whether this call wrote it.
     """
     # A key twice in one statement cannot be inserted and updated both: claimed once.
     unique = list({c.idempotency_key: c for c in claims}.values())
@@ -159,7 +160,8 @@ async def claim_messages(
         SELECT gen_random_uuid(), c.idempotency_key, c.channel, c.workflow_id, c.journey_key,
                c.version, c.step, c.contact_id, c.recipient,
                CASE WHEN c.skip IS NULL THEN 'sending' ELSE 'skipped' END, c.skip, $2,
-               CASE WHEN c.skip IS NULL THEN now() + $3::interval END, c.follow_up_path,
+               CASE WHEN c.skip IS NULL THEN clock_timestamp() + $3::interval END,
+               c.follow_up_path,
                c.record_id, c.recurring_key, c.transactional
         FROM jsonb_to_recordset($1::jsonb) AS c(
             idempotency_key text, channel text, workflow_id text, journey_key text,
@@ -167,7 +169,7 @@ async def claim_messages(
             follow_up_path text[], record_id uuid, recurring_key text, transactional boolean)
         ON CONFLICT (idempotency_key) DO UPDATE SET status = messages.status
         RETURNING id, idempotency_key, status, error, lease_owner, lease_until,
-                  (xmax = 0) AS claimed, lease_until - now() AS lease_left
+                  (xmax = 0) AS claimed, lease_until - clock_timestamp() AS lease_left
         """,
         [
             {

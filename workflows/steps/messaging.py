@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -85,6 +86,10 @@ async def _after_quiet_hours(p: Participant, step_id: str, step: SendEmail | Sen
     await p.check_leave(step_id, "after the quiet hours before")
 
 
+# The shortest wait for a deferred message before the cap is asked again.
+CAP_RECHECK = timedelta(minutes=1)
+
+
 async def _send_when_allowed(
     p: Participant, step_id: str, step: SendEmail | SendSms, call: Callable[[], Awaitable[Any]]
 ) -> SendResult:
@@ -100,8 +105,10 @@ async def _send_when_allowed(
             f"Frequency cap ({result.reason}): `{step_id}` tries again at "
             f"{result.until:%Y-%m-%d %H:%M} UTC."
         )
-        if result.until > workflow.now():
-            await p.pause(result.until - workflow.now(), f"frequency cap before {step_id}")
+        # At least a minute: with the database's clock behind the worker's, a moment
+        # already passed here would otherwise be asked about again and again at once.
+        wait = max(result.until - workflow.now(), CAP_RECHECK)
+        await p.pause(wait, f"frequency cap before {step_id}")
         await p.check_leave(step_id, "after the frequency cap before")
 
 
