@@ -46,10 +46,10 @@ from journeys.store.delivery import reject_message
 
 log = structlog.get_logger(__name__)
 
-# An attempt renews its lease every RENEW_EVERY seconds; a lease that has not
-# been renewed for LEASE seconds belongs to an attempt that is gone.
 # How stale the frequency caps a worker applies may be (set through the API).
 CAPS_READ_SECONDS = 5.0
+# An attempt renews its lease every RENEW_EVERY seconds; a lease that has not
+# been renewed for LEASE seconds belongs to an attempt that is gone.
 LEASE = timedelta(seconds=10)
 RENEW_EVERY = 2.0
 
