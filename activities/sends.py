@@ -123,6 +123,7 @@ class Send:
                 if not await messages.message_exists(conn, input.idempotency_key):
                     until = await caps_store.held_until(conn, cap, contact_id)
                     if until is not None:
+                        metrics.send(channel, "deferred")
                         return SendResult(
                             message_id="",
                             status="deferred",

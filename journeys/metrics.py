@@ -92,7 +92,8 @@ ENROLMENTS = Counter(
 SENDS = Counter(
     "journeys_sends_total",
     "Messages whose outcome the send path decided, by channel (email, sms, notification)"
-    " and status (sent, skipped, rejected, failed)",
+    " and status (sent, skipped, rejected, failed; deferred each time a frequency cap"
+    " holds one back)",
     ["channel", "status"],
 )
 EVENTS = Counter(

@@ -235,6 +235,42 @@ def test_follow_ups_hang_off_their_message_by_a_labelled_dashed_edge() -> None:
     assert "stroke-dasharray" in next(root.iter(f"{SVG}style")).text  # type: ignore[operator]
 
 
+def test_link_actions_hang_off_their_message_in_a_box_of_their_own() -> None:
+    """What a click on a link does at once (A10's link actions) is drawn: a box per link
+    saying what it does, on a dashed edge labelled with the link; no one stands in it,
+    so it has no counts and no link to a list of participants."""
+    data = journey(
+        "linked",
+        steps={
+            "offer": {
+                **mail("Offer"),
+                "link_actions": {
+                    "https://example.com/pricing": [
+                        {"type": "add_to_selection", "selection": "hot"},
+                        {"type": "update_contact", "set": {"plan": "trial"}},
+                    ]
+                },
+                "next": "end",
+            },
+            "end": {"type": "end"},
+        },
+    )
+    root = draw(
+        data,
+        counts={"offer": StepCounts(1, 2), "end": StepCounts(0, 2)},
+        step_href=lambda node: f"/console/journeys/linked?step={node}",
+    )
+    actions = step_groups(root)["offer/link_actions/0"]
+    assert text_of(actions) == ["link actions", "add to selection hot; set plan"]
+    assert "follow-up" in classes(edge(root, "offer", "offer/link_actions/0"))
+    assert text_of(edge(root, "offer", "offer/link_actions/0")) == [
+        "on clicked https://example.com/pricing"
+    ]
+    assert "here" in " ".join(text_of(step_groups(root)["offer"]))
+    assert step_groups(root)["offer"].find(f"{SVG}a") is not None
+    assert actions.find(f"{SVG}a") is None
+
+
 def test_counts_appear_in_their_box() -> None:
     root = draw(
         FOLLOW_UPS,

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from datetime import datetime, timedelta
 
+from prometheus_client import REGISTRY
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
@@ -90,10 +91,13 @@ async def test_a_cap_holds_a_journeys_third_mail_until_the_first_is_a_week_old(
         env = ActivityEnvironment()
         busy = await create_contact(http, email=f"{unique('busy')}@example.com")
         keys = [f"{unique('capped-send')}/1" for _ in range(5)]
+        deferrals = {"channel": "email", "status": "deferred"}
+        before = REGISTRY.get_sample_value("journeys_sends_total", deferrals) or 0.0
         results = await asyncio.gather(
             *(env.run(activities.send_email, send_input(busy, k)) for k in keys)
         )
         assert sorted(r.status for r in results) == ["deferred"] * 3 + ["sent"] * 2
+        assert REGISTRY.get_sample_value("journeys_sends_total", deferrals) == before + 3
         deferred = next(r for r in results if r.status == "deferred")
         assert deferred.until is not None and deferred.reason is not None
         assert deferred.until - datetime.now(deferred.until.tzinfo) > timedelta(days=6)

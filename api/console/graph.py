@@ -100,6 +100,7 @@ class _Node:
     sid: str  # shown small under a title; "" when the title is the id
     entry: str | None = None
     note: str = ""  # after the kind: an SMS's parts
+    counted: bool = True  # False: a box no participant stands in (a message's link actions)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,22 @@ def _when(rule: dict[str, Any]) -> str:
     return text + (" (conditional)" if rule.get("schedule_if") or rule.get("run_if") else "")
 
 
+def _actions_text(actions: list[Any]) -> str:
+    """Link actions in a few words: "add to selection hot; set plan"."""
+    words = []
+    for action in map(_dict, actions):
+        kind = str(action.get("type", "?"))
+        if kind == "update_contact":
+            names = [*_dict(action.get("set"))] + [
+                str(_dict(op).get("field")) for op in _list(action.get("ops"))
+            ]
+            words.append(f"set {', '.join(names)}")
+        else:
+            what = action.get("selection") or action.get("project") or ""
+            words.append(f"{kind.replace('_', ' ')} {what}".strip())
+    return "; ".join(words) or "nothing"
+
+
 # What a template adds to an SMS: unknown until it is filled, counted as nothing.
 _TEMPLATE_PARTS = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.S)
 
@@ -211,6 +228,15 @@ class _Reader:
                     fid = follow_up_id(prefix, sid, i)
                     label, full = _trigger_text(rule, 30), _trigger_text(rule)
                     self.links.append(_Link(src, dst, label, fid, full))
+            # What a click on each link does at once, hung off the message like a
+            # follow-up: a box of its own, not a step anyone waits in.
+            for j, (url, actions) in enumerate(_dict(_dict(step).get("link_actions")).items()):
+                node = f"{src}/link_actions/{j}"
+                self.nodes[node] = _Node(
+                    node, "link_actions", _actions_text(_list(actions)), "", counted=False
+                )
+                label = f"on clicked {_fit(str(url), 30)}"
+                self.links.append(_Link(src, node, label, node, f"on clicked {url}"))
         return first
 
     def _target(self, steps: dict[str, Any], prefix: Location, target: Any) -> str | None:
@@ -509,7 +535,9 @@ def _draw(
     cards = {
         node.id: _Card(
             node,
-            None if counts is None or node.kind is None else counts.get(node.id, StepCounts(0, 0)),
+            None
+            if counts is None or node.kind is None or not node.counted
+            else counts.get(node.id, StepCounts(0, 0)),
             placed.get(node.id, []),
         )
         for node in reader.nodes.values()
@@ -538,7 +566,10 @@ def _draw(
         edges.append(_edge_svg(link, path, mid, fired))
     steps = [
         cards[node].svg(
-            *centres[node], step_href(node) if step_href and cards[node].node.kind else None
+            *centres[node],
+            step_href(node)
+            if step_href and cards[node].node.kind and cards[node].node.counted
+            else None,
         )
         for node in cards
     ]
