@@ -77,4 +77,6 @@ def mail_input(
         text=step.text,
         sender=step.sender,
         attachments=list(step.attachments or []),
+        # A service mail (`transactional`) does not count towards the frequency caps.
+        transactional=bool(step.transactional),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY
 from temporalio.testing import ActivityEnvironment
@@ -14,6 +14,9 @@ from temporalio.testing import ActivityEnvironment
 from activities.email import EmailActivities
 from activities.sends import CAPS_READ_SECONDS
 from activities.smtp import SmtpSender
+from journeys.definition import JourneyDefinition
+from journeys.message_journeys import mail_input, mail_step, message_journey
+from journeys.store.journeys import PublishedJourney
 from tests.builders import linear_journey, mail
 from tests.conftest import Stack
 from tests.helpers import create_contact, enrol, publish, read_mail, wait_for_step, wait_until_done
@@ -109,3 +112,37 @@ async def test_a_cap_holds_a_journeys_third_mail_until_the_first_is_a_week_old(
         assert (await http.delete("/frequency-caps/email")).status_code == 204
         await http.delete(f"/journeys/{key}/participants/{contact}")
         await asyncio.sleep(CAPS_READ_SECONDS + 0.5)  # no worker holds the next tests' mails
+
+
+async def test_a_bulk_mail_marked_transactional_is_not_counted(stack: Stack) -> None:
+    """A campaign action's or recurring send's message with `transactional` goes through
+    the bulk path (never held) and is written as transactional: the caps do not count
+    it against the contact's journey mails."""
+    key = unique("service")
+    journey = PublishedJourney(
+        key=key,
+        name="Service",
+        version=1,
+        published_at=datetime.now(UTC),
+        definition=JourneyDefinition.model_validate(
+            message_journey(key, "Service", {"subject": "Your visit", "html": "<p>x</p>"})
+        ),
+    )
+    activities = EmailActivities(stack.pool, stack.settings, SmtpSender(stack.settings.smtp_url))
+    counted = []
+    for transactional in (False, True):
+        step = mail_step(journey)
+        assert step is not None
+        step = step.model_copy(update={"transactional": transactional or None})
+        contact = await create_contact(stack.http)
+        key = unique("bulk")
+        (sent,) = await activities.send_emails(
+            [mail_input(journey, step, idempotency_key=key, workflow_id="bulk", contact_id=contact)]
+        )
+        assert not isinstance(sent, BaseException) and sent.status == "sent"
+        counted.append(
+            await stack.pool.fetchval(
+                "SELECT transactional FROM messages WHERE idempotency_key = $1", key
+            )
+        )
+    assert counted == [False, True]
