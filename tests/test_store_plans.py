@@ -37,13 +37,17 @@ class Case:
     batch: Callable[[Any, list[Any]], Awaitable[object]]
 
 
+# Messages being sent, for both mark-sent cases.
+MESSAGES = """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key,
+                                journey_version, step, contact_id, status)
+              SELECT gen_random_uuid(), 'k' || n, 'w', 'j', 1, 's', gen_random_uuid(),
+                     'sending'
+              FROM generate_series($1::int, $2::int) AS n"""
+
 CASES = {
     "mark_messages_sent": Case(
         "messages",
-        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key,
-                                 journey_version, step, contact_id, status)
-           SELECT gen_random_uuid(), 'k' || n, 'w', 'j', 1, 's', gen_random_uuid(), 'sending'
-           FROM generate_series($1::int, $2::int) AS n""",
+        MESSAGES,
         "SELECT id FROM messages WHERE status = 'sending' LIMIT 10",
         lambda conn, ids: messages.mark_messages_sent(
             conn, [messages.Sent(i, "Hi", "<p@x>") for i in ids]
@@ -52,10 +56,7 @@ CASES = {
     # The journey path: one message a call (journeys/store/messages.py).
     "mark_message_sent": Case(
         "messages",
-        """INSERT INTO messages (id, idempotency_key, workflow_id, journey_key,
-                                 journey_version, step, contact_id, status)
-           SELECT gen_random_uuid(), 'k' || n, 'w', 'j', 1, 's', gen_random_uuid(), 'sending'
-           FROM generate_series($1::int, $2::int) AS n""",
+        MESSAGES,
         "SELECT id FROM messages WHERE status = 'sending' LIMIT 1",
         lambda conn, ids: messages.mark_messages_sent(
             conn, [messages.Sent(i, "Hi", "<p@x>") for i in ids]

@@ -80,10 +80,15 @@ async def _after_quiet_hours(p: Participant, step_id: str, step: SendEmail | Sen
         f"Quiet hours ({quiet.start}-{quiet.end}, the contact's time): `{step_id}` "
         f"sends at {resolved.until:%Y-%m-%d %H:%M} UTC."
     )
-    await p.pause(resolved.until - workflow.now(), f"quiet hours before {step_id}")
-    # As before any step: what the pause's signals did not bring up (a selection, a
-    # message's history) may have made exit_if hold overnight.
-    await p.check_leave(step_id, "after the quiet hours before")
+    await _hold(p, step_id, resolved.until - workflow.now(), "quiet hours")
+
+
+async def _hold(p: Participant, step_id: str, wait: timedelta, what: str) -> None:
+    """Keep the message back for `wait` (quiet hours, a frequency cap), then ask exit_if
+    as before any step: what the pause's signals did not bring up (a selection, a
+    message's history) may have made it hold meanwhile."""
+    await p.pause(wait, f"{what} before {step_id}")
+    await p.check_leave(step_id, f"after the {what} before")
 
 
 # The shortest wait for a deferred message before the cap is asked again.
@@ -107,9 +112,7 @@ async def _send_when_allowed(
         )
         # At least a minute: with the database's clock behind the worker's, a moment
         # already passed here would otherwise be asked about again and again at once.
-        wait = max(result.until - workflow.now(), CAP_RECHECK)
-        await p.pause(wait, f"frequency cap before {step_id}")
-        await p.check_leave(step_id, "after the frequency cap before")
+        await _hold(p, step_id, max(result.until - workflow.now(), CAP_RECHECK), "frequency cap")
 
 
 async def send_email(p: Participant, step_id: str, step: SendEmail) -> str:
