@@ -82,8 +82,8 @@ class RecurringActivities:
     @activity.defn(name="open_recurring_run")
     @quiet_outages
     async def open_run(self, input: OpenRun) -> RunPlan:
-        """The run's row, and whether it sends: only a live send in its period, outside
-        the quiet hours (a run caught up late must not mail at night)."""
+        """The run's row, and whether it sends: only a live send in its period (from its
+        start date on), outside the quiet hours (a run caught up late must not mail at night)."""
         stored = await recurring.get_send(self.pool, input.key)
         if stored is None:
             # Deleted while its schedule still ran: nothing to do, and no row to write.
@@ -111,6 +111,9 @@ class RecurringActivities:
         stored = await stop_when_ended(self.pool, self.client, self.task_queue, stored, today)
         if stored.status != "live":
             return f"the send is {stored.status}"
+        # The schedule runs from the start date on, but a trigger does not ask it.
+        if today < send.start_date:
+            return f"{today} is before the start date {send.start_date}"
         broken = await recurring.broken_exclusions(
             self.pool, self.default_time_zone, only=stored.key
         )

@@ -206,6 +206,36 @@ async def test_a_run_whose_selection_lost_the_exclusion_sends_nothing(stack: Sta
     assert stack.mail_to(f"ann-{tag}@example.com") == []
 
 
+async def test_a_run_before_the_start_date_is_skipped_saying_so(stack: Stack) -> None:
+    """A triggered run (or one caught up) on a local day before `start_date` sends
+    nothing and says why; from the start date on the same send mails."""
+    http, tag = stack.http, uuid.uuid4().hex[:6]
+    key = sel = f"early-{tag}"
+    address = f"early-{tag}@example.com"
+    await create_contact(http, email=address)
+    await selection(
+        http, sel, {"all": [{"field": "email", "op": "eq", "value": address}, exclusion(key)]}
+    )
+    body = recurring_send(key, sel, message={"subject": f"Early {tag}", "html": "<p>Hi</p>"})
+    today = datetime.now(ZoneInfo(body["time_zone"])).date()
+    tomorrow = today + timedelta(days=1)
+    created = await http.post("/recurring-sends", json={**body, "start_date": str(tomorrow)})
+    assert created.status_code == 201, created.text
+
+    early = await run_now(stack, key, 0)
+    assert early["status"] == "skipped", early
+    assert early["reason"] == f"{today} is before the start date {tomorrow}", early
+    assert early["counts"]["sent"] == 0, early
+    await asyncio.sleep(0.5)
+    assert stack.mail_to(address) == []
+
+    moved = await http.patch(f"/recurring-sends/{key}", json={"start_date": str(today)})
+    assert moved.status_code == 200, moved.text
+    on_time = await run_now(stack, key, 1)
+    assert on_time["status"] == "completed" and on_time["counts"]["sent"] == 1, on_time
+    assert len(await stack.wait_for_mail(address, 1)) == 1
+
+
 async def test_dedupe_by_address_on_and_off(stack: Stack) -> None:
     http, tag = stack.http, uuid.uuid4().hex[:6]
     shared = f"family-{tag}@example.com"
