@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from api.hits import HitBuffer
 from journeys.definition.common import KEY_PATTERN
+from journeys.definition.limits import size_problems
 from journeys.settings import ApiSettings
 from journeys.store import api_keys
 
@@ -40,6 +41,26 @@ async def _temporal(request: Request) -> Client:
 async def _hits(request: Request) -> HitBuffer:
     hits: HitBuffer = request.app.state.hits
     return hits
+
+
+async def within_definition_limits(request: Request) -> None:
+    """Refuse a definition over a size limit (steps, depths, bytes) with a 422 naming
+    the limit, before it is validated: validating a body made to be deep or long would
+    hold the event loop for seconds and answer megabytes. FastAPI has parsed the JSON
+    by now (and keeps it), so reading it again costs nothing."""
+    try:
+        data = await request.json()
+    except ValueError:
+        return  # not JSON: the body's validation says so
+    problems = size_problems(data)
+    if problems:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [
+                {"loc": ["body", *loc], "msg": msg, "type": "too_large"}
+                for loc, msg in problems[:100]
+            ],
+        )
 
 
 # A key in the path: a journey's, a selection's, a campaign's, a recurring send's.

@@ -7,6 +7,8 @@ without breaking running histories.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -44,6 +46,47 @@ SEARCH_ATTRIBUTE_TYPES = {name: "Keyword" for name in SEARCH_ATTRIBUTES} | {
     SA_STEPS_TAKEN: "KeywordList"
 }
 STEPS_TAKEN_KEY = SearchAttributeKey.for_keyword_list(SA_STEPS_TAKEN)
+# Temporal refuses a search attribute value over 2,048 bytes, counted with the
+# payload's metadata (about 50 bytes for a KeywordList), and terminates the run that
+# asked. What a run shows of its steps stays within this many bytes of JSON.
+STEPS_TAKEN_BUDGET = 1_900
+_TOKEN_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def step_token(step_id: str) -> str:
+    """A step id in six characters, for a run whose ids do not fit the budget: a
+    digit and five more, so it is never a step id (those start with a letter), and
+    the same in every version of the journey (it hashes the id). 200 steps take
+    1,801 bytes."""
+    number = int.from_bytes(hashlib.sha256(step_id.encode()).digest()[:8], "big")
+    chars = [str(number % 10)]
+    number //= 10
+    for _ in range(5):
+        number, digit = divmod(number, 36)
+        chars.append(_TOKEN_DIGITS[digit])
+    return "".join(chars)
+
+
+def _json_size(values: list[str]) -> int:
+    return len(json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def shown_steps_taken(steps: set[str]) -> list[str]:
+    """What the `JourneyStepsTaken` attribute holds for these steps: their ids while
+    they fit the budget, else their tokens (as many as fit: only a definition from
+    before the step limit has more). Queries ask for both (`step_taken_values`)."""
+    ids = sorted(steps)
+    if _json_size(ids) <= STEPS_TAKEN_BUDGET:
+        return ids
+    tokens = sorted(step_token(step) for step in steps)
+    # 9 bytes a token, the last without its comma, and the brackets
+    fitting = (STEPS_TAKEN_BUDGET - 1) // 9
+    return tokens[:fitting]
+
+
+def step_taken_values(step_id: str) -> tuple[str, str]:
+    """The values by which `JourneyStepsTaken` may show a step: its id or its token."""
+    return step_id, step_token(step_id)
 
 
 def run_search_attributes(

@@ -38,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
         ProfileChange,
         Removal,
         StepVisit,
+        shown_steps_taken,
+        step_token,
     )
     from workflows.steps import run_step
     from workflows.steps.common import Left
@@ -78,8 +80,14 @@ class JourneyWorkflow:
         # The steps shown as taken (search attribute, carried over by continue-as-new):
         # each change of step shows the set with the step, in the same upsert. A run
         # started before the attribute existed shows the steps its state recalls.
-        shown_taken = workflow.info().typed_search_attributes.get(STEPS_TAKEN_KEY)
-        self._steps_taken = set(shown_taken or ()) | {visit.step for visit in history}
+        # Shown as tokens when the ids did not fit (`shown_steps_taken`): read back as ids.
+        ids = {step_token(step): step for step in input.definition.steps} | {
+            step: step for step in input.definition.steps
+        }
+        shown_taken = workflow.info().typed_search_attributes.get(STEPS_TAKEN_KEY) or ()
+        self._steps_taken = {ids[value] for value in shown_taken if value in ids} | {
+            visit.step for visit in history
+        }
         self._awaited_events = {
             step.name
             for step in input.definition.steps.values()
@@ -201,9 +209,13 @@ class JourneyWorkflow:
 
     def _shown_at(self, step_id: str) -> list[SearchAttributeUpdate[Any]]:
         """The search attributes that show the run at `step_id`. The steps taken ride
-        along in the same upsert: one command as before, so older runs replay."""
+        along in the same upsert: one command as before, so older runs replay. They are
+        bounded (`shown_steps_taken`): a value Temporal refuses terminates the run."""
         self._steps_taken.add(step_id)
-        return [STEP_KEY.value_set(step_id), STEPS_TAKEN_KEY.value_set(sorted(self._steps_taken))]
+        return [
+            STEP_KEY.value_set(step_id),
+            STEPS_TAKEN_KEY.value_set(shown_steps_taken(self._steps_taken)),
+        ]
 
     def describe(self, details: str) -> None:
         """Current details in the web UI: where the participant is and why."""

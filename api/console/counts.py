@@ -23,6 +23,7 @@ from journeys.models import (
     SA_STATUS,
     SA_STEP,
     SA_STEPS_TAKEN,
+    step_taken_values,
 )
 from journeys.outages import bounded
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
@@ -131,6 +132,8 @@ async def step_counts(
 
     async def one(place: StepPlace) -> tuple[int, int]:
         runs, step = runs_of(place), _quote(place.step)
+        # By id, or by token in a run whose ids did not fit the attribute.
+        taken = "(" + ", ".join(map(_quote, step_taken_values(place.step))) + ")"
         here, passed = await _gather(
             [
                 _count(
@@ -140,7 +143,8 @@ async def step_counts(
                 ),
                 _count(
                     client,
-                    f"{runs} AND ExecutionStatus != 'ContinuedAsNew' AND {SA_STEPS_TAKEN} = {step}"
+                    f"{runs} AND ExecutionStatus != 'ContinuedAsNew'"
+                    f" AND {SA_STEPS_TAKEN} IN {taken}"
                     f" AND ({SA_STEP} != {step} OR {SA_STATUS} = 'completed')",
                     limit,
                 ),

@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.deps import PoolDep, SettingsDep, require_api_key
+from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
 from api.outages import OUTAGE_RESPONSE
 from journeys.contacts import Contact, ContactIn
@@ -20,6 +20,7 @@ from journeys.store.dossier import Cursor, DossierEntry, dossier_of, in_utc, nex
 from journeys.store.fields import field_types
 from journeys.store.outbox import queue_profile_change
 from journeys.store.users import missing_users
+from journeys.terminations import note_terminated_runs
 
 router = APIRouter(
     prefix="/contacts",
@@ -122,6 +123,7 @@ class Dossier(BaseModel):
 async def read_dossier(
     contact_id: uuid.UUID,
     pool: PoolDep,
+    client: TemporalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[datetime | None, Query(description="only entries before this moment")] = None,
     cursor: Annotated[
@@ -141,5 +143,7 @@ async def read_dossier(
         raise unprocessable([(("before",), str(exc))], prefix=("query",)) from None
     if await get_contact(pool, contact_id) is None:
         raise not_found(f"contact {contact_id} does not exist")
+    # Runs terminated from outside could not note it themselves: noted as read.
+    await note_terminated_runs(pool, client, contact_id)
     entries = await dossier_of(pool, contact_id, limit, before, after)
     return Dossier(contact_id=contact_id, entries=entries, next_cursor=next_cursor(entries, limit))

@@ -16,7 +16,14 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import IdempotencyKey, PoolDep, SettingsDep, TemporalDep, require_api_key
+from api.deps import (
+    IdempotencyKey,
+    PoolDep,
+    SettingsDep,
+    TemporalDep,
+    require_api_key,
+    within_definition_limits,
+)
 from api.errors import (
     AUTH_RESPONSES,
     NOT_FOUND_RESPONSE,
@@ -40,6 +47,7 @@ from journeys.store.journeys import get_journey, list_versions
 from journeys.store.messages import MessageView, messages_of
 from journeys.store.queries import selection_sql
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
+from journeys.terminations import note_terminated_run, termination_reason
 from workflows.journey import JourneyWorkflow
 
 JourneyKey = Annotated[str, Path(pattern=KEY_PATTERN, description="the journey's key")]
@@ -118,9 +126,12 @@ class ParticipantView(BaseModel):
     run_id: str = Field(description="the contact's latest run of the journey")
     version: int
     status: str = Field(
-        description="running, completed, exited, removed, skipped (run_if) or failed"
+        description="running, completed, exited, removed, skipped (run_if), failed, or "
+        "terminated (from outside the product: an operator, or Temporal itself)"
     )
-    reason: str | None = Field(default=None, description="why it exited, was removed or failed")
+    reason: str | None = Field(
+        default=None, description="why it exited, was removed, failed or was terminated"
+    )
     details: str | None = Field(
         default=None, description="where it is and why, as the Temporal web UI says it"
     )
@@ -145,7 +156,12 @@ async def definition_schema() -> dict[str, Any]:
     return JourneyDefinition.model_json_schema(by_alias=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=PublishedWithWarnings)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PublishedWithWarnings,
+    dependencies=[Depends(within_definition_limits)],
+)
 async def publish_journey(
     body: JourneyDefinition, pool: PoolDep, client: TemporalDep, settings: SettingsDep
 ) -> PublishedWithWarnings:
@@ -241,7 +257,7 @@ _STATUS = {
     WorkflowExecutionStatus.RUNNING: "running",
     WorkflowExecutionStatus.COMPLETED: "completed",
     WorkflowExecutionStatus.FAILED: "failed",
-    WorkflowExecutionStatus.TERMINATED: "removed",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
     WorkflowExecutionStatus.CANCELED: "removed",
     WorkflowExecutionStatus.TIMED_OUT: "failed",
 }
@@ -299,6 +315,15 @@ async def participant_view(
         details = progress.details
         if progress.status in ("exited", "removed", "skipped", "failed"):
             status = progress.status
+    if status == "terminated":
+        # Ended from outside (an operator, or Temporal refusing a command): the run
+        # could not say why itself; its last event does.
+        reason = await bounded(
+            "Temporal",
+            termination_reason(client, description.id, description.run_id),
+            API_CALL_SECONDS,
+        )
+        await note_terminated_run(pool, contact_id, key, reason, description)
     retrying = next(
         (
             Retrying(
@@ -316,7 +341,7 @@ async def participant_view(
         retrying=retrying,
         contact_id=contact_id,
         workflow_id=enrolment["workflow_id"],
-        run_id=enrolment["run_id"],
+        run_id=description.run_id or enrolment["run_id"],
         version=enrolment["version"],
         status=status,
         reason=reason,

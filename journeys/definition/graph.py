@@ -19,6 +19,7 @@ from journeys.definition.conditions import (
 )
 from journeys.definition.followups import FollowUp
 from journeys.definition.journey import JourneyDefinition
+from journeys.definition.limits import size_problems
 from journeys.definition.steps.profile import action_signatures, describe_signature
 
 
@@ -55,6 +56,8 @@ def definition_problems(defn: JourneyDefinition) -> list[Problem]:
             and getattr(defn.steps.get(leaf.message), "type", None) not in message_kinds_for(leaf)
         )
     problems += record_field_problems(defn.exit_if, ("exit_if",), "exit_if: ")
+    # Checked on the raw body by the API already; held here for every other way in.
+    problems += size_problems(defn.model_dump(mode="json", by_alias=True, exclude_none=True))
     for name in ("schedule_if", "run_if"):
         problems += record_field_problems(
             getattr(defn.entry, name, None), ("entry", name), f"entry {name}: "
@@ -122,28 +125,31 @@ def _reachable(start: str, steps: dict[str, Any]) -> set[str]:
 
 
 def _loop_without_wait(steps: dict[str, Any]) -> list[str] | None:
-    """A cycle among steps that do not wait, which would spin without ever sleeping."""
+    """A cycle among steps that do not wait, which would spin without ever sleeping.
+    A depth-first search with its own stack: a chain of steps as long as a definition
+    allows must not reach Python's recursion limit."""
     busy = {sid for sid, step in steps.items() if not step.waits}
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(sid: str) -> list[str] | None:
-        state[sid] = 1
-        path.append(sid)
-        for target in successors(steps[sid]):
-            if target not in busy:
+    done: set[str] = set()
+    for root in sorted(busy):
+        if root in done:
+            continue
+        # The current path, and for each of its steps the targets not yet looked at.
+        path: list[str] = [root]
+        on_path = {root}
+        pending = [iter(successors(steps[root]))]
+        while path:
+            target = next((t for t in pending[-1] if t in busy and t not in done), None)
+            if target is None:
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                pending.pop()
                 continue
-            if state.get(target) == 1:
+            if target in on_path:
                 return path[path.index(target) :]
-            if target not in state and (found := visit(target)):
-                return found
-        path.pop()
-        state[sid] = 2
-        return None
-
-    for sid in sorted(busy):
-        if sid not in state and (found := visit(sid)):
-            return found
+            path.append(target)
+            on_path.add(target)
+            pending.append(iter(successors(steps[target])))
     return None
 
 

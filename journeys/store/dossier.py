@@ -16,7 +16,8 @@ class DossierEntry(BaseModel):
     kind: str = Field(
         description="message, activity, request, sale, script, campaign_record, "
         "selection_added, "
-        "project_removed, journey_entered, journey_refused, journey_removed, profile_updated, …"
+        "project_removed, journey_entered, journey_refused, journey_removed, "
+        "journey_terminated, profile_updated, …"
     )
     at: datetime
     title: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -279,15 +280,19 @@ async def write_journal_line(
     title: str,
     journey_key: str | None = None,
     idempotency_key: str | None = None,
+    at: datetime | None = None,
 ) -> None:
+    """One line of the contact's dossier, at `at` (now without it), once per key."""
     await pool.execute(
-        """INSERT INTO contact_journal (contact_id, kind, title, journey_key, idempotency_key)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING""",
+        """INSERT INTO contact_journal (contact_id, kind, title, journey_key, idempotency_key, at)
+           VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
+           ON CONFLICT (idempotency_key) DO NOTHING""",
         contact_id,
         kind,
         title,
         journey_key,
         idempotency_key,
+        at,
     )
 
 

@@ -13,12 +13,13 @@ from fastapi.responses import HTMLResponse
 
 from api.console.pages import render
 from api.console.session import Reader
-from api.deps import PoolDep
+from api.deps import PoolDep, TemporalDep
 from journeys.contacts import Contact
 from journeys.store.contacts import get_contact, search_contacts
 from journeys.store.dossier import Cursor, dossier_of, in_utc, next_cursor
 from journeys.store.enrolments import enrolments_of
 from journeys.store.messages import message_log
+from journeys.terminations import note_terminated_runs
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -72,6 +73,7 @@ async def contact_page(
     contact_id: uuid.UUID,
     caller: Reader,
     pool: PoolDep,
+    client: TemporalDep,
     before: Annotated[
         datetime | None, Query(description="dossier lines before this moment only")
     ] = None,
@@ -87,6 +89,7 @@ async def contact_page(
     contact = await get_contact(pool, contact_id)
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact {contact_id} does not exist")
+    await note_terminated_runs(pool, client, contact_id)
     dossier = await dossier_of(pool, contact_id, DOSSIER_LINES, before, after)
     return render(
         request,

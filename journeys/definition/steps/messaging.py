@@ -8,6 +8,7 @@ from pydantic import Field
 
 from journeys.definition.common import IsoDuration, Problem, StepBase, StepId, step_problem
 from journeys.definition.followups import FollowUp
+from journeys.definition.limits import MAX_SUBJECT_CHARS, MAX_TEMPLATE_CHARS
 from journeys.definition.steps.profile import (
     AddToProject,
     AddToSelection,
@@ -132,10 +133,12 @@ class SendEmail(MessageStep):
     templates: ClassVar[dict[str, bool]] = {"subject": False, "html": True, "text": False}
 
     type: Literal["send_email"]
-    subject: str = Field(min_length=1)
-    html: str = Field(min_length=1)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS)
+    html: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
     text: str | None = Field(
-        default=None, description="plain-text part; derived from html if absent"
+        default=None,
+        max_length=MAX_TEMPLATE_CHARS,
+        description="plain-text part; derived from html if absent",
     )
     sender: str | None = Field(
         default=None, description="From address; the server default if absent"
@@ -177,8 +180,8 @@ class Notify(StepBase):
         pattern=r"^([a-z0-9][a-z0-9_-]{0,63}|[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+)$",
         description="a user key or an e-mail address",
     )
-    subject: str = Field(min_length=1)
-    body: str = Field(min_length=1)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS)
+    body: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
     next: StepId
 
     @property

@@ -1,0 +1,219 @@
+"""Definition limits (issue 24): the longest journey with the longest ids a definition
+allows runs to its end (Temporal must never terminate a run for what it shows), every
+limit is refused with a short 422 naming it, and a run terminated from outside reads
+`terminated` with the reason in the participant view and the dossier."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+from temporalio.converter import encode_typed_search_attribute_value
+
+from api.console.counts import StepPlace, step_counts
+from journeys.definition.graph import _loop_without_wait
+from journeys.definition.limits import (
+    MAX_CONDITION_DEPTH,
+    MAX_FOLLOW_UP_DEPTH,
+    MAX_JSON_DEPTH,
+    MAX_STEPS,
+)
+from journeys.models import (
+    STEPS_TAKEN_KEY,
+    journey_workflow_id,
+    shown_steps_taken,
+    step_token,
+)
+from tests.builders import journey, mail, wait
+from tests.conftest import Stack
+from tests.helpers import create_contact, enrol, participant, publish, wait_until_done
+
+# Temporal's default limit on one search attribute value (limit.searchAttributeValueSize).
+TEMPORAL_VALUE_LIMIT = 2048
+
+
+def long_id(i: int) -> str:
+    """A step id of the longest length allowed (64 characters)."""
+    return f"s{i:03d}-" + "x" * 59
+
+
+def split_chain(key: str, count: int) -> dict[str, Any]:
+    """`count` steps in a row (splits, which wait for nothing and call no activity), the
+    last an end step: every id 64 characters long."""
+    ids = [long_id(i) for i in range(count)]
+    steps: dict[str, Any] = {
+        sid: {
+            "type": "split",
+            "branches": [{"percent": 50, "next": after}, {"percent": 50, "next": after}],
+        }
+        for sid, after in itertools.pairwise(ids)
+    }
+    steps[ids[-1]] = {"type": "end"}
+    return journey(key, steps=steps, start=ids[0])
+
+
+def nested_condition(levels: int) -> dict[str, Any]:
+    condition: dict[str, Any] = {"field": "plan", "op": "eq", "value": "pro"}
+    for _ in range(levels - 1):
+        condition = {"all": [condition]}
+    return condition
+
+
+def branch_journey(key: str, condition: dict[str, Any]) -> dict[str, Any]:
+    return journey(
+        key,
+        steps={
+            "check": {"type": "branch", "if": condition, "then": "done", "else": "done"},
+            "done": {"type": "end"},
+        },
+    )
+
+
+def test_shown_steps_fit_temporal_at_the_step_limit() -> None:
+    """The attribute's value as the SDK encodes it, metadata included, stays under
+    Temporal's limit for every step of the largest journey with the longest ids."""
+    ids = {long_id(i) for i in range(MAX_STEPS)}
+    shown = shown_steps_taken(ids)
+    assert len(shown) == MAX_STEPS, "every step is shown"
+    assert shown == sorted(step_token(step) for step in ids)
+    payload = encode_typed_search_attribute_value(STEPS_TAKEN_KEY, shown)
+    assert payload.ByteSize() < TEMPORAL_VALUE_LIMIT
+    # Ids that fit are shown as they are (what an operator queries in the web UI).
+    assert shown_steps_taken({"welcome", "mail1"}) == ["mail1", "welcome"]
+    # A stored definition from before the limit: never over it, whatever its size.
+    many = shown_steps_taken({long_id(i) for i in range(900)})
+    assert encode_typed_search_attribute_value(STEPS_TAKEN_KEY, many).ByteSize() < 2048
+
+
+def test_a_loop_check_walks_a_long_chain_without_recursion() -> None:
+    class Step:
+        waits = False
+
+        def __init__(self, target: str | None) -> None:
+            self.target = target
+
+        def edges(self) -> list[Any]:
+            from journeys.definition.common import Edge
+
+            return [] if self.target is None else [Edge("next", self.target, ())]
+
+    chain = {f"s{i}": Step(f"s{i + 1}") for i in range(5000)}
+    chain["s5000"] = Step(None)
+    assert _loop_without_wait(chain) is None
+    chain["s5000"] = Step("s4990")
+    assert _loop_without_wait(chain) == [f"s{i}" for i in range(4990, 5001)]
+
+
+async def test_the_longest_journey_with_the_longest_ids_runs_to_its_end(stack: Stack) -> None:
+    """Before: the steps taken grew past 2,048 bytes at the 33rd step and Temporal
+    terminated the run; the participant read `removed` with no reason."""
+    key = "limit-longest"
+    await publish(stack.http, split_chain(key, MAX_STEPS))
+    contact = await create_contact(stack.http)
+    await enrol(stack.http, key, contact)
+    view = await wait_until_done(stack.http, key, contact, timeout=60)
+    assert view["status"] == "completed", view
+    assert view["current_step"] == long_id(MAX_STEPS - 1)
+    assert len(view["history"]) == MAX_STEPS
+    described = await stack.temporal.get_workflow_handle(
+        journey_workflow_id(key, contact)
+    ).describe()
+    shown = described.typed_search_attributes.get(STEPS_TAKEN_KEY)
+    assert shown is not None and len(shown) == MAX_STEPS
+    # The console counts each step as passed, by its token.
+    places = {sid: StepPlace(sid) for sid in (long_id(0), long_id(MAX_STEPS - 1))}
+    for _ in range(50):
+        counts = await step_counts(stack.temporal, key, places, asyncio.Semaphore(4))
+        if all(passed == 1 for _, passed in counts.values()):
+            break
+        await asyncio.sleep(0.2)
+    assert counts == {sid: (0, 1) for sid in places}
+
+
+async def test_each_limit_is_refused_in_short(stack: Stack) -> None:
+    too_many = split_chain("limit-too-many", MAX_STEPS + 1)
+    cases: list[tuple[dict[str, Any], str]] = [
+        (too_many, f"at most {MAX_STEPS}"),
+        # Before: 950 steps answered 500 (RecursionError in the loop check).
+        (split_chain("limit-950", 950), f"at most {MAX_STEPS}"),
+        (
+            branch_journey("limit-deep", nested_condition(MAX_CONDITION_DEPTH + 2)),
+            f"at most {MAX_CONDITION_DEPTH}",
+        ),
+        # Before: 300 levels took 5 s and answered 16 MB; 200 published, and every
+        # participant's first workflow task then failed for ever.
+        (branch_journey("limit-300", nested_condition(300)), f"{MAX_JSON_DEPTH} levels"),
+        (branch_journey("limit-200", nested_condition(200)), f"{MAX_JSON_DEPTH} levels"),
+    ]
+    for body, named in cases:
+        started = time.monotonic()
+        response = await stack.http.post("/journeys", json=body)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 422, (body["key"], response.text[:500])
+        assert response.headers["content-type"] == "application/json"
+        assert len(response.content) < 10_000, body["key"]
+        assert any(named in problem["msg"] for problem in response.json()["detail"]), (
+            body["key"],
+            response.text[:500],
+        )
+        assert elapsed < 5, f"{body['key']}: {elapsed:.1f}s"  # a hang, not a speed target
+        missing = await stack.http.get(f"/journeys/{body['key']}")
+        assert missing.status_code == 404, "nothing was stored"
+    # The deepest condition allowed publishes.
+    await publish(stack.http, branch_journey("limit-deepest", nested_condition(20)))
+
+
+async def test_follow_ups_nest_only_so_deep(stack: Stack) -> None:
+    def message(level: int) -> dict[str, Any]:
+        step: dict[str, Any] = {**mail(f"level {level}"), "next": "end"}
+        if level < MAX_FOLLOW_UP_DEPTH + 1:
+            step["follow_ups"] = [
+                {
+                    "key": f"f{level}",
+                    "on": "sent",
+                    "start": "m",
+                    "steps": {"m": message(level + 1), "end": {"type": "end"}},
+                }
+            ]
+        return step
+
+    body = journey("limit-nested", steps={"m": message(0), "end": {"type": "end"}}, start="m")
+    response = await stack.http.post("/journeys", json=body)
+    assert response.status_code == 422, response.text[:500]
+    assert f"at most {MAX_FOLLOW_UP_DEPTH}" in json.dumps(response.json())
+
+
+async def test_a_terminated_run_says_so_with_its_reason(stack: Stack) -> None:
+    key = "limit-terminated"
+    await publish(
+        stack.http,
+        journey(key, steps={"pause": {**wait("P1D"), "next": "done"}, "done": {"type": "end"}}),
+    )
+    contact = await create_contact(stack.http)
+    await enrol(stack.http, key, contact)
+    handle = stack.temporal.get_workflow_handle(journey_workflow_id(key, contact))
+    await handle.terminate(reason="wrong audience, stopped by the operator")
+
+    async def terminated_lines() -> list[dict[str, Any]]:
+        response = await stack.http.get(f"/contacts/{contact}/dossier")
+        assert response.status_code == 200, response.text
+        return [e for e in response.json()["entries"] if e["kind"] == "journey_terminated"]
+
+    # The dossier notices it by itself (visibility may take a moment to list the run).
+    for _ in range(50):
+        if lines := await terminated_lines():
+            break
+        await asyncio.sleep(0.1)
+    assert len(lines) == 1
+    assert lines[0]["journey"] == key
+    assert lines[0]["title"] == (
+        f"Terminated in journey {key}: wrong audience, stopped by the operator"
+    )
+    view = await participant(stack.http, key, contact)
+    assert view["status"] == "terminated"
+    assert view["reason"] == "wrong audience, stopped by the operator"
+    # Read again, by either way: still one line.
+    assert len(await terminated_lines()) == 1
