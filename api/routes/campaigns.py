@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import Key, PoolDep, SettingsDep, TemporalDep, require_api_key
@@ -21,6 +21,7 @@ from api.errors import (
 )
 from api.mail import checked_message_journey
 from api.outages import OUTAGE_RESPONSE
+from api.route_keys import key_problems
 from api.routes.journeys import OperationStarted
 from journeys.definition import KEY_PATTERN
 from journeys.message_journeys import mail_journey_key
@@ -215,8 +216,12 @@ async def _view(pool: PoolDep, campaign: campaigns.Campaign) -> CampaignView:
     response_model=CampaignView,
     responses={200: {"description": "changed"}, 201: {"description": "created"}},
 )
-async def create_campaign(body: CampaignIn, pool: PoolDep, response: Response) -> CampaignView:
+async def create_campaign(
+    body: CampaignIn, request: Request, pool: PoolDep, response: Response
+) -> CampaignView:
     """Create the campaign, or change its name, fixed cost or currency."""
+    if taken := key_problems(request.app, "campaigns", body.key, "campaign"):
+        raise unprocessable(taken)
     campaign, created = await campaigns.upsert_campaign(
         pool, body.key, body.name, body.fixed_cost, body.currency
     )
@@ -240,9 +245,13 @@ async def read_campaign(key: Key, pool: PoolDep) -> CampaignView:
         409: GENERATED,
     },
 )
-async def create_action(key: Key, body: ActionIn, pool: PoolDep, response: Response) -> ActionView:
+async def create_action(
+    key: Key, body: ActionIn, request: Request, pool: PoolDep, response: Response
+) -> ActionView:
     """Create the action, or change it until it is generated. A `message` is checked as a
     journey's send_email step is, and published as the action's mail journey."""
+    if taken := key_problems(request.app, "actions", body.key, "campaign action"):
+        raise unprocessable(taken)
     campaign = await _campaign(pool, key)
     earlier = await campaigns.get_action(pool, key, body.key)
     if earlier is not None and earlier.operation_id is not None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field, model_validator
 from temporalio.client import (
     Client,
@@ -32,6 +32,7 @@ from api.errors import (
     unprocessable,
 )
 from api.outages import OUTAGE_RESPONSE
+from api.route_keys import key_problems
 from journeys.definition import KEY_PATTERN, JourneyDefinition
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import JourneyProgress, Removal, StepVisit
@@ -163,10 +164,17 @@ async def definition_schema() -> dict[str, Any]:
     dependencies=[Depends(within_definition_limits)],
 )
 async def publish_journey(
-    body: JourneyDefinition, pool: PoolDep, client: TemporalDep, settings: SettingsDep
+    body: JourneyDefinition,
+    request: Request,
+    pool: PoolDep,
+    client: TemporalDep,
+    settings: SettingsDep,
 ) -> PublishedWithWarnings:
     """Validate the definition and store it as the journey's next version. A selection
-    entry gets its Temporal Schedule (`entry/<key>`) first; another entry removes it."""
+    entry gets its Temporal Schedule (`entry/<key>`) first; another entry removes it.
+    A key that a route answers for (`schema`) is refused."""
+    if taken := key_problems(request.app, "journeys", body.key, "journey"):
+        raise unprocessable(taken)
     try:
         journey, warnings = await publish_definition(pool, client, settings.task_queue, body)
     except NotPublishable as exc:

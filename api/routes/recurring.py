@@ -7,13 +7,14 @@ from datetime import date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import Key, PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
 from api.mail import checked_message_journey
 from api.outages import OUTAGE_RESPONSE
+from api.route_keys import key_problems
 from journeys.message_journeys import recurring_journey_key
 from journeys.models import RecurringRunInput, RunResult, TesterMail, recurring_schedule_id
 from journeys.outages import bounded
@@ -191,6 +192,7 @@ async def _view(pool: PoolDep, client: TemporalDep, stored: StoredSend) -> Recur
 )
 async def create_recurring_send(
     body: RecurringSendIn,
+    request: Request,
     pool: PoolDep,
     client: TemporalDep,
     settings: SettingsDep,
@@ -198,6 +200,8 @@ async def create_recurring_send(
 ) -> RecurringSendView:
     """Create the recurring send, or replace it: its Temporal Schedule follows at once
     (paused unless the status is live)."""
+    if taken := key_problems(request.app, "recurring-sends", body.key, "recurring send"):
+        raise unprocessable(taken)
     stored, created = await _save(pool, client, settings, body)
     response.status_code = 201 if created else 200
     return await _view(pool, client, stored)

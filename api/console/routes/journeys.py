@@ -36,6 +36,7 @@ from api.console.graph import (
 from api.console.pages import render, run_in_temporal_ui
 from api.console.session import Reader, Writer
 from api.deps import PoolDep, SettingsDep, TemporalDep
+from api.route_keys import key_problems
 from api.routes.journeys import JourneyKey, Version, participant_view
 from journeys.definition import KEY_PATTERN, JourneyDefinition, Problem
 from journeys.definition.journey import (
@@ -439,7 +440,9 @@ async def publish_from_form(
     except ValidationError as exc:
         problems = _validation_problems(exc)
     else:
-        if action == "publish":
+        # A key a route answers for (`schema`): the journey could not be read there.
+        problems = key_problems(request.app, "journeys", defn.key, "journey")
+        if not problems and action == "publish":
             try:
                 journey, _ = await publish_definition(pool, client, settings.task_queue, defn)
             except NotPublishable as exc:
@@ -449,7 +452,7 @@ async def publish_from_form(
                     f"/console/journeys/{journey.key}?published={journey.version}",
                     status_code=303,
                 )
-        else:
+        elif not problems:
             problems = await publishing_problems(pool, defn)
     placed = problems_by_step(problems)
     graph = graph_svg_from_raw(raw, problems=placed) if isinstance(raw, dict) else None
