@@ -18,10 +18,22 @@ from activities.twilio import (
     SmsRejected,
 )
 from journeys.contacts import profile
+from journeys.definition.limits import SMS_MAX_CHARS, SMS_MAX_SEGMENTS
 from journeys.models import NO_PHONE, SendResult, SendSmsInput
 from journeys.phones import normalise_phone, segments
 from journeys.settings import Settings
 from journeys.templates import RenderError, render
+
+
+def too_long_for_sms(text: str, max_segments: int | None) -> str | None:
+    """Why a filled-in text is too long to send (the reason recorded), or None."""
+    allowed = min(max_segments or SMS_MAX_SEGMENTS, SMS_MAX_SEGMENTS)
+    parts = segments(text).count
+    if parts > allowed:
+        return f"text too long: {parts} parts once filled in, the step allows {allowed}"
+    if len(text) > SMS_MAX_CHARS:
+        return f"text too long: {len(text)} characters once filled in, at most {SMS_MAX_CHARS}"
+    return None
 
 
 class SmsActivities:
@@ -64,6 +76,10 @@ class SmsActivities:
             text = render(input.text, profile(contact))
         except RenderError as exc:
             await send.fail(f"template failed: {exc}")
+        # The template was checked when published; what the contact's fields add is only
+        # known now. Too long a text is not sent, and the journey goes on.
+        if (too_long := too_long_for_sms(text, input.max_segments)) is not None:
+            return await send.skipped(too_long)
         sender = input.sender or self.settings.sms_sender
 
         async def through_provider() -> str:

@@ -258,6 +258,7 @@ class NotifyInput(SendInput):
 class SendSmsInput(SendInput):
     sender: str | None = None
     text: str
+    max_segments: int | None = Field(default=None, description="the step's; 10 if absent")
 
 
 # The reason an SMS is skipped for a contact without a usable number.

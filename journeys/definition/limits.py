@@ -34,6 +34,10 @@ MAX_JSON_DEPTH = 100
 # (a header line: RFC 5322 allows 998 characters).
 MAX_TEMPLATE_CHARS = 500_000
 MAX_SUBJECT_CHARS = 998
+# An SMS: the characters providers take in one request, and the parts a text may
+# take once filled in (a step's `max_segments` may say fewer).
+SMS_MAX_CHARS = 1600
+SMS_MAX_SEGMENTS = 10
 # Bytes of a definition's JSON: every run carries it in its input, and Temporal refuses
 # a payload over 2 MB (and warns from 512 kB).
 MAX_DEFINITION_BYTES = 1_000_000

@@ -153,7 +153,12 @@ async def notify(p: Participant, step_id: str, step: Notify) -> str:
 
 
 async def send_sms(p: Participant, step_id: str, step: SendSms) -> str:
-    input = SendSmsInput(**_send(p, step_id, step), sender=step.sender, text=step.text)
+    input = SendSmsInput(
+        **_send(p, step_id, step),
+        sender=step.sender,
+        text=step.text,
+        max_segments=step.max_segments,
+    )
     result = await _send_when_allowed(
         p,
         step_id,

@@ -8,7 +8,12 @@ from pydantic import Field
 
 from journeys.definition.common import IsoDuration, Problem, StepBase, StepId, step_problem
 from journeys.definition.followups import FollowUp
-from journeys.definition.limits import MAX_SUBJECT_CHARS, MAX_TEMPLATE_CHARS
+from journeys.definition.limits import (
+    MAX_SUBJECT_CHARS,
+    MAX_TEMPLATE_CHARS,
+    SMS_MAX_CHARS,
+    SMS_MAX_SEGMENTS,
+)
 from journeys.definition.steps.profile import (
     AddToProject,
     AddToSelection,
@@ -160,7 +165,14 @@ class SendSms(MessageStep):
         pattern=r"^(\+[1-9][0-9]{6,14}|[A-Za-z0-9][A-Za-z0-9 ]{0,10})$",
         description="a number (+31…) or up to 11 letters and digits; the server default if absent",
     )
-    text: str = Field(min_length=1, max_length=1600)
+    text: str = Field(min_length=1, max_length=SMS_MAX_CHARS)
+    max_segments: int | None = Field(
+        default=None,
+        ge=1,
+        le=SMS_MAX_SEGMENTS,
+        description=f"at most this many parts once filled in ({SMS_MAX_SEGMENTS} if absent): "
+        "a longer text is not sent, and the participant goes on",
+    )
     if_no_phone: Literal["skip", "exit"] = Field(
         default="skip", description="without a (valid) phone: skip the step, or leave the journey"
     )
