@@ -28,12 +28,13 @@ from activities.sms import SmsActivities
 from activities.smtp import SmtpSender
 from activities.timing import TimingActivities
 from activities.twilio import SMS_STATUS_PATH, SmsProvider, TwilioProvider, parse_sms_url
-from journeys import metrics
+from journeys import worker_health
 from journeys.db import create_pool
 from journeys.dispatch import Dispatcher
 from journeys.enrolment import sweep_intents_forever
 from journeys.settings import Settings
 from journeys.temporal import connect
+from journeys.worker_health import WorkerHealth
 from workflows.bulk import BulkOperationWorkflow, SelectionEntryWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.recurring import RecurringRunWorkflow
@@ -140,12 +141,17 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, client: Client | None = None, *, dispatch: bool = True
+    settings: Settings,
+    client: Client | None = None,
+    *,
+    dispatch: bool = True,
+    health: WorkerHealth | None = None,
 ) -> AsyncIterator[Worker]:
     """Run a worker (with its database pool and SMTP connections) for the block, and
     beside it the event dispatcher and the sweep of interrupted enrolments unless
     `dispatch` is False (a second worker against another Temporal server must leave
-    the database's events and intents alone)."""
+    the database's events and intents alone). `health` is kept up to date for the
+    worker's probes."""
     client = client or await connect(settings)
     pool = await create_pool(settings.database_url, max_size=20)
     outbound = Outbound(
@@ -160,14 +166,19 @@ async def running_worker(
     )
     background: list[asyncio.Task[None]] = []
     if dispatch:
+        dispatcher = Dispatcher(pool, client, settings.task_queue, settings.database_url)
         background = [
-            asyncio.create_task(
-                Dispatcher(pool, client, settings.task_queue, settings.database_url).run()
-            ),
+            asyncio.create_task(dispatcher.run()),
             asyncio.create_task(sweep_intents_forever(client, pool, settings.task_queue)),
         ]
+        if health is not None:
+            health.listening = lambda: dispatcher.listening
+    if health is not None:
+        background.append(asyncio.create_task(health.watch(client)))
     try:
         async with build_worker(client, settings, pool, outbound) as worker:
+            if health is not None:
+                health.polling = lambda: worker.is_running and not worker.is_shutdown
             log.info("worker.started", task_queue=settings.task_queue)
             yield worker
     finally:
@@ -182,14 +193,16 @@ async def running_worker(
 
 
 async def run_worker(settings: Settings) -> None:
-    """`journeys worker`: the worker, and its Prometheus endpoint on JOURNEYS_METRICS_PORT
-    (plus the process's index under `--processes N`, so that each has its own port)."""
+    """`journeys worker`: the worker, and its endpoint on JOURNEYS_METRICS_PORT (plus the
+    process's index under `--processes N`, so that each has its own port): /metrics,
+    /healthz and /readyz (`journeys.worker_health`)."""
+    health = WorkerHealth()
     if settings.metrics_port:
         port = settings.metrics_port + settings.worker_process
         try:
-            metrics.serve(port)
-            log.info("worker.metrics", port=port, path="/metrics")
+            worker_health.serve(port, health)
+            log.info("worker.metrics", port=port, paths=["/metrics", "/healthz", "/readyz"])
         except OSError as exc:  # the port is taken: the worker matters more than its metrics
             log.error("worker.metrics_unavailable", port=port, error=str(exc))
-    async with running_worker(settings):
+    async with running_worker(settings, health=health):
         await asyncio.Event().wait()

@@ -105,6 +105,8 @@ class Dispatcher:
         self._journeys: dict[tuple[str, int], PublishedJourney] = {}
         self._batches = asyncio.Semaphore(BATCHES_IN_FLIGHT)
         self._contacts_busy = False
+        # Whether the LISTEN connection is held (the worker's readiness).
+        self.listening = False
 
     async def run(self) -> None:
         """Dispatch until cancelled, whatever the backends do meanwhile."""
@@ -194,9 +196,13 @@ class Dispatcher:
         conn.add_termination_listener(lambda _conn: lost.set())
         await conn.add_listener(CHANNEL, lambda *_args: self._wake.set())
         self._wake.set()  # anything inserted while we were not listening
-        while not lost.is_set() and not conn.is_closed():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), 5)
+        self.listening = True
+        try:
+            while not lost.is_set() and not conn.is_closed():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), 5)
+        finally:
+            self.listening = False
 
     async def _message_events(self, rows: list[asyncpg.Record]) -> None:
         if not rows:

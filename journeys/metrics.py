@@ -52,7 +52,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
 )
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -241,15 +240,6 @@ async def read_outbox(db: Executor) -> None:
         OUTBOX_UNDELIVERED.labels(row.source).set(row.undelivered)
         OUTBOX_FAILING.labels(row.source).set(row.failing)
         OUTBOX_OLDEST.labels(row.source).set(row.oldest_seconds)
-
-
-def serve(port: int, addr: str = "0.0.0.0") -> int | None:
-    """Serve the registry at http://<addr>:<port>/metrics from a thread (the worker's
-    endpoint); the port bound, or None when `port` is 0 (disabled)."""
-    if port == 0:
-        return None
-    server, _thread = start_http_server(port, addr)
-    return int(server.server_port)
 
 
 # --- the Temporal SDK's metrics ---------------------------------------------------------------

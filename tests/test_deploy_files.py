@@ -359,12 +359,20 @@ def test_health_checks_ask_routes_the_api_has() -> None:
     http = compose()["services"]["http"]
     assert http["command"][-2:] == ["--to", "api:8000"]
     probes = 0
-    for _, _, container in k8s_containers():
+    # The worker answers its probes on its metrics port (journeys/worker_health.py).
+    worker_paths = {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for name, _, container in k8s_containers():
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            if probe in container:
-                assert container[probe]["httpGet"]["path"] in routes
-                probes += 1
-    assert probes == 3
+            if probe not in container:
+                continue
+            asked = container[probe]["httpGet"]
+            if name == "journeys-worker":
+                assert asked == {"path": worker_paths[probe], "port": "metrics"}
+                assert container["ports"] == [{"name": "metrics", "containerPort": 9464}]
+            else:
+                assert asked["path"] in routes
+            probes += 1
+    assert probes == 5
 
 
 # --- search attributes -----------------------------------------------------------------
