@@ -87,6 +87,12 @@ def quiet_outages(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
+# Renewal loops still running after their block gave up waiting for them (a renewal
+# deaf to cancellation): kept here so they are not garbage-collected half-way; each
+# stops by itself, at its stop flag, once its renewal returns.
+_lingering: set[asyncio.Task[None]] = set()
+
+
 @asynccontextmanager
 async def keep_alive(
     every: float, renew: Callable[[], Awaitable[Any]] | None = None, *, heartbeat: bool = True
@@ -98,17 +104,35 @@ async def keep_alive(
 
     Nothing happens for a block shorter than `every`: a typical send finishes
     well within it, so it costs no heartbeat call and no write. A renewal gets at
-    most `every` seconds, so a hung database cannot hold back the next heartbeat.
+    most `every` seconds, so a hung database cannot hold back the next heartbeat,
+    and the block's end waits at most `every` seconds for the loop to stop.
+
+    The loop stops at a flag, not by a cancellation alone: on Python 3.11
+    `asyncio.wait_for` swallows a cancellation that arrives in the loop step in
+    which the awaited call finished (CPython gh-86296), and a renewal loop stopped
+    only by `task.cancel()` then went on renewing the lease for ever, with the
+    block's exit waiting for it (a `send_email` attempt hung after a successful
+    send until its start-to-close timeout). So no `wait_for` here either:
+    `asyncio.timeout` runs the renewal in this task, and its expiry cannot eat a
+    cancellation from outside.
     """
+    stop = asyncio.Event()
 
     async def beat() -> None:
         while True:
-            await asyncio.sleep(every)
+            try:
+                async with asyncio.timeout(every):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+            if stop.is_set():
+                return
             if heartbeat:
                 activity.heartbeat()
             if renew is not None:
                 try:
-                    await asyncio.wait_for(renew(), every)
+                    async with asyncio.timeout(every):
+                        await renew()
                 except Exception as exc:  # a lost renewal only lets the lease run out
                     log.warning("activity.renew_failed", error=type(exc).__name__)
 
@@ -116,9 +140,15 @@ async def keep_alive(
     try:
         yield
     finally:
-        task.cancel()
-        # Wait for the beat to stop without swallowing a cancellation of our own.
-        await asyncio.wait([task])
+        stop.set()  # what ends the loop even where a cancellation gets swallowed
+        task.cancel()  # what cuts a renewal in flight short
+        # Bounded, and without swallowing a cancellation of our own (asyncio.wait
+        # raises it, and uses no wait_for).
+        await asyncio.wait([task], timeout=every)
+        if not task.done():
+            log.warning("activity.renew_lingering", waited=every)
+            _lingering.add(task)
+            task.add_done_callback(_lingering.discard)
 
 
 async def persist(write: Callable[[], Awaitable[Any]], *, what: str, budget: float = 120.0) -> None:
