@@ -25,6 +25,7 @@ from temporalio.api.enums.v1 import EventType, ResetReapplyType, WorkerDeploymen
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import (
     DescribeWorkerDeploymentRequest,
+    GetWorkflowExecutionHistoryRequest,
     GetWorkflowExecutionHistoryReverseRequest,
     ResetWorkflowExecutionRequest,
     SetWorkerDeploymentCurrentVersionRequest,
@@ -34,10 +35,13 @@ from temporalio.client import WorkflowExecution as WorkflowExecutionListed
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from journeys.models import SA_JOURNEY, SA_PARTICIPANT, SA_STATUS, SA_STEP
+from journeys.models import SA_JOURNEY, SA_PARTICIPANT, SA_STATUS, SA_STEP, ScriptCallInput
 
 JOURNEY_WORKFLOW = "JourneyWorkflow"
 JOURNEY_RUNS = f'WorkflowType = "{JOURNEY_WORKFLOW}"'
+# A run_script call's own workflow (`script/<visit key>`): it carries no search
+# attributes of the journey's, its input names the journey, the step and the contact.
+SCRIPT_WORKFLOW = "ScriptCallWorkflow"
 # Runs looked at by one call at most; narrow by journey or step for more.
 LIMIT = 10_000
 # A value put in a visibility query: journey keys and step ids are of this shape.
@@ -163,7 +167,8 @@ async def failed_runs(
 ) -> list[FailedRun]:
     """Runs that ended failed: a step's activity failed for good (JourneyStatus
     `failed`), or the run failed before that status existed. With the step it failed
-    at and the reason."""
+    at and the reason. Then the run_script calls that failed for good, each with the
+    journey, step and participant of its input."""
     query = runs_query(
         journey=journey,
         step=step,
@@ -187,7 +192,57 @@ async def failed_runs(
             raise
         return FailedRun(**_ref(ex).__dict__, closed_at=ex.close_time, reason=reason)
 
+    runs = [run for run in await _bounded(listed, failed) if run is not None]
+    scripts = await _failed_scripts(client, journey=journey, step=step, since=since, limit=limit)
+    return runs + scripts
+
+
+async def _failed_scripts(
+    client: Client, *, journey: str | None, step: str | None, since: datetime | None, limit: int
+) -> list[FailedRun]:
+    parts = [f'WorkflowType = "{SCRIPT_WORKFLOW}"', 'ExecutionStatus = "Failed"']
+    if journey is not None:
+        # Narrowed by id (`script/<the run's id>/…`); the input says for sure.
+        key = _checked("journey", journey)
+        parts.append(
+            f'(WorkflowId STARTS_WITH "script/journey/{key}/"'
+            f' OR WorkflowId STARTS_WITH "script/followup/{key}/")'
+        )
+    if since is not None:
+        parts.append(f'CloseTime >= "{since.isoformat()}"')
+    listed = await _listed(client, " AND ".join(parts), limit)
+
+    async def failed(ex: WorkflowExecutionListed) -> FailedRun | None:
+        try:
+            call = await _script_input(client, ex)
+            if (journey is not None and call.journey_key != journey) or (
+                step is not None and call.step != step
+            ):
+                return None
+            ref = RunRef(ex.id, ex.run_id, call.journey_key, call.contact_id, call.step)
+            reason = await _failure_of(client, ref)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # gone since the listing (retention)
+                return None
+            raise
+        return FailedRun(**ref.__dict__, closed_at=ex.close_time, reason=reason)
+
     return [run for run in await _bounded(listed, failed) if run is not None]
+
+
+async def _script_input(client: Client, ex: WorkflowExecutionListed) -> ScriptCallInput:
+    """The call's input, from the first event of its history."""
+    page = await client.workflow_service.get_workflow_execution_history(
+        GetWorkflowExecutionHistoryRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=ex.id, run_id=ex.run_id),
+            maximum_page_size=1,
+        )
+    )
+    started = page.history.events[0].workflow_execution_started_event_attributes
+    [call] = await client.data_converter.decode(started.input.payloads, [ScriptCallInput])
+    assert isinstance(call, ScriptCallInput)
+    return call
 
 
 async def _retrying(

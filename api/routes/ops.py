@@ -81,7 +81,8 @@ async def failed(
     step: StepId | None = None,
     since: Annotated[Duration | None, Query(description="e.g. P1D: closed since")] = None,
 ) -> list[ops.FailedRun]:
-    """Participants whose run failed: the step and why."""
+    """Participants whose run failed: the step and why; and run_script calls that failed
+    for good (their `script/…` workflow), with the journey, step and participant."""
     after = datetime.now(UTC) - parse_duration(since, zero=True) if since else None
     found: list[ops.FailedRun] = await _temporal(
         ops.failed_runs(client, journey=journey, step=step, since=after, limit=API_LIMIT)
