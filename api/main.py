@@ -13,9 +13,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import console, outages
+from api.errors import bounded
 from api.hits import HitBuffer
 from api.routes import (
     api_keys,
@@ -55,9 +59,11 @@ class SafeJSONResponse(JSONResponse):
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    # 10,000 malformed ids: the first 100 problems and a count, not 2 MB (`bounded`).
+    errors = bounded(exc.errors())
     if console.is_console(request):
-        return console.error_page(request, 422, exc.errors())
-    return SafeJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        return console.error_page(request, 422, errors)
+    return SafeJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 def _template_matches(template: str, path: str) -> bool:
@@ -66,7 +72,20 @@ def _template_matches(template: str, path: str) -> bool:
     return re.fullmatch("[^/]+".join(map(re.escape, literal)), path) is not None
 
 
+def _too_large(scope: Scope) -> str:
+    """What a 413 of the body limit says: the limit of this route (POST /files takes more)."""
+    limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY) or MAX_BODY_BYTES
+    return f"the body is larger than {limit // (1024 * 1024)} MB"
+
+
+# What Starlette's body limit says (as the detail of its HTTPException, or as a
+# text/plain answer); the app's own 413s say more.
+_LIMIT_PHRASE = "Content Too Large"
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 413 and exc.detail == _LIMIT_PHRASE:
+        exc = StarletteHTTPException(413, _too_large(request.scope), exc.headers)
     if console.is_console(request):
         return console.error_page(request, exc.status_code, exc.detail)
     headers = dict(exc.headers or {})
@@ -83,6 +102,37 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
         }
         headers["Allow"] = ", ".join(sorted(allowed))
     return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+class JsonTooLarge:
+    """Pure ASGI: every 413 in the documented JSON shape.
+
+    Starlette's body limit answers `text/plain` when the request announces its length
+    (it replaces whatever the route answered by its own 413); a chunked body gets its
+    413 through `_http_error`, as JSON. This turns the first into the second.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replacing = False
+
+        async def json_send(message: Message) -> None:
+            nonlocal replacing
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                media_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+                replacing = media_type.startswith("text/plain")
+            if not replacing:
+                await send(message)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                exc = StarletteHTTPException(413, _LIMIT_PHRASE)
+                await (await _http_error(Request(scope, receive), exc))(scope, receive, send)
+
+        await self.app(scope, receive, json_send)
 
 
 def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
@@ -115,6 +165,10 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    # FastAPI puts its body limit outside the app's own middleware (`add_middleware`
+    # would sit inside it): JsonTooLarge wraps the whole stack, limit included.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: JsonTooLarge(build_stack())  # type: ignore[method-assign]
     outages.install(app)
     codec.install(app, settings)
     console.install(app)

@@ -29,6 +29,7 @@ from api.errors import (
     NOT_FOUND_RESPONSE,
     error_response,
     not_found,
+    unknown_items,
     unprocessable,
 )
 from api.outages import OUTAGE_RESPONSE
@@ -249,11 +250,8 @@ async def enrol_contacts(
     assert body.contact_ids is not None
     missing = await missing_contacts(pool, body.contact_ids)
     if missing:
-        raise unprocessable(
-            [
-                (("contact_ids", body.contact_ids.index(m)), f"contact {m} does not exist")
-                for m in missing
-            ]
+        raise unknown_items(
+            "contact_ids", body.contact_ids, missing, lambda m: f"contact {m} does not exist"
         )
     enrolments = await enrol(
         client, pool, settings.task_queue, journey, body.contact_ids, request_key=request_key

@@ -14,7 +14,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from api.deps import Key, PoolDep, require_api_key
-from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found, unprocessable
+from api.errors import (
+    AUTH_RESPONSES,
+    NOT_FOUND_RESPONSE,
+    error_response,
+    not_found,
+    unknown_items,
+    unprocessable,
+)
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition import FIELD_NAME_PATTERN, KEY_PATTERN, Problem
 from journeys.fieldtypes import RecordFieldType, coerce
@@ -195,11 +202,8 @@ async def link_contacts(record_id: uuid.UUID, body: LinksIn, pool: PoolDep) -> L
     await _existing(pool, record_id)
     missing = await missing_contacts(pool, body.contact_ids)
     if missing:
-        raise unprocessable(
-            [
-                (("contact_ids", body.contact_ids.index(m)), f"contact {m} does not exist")
-                for m in missing
-            ]
+        raise unknown_items(
+            "contact_ids", body.contact_ids, missing, lambda m: f"contact {m} does not exist"
         )
     return Linked(linked=await records.link_contacts(pool, record_id, body.contact_ids, body.role))
 

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, UploadFi
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from api.deps import Key, PoolDep, SettingsDep, require_api_key
-from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found, unprocessable
+from api.errors import (
+    AUTH_RESPONSES,
+    NOT_FOUND_RESPONSE,
+    error_response,
+    not_found,
+    unknown_items,
+    unprocessable,
+)
 from api.outages import OUTAGE_RESPONSE
 from api.routes.records import ROLE_PATTERN
 from journeys.contacts import _check_email, _check_time_zone
@@ -127,8 +134,8 @@ async def set_request_rule(body: RequestRuleIn, pool: PoolDep) -> RequestRuleIn:
     these users."""
     missing = await users.missing_users(pool, body.members)
     if missing:
-        raise unprocessable(
-            [(("members", body.members.index(m)), f"user '{m}' does not exist") for m in missing]
+        raise unknown_items(
+            "members", body.members, missing, lambda m: f"user '{m}' does not exist"
         )
     await crm.set_rotation(pool, body.category, body.members)
     return body
@@ -313,11 +320,8 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
         await existing(pool, key)
         missing = await missing_contacts(pool, body.contact_ids)
         if missing:
-            raise unprocessable(
-                [
-                    (("contact_ids", body.contact_ids.index(m)), f"contact {m} does not exist")
-                    for m in missing
-                ]
+            raise unknown_items(
+                "contact_ids", body.contact_ids, missing, lambda m: f"contact {m} does not exist"
             )
         try:
             added = await groups.add_members(pool, kind, key, body.contact_ids)

@@ -17,6 +17,7 @@ import httpx
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from activities.twilio import (
     SMS_STATUS_PATH,
@@ -25,7 +26,7 @@ from activities.twilio import (
     request_signature,
 )
 from api.deps import PoolDep, SettingsDep
-from api.errors import error_response, unprocessable
+from api.errors import error_response, unprocessable, unprocessable_response
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition.common import DeliveryErrorKind
 from journeys.sns import (
@@ -211,7 +212,10 @@ class SmsStatusOut(BaseModel):
     responses={
         403: error_response("X-Twilio-Signature is missing or does not match"),
         413: error_response("the body is larger than 64 kB"),
-        422: error_response("MessageSid or MessageStatus is missing"),
+        422: unprocessable_response(
+            "the body is not a form (a multipart body without its boundary, or one that "
+            "does not parse), or MessageSid or MessageStatus is missing"
+        ),
         503: error_response("SMS_URL is not set, or a backend is down"),
     },
 )
@@ -226,7 +230,10 @@ async def sms_status(
     if not settings.sms_url:
         raise _not_configured("SMS status callbacks need SMS_URL (its auth token signs them)")
     await _report_body(request)  # bounded before the form is parsed (from the same bytes)
-    form = await request.form()
+    try:
+        form = await request.form()
+    except StarletteHTTPException as exc:  # Starlette's 400 for a form it cannot parse
+        raise unprocessable([((), f"the body is not a form: {exc.detail}")]) from None
     params = {k: v for k, v in form.items() if isinstance(v, str)}
     token = parse_sms_url(settings.sms_url).auth_token
     url = f"{settings.public_url.rstrip('/')}{SMS_STATUS_PATH}"
