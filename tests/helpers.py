@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -55,6 +56,33 @@ async def api_on(
     finally:
         server.should_exit = True
         await serving
+
+
+@asynccontextmanager
+async def api_in_thread(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API on an event loop of its own, in a thread, as in its own process: what
+    holds its loop shows in how long it takes to answer (`api_on` shares the test's)."""
+    from api.main import create_app  # the app, only for the tests that serve one
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True, name="api")
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the API did not start"
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {settings.api_key.get_secret_value()}"},
+            timeout=60,
+        ) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
 
 
 async def create_contact(http: httpx.AsyncClient, **fields: Any) -> str:
