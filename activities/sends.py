@@ -2,7 +2,9 @@
 
 A send's row is claimed under its idempotency key before any provider is
 touched, so a retried or replayed activity finds the row and does not send
-again.
+again. A message that failed for good (a template error) stays failed for the
+run that failed it; a run that `journeys ops reset` started (the data or the
+code fixed since) claims it again, once: a sent message is never claimed again.
 
 While an attempt may be talking to the provider it holds the row's lease
 (`lease_owner`, `lease_until`: renewed every 2 s while the attempt lives, and
@@ -35,6 +37,7 @@ from typing import NoReturn
 
 import asyncpg
 import structlog
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.retries import keep_alive, persist, retry_later
@@ -155,8 +158,11 @@ class Send:
         return SendResult(message_id=str(self.message_id), status="skipped", reason=reason)
 
     async def fail(self, reason: str) -> NoReturn:
-        """The send cannot succeed (a template error): recorded, and no retry."""
-        await messages.finish_message(self.pool, self.message_id, "failed", reason)
+        """The send cannot succeed (a template error): recorded, and no retry. Another
+        run of the chain (a reset's) may claim it again (`messages.claim_messages`)."""
+        await messages.finish_message(
+            self.pool, self.message_id, "failed", reason, run_id=_this_run()
+        )
         metrics.send(self.channel, "failed")
         raise ApplicationError(f"step '{self.input.step}': {reason}", non_retryable=True)
 
@@ -362,7 +368,7 @@ class SendBatch:
     async def fail(self, message_id: uuid.UUID, input: SendInput, reason: str) -> ApplicationError:
         """The send cannot succeed: recorded; the error to report (not retried)."""
         self._leased.discard(message_id)
-        await messages.finish_message(self.pool, message_id, "failed", reason)
+        await messages.finish_message(self.pool, message_id, "failed", reason, run_id=_this_run())
         self._counted("failed")
         return ApplicationError(f"step '{input.step}': {reason}", non_retryable=True)
 
@@ -469,11 +475,21 @@ def _claim(
         record_id=uuid.UUID(input.record_id) if input.record_id else None,
         recurring_key=input.recurring_key,
         transactional=input.transactional,
+        run_id=_this_run(),
     )
 
 
+def _this_run() -> str | None:
+    """The workflow run of this attempt. A message failed for good stays failed for
+    retries of the run that failed it; a run that a reset started claims it again."""
+    try:
+        return activity.info().workflow_run_id
+    except RuntimeError:  # not in an activity (a test calling the send path itself)
+        return None
+
+
 def _outcome(row: asyncpg.Record) -> SendResult:
-    if row["status"] == "failed":
+    if row["status"] == "failed":  # by this run: a reset's run claims it again
         raise ApplicationError(
             f"message {row['id']} failed earlier: {row['error']}", non_retryable=True
         )

@@ -149,11 +149,14 @@ class JourneyWorkflow:
         workflow.upsert_search_attributes([STATUS_KEY.value_set("failed")])
         workflow.set_current_details(f"Failed at step `{step}`: {reason}")
         info = workflow.info()
+        # One line per run chain and step: a reset (which keeps the chain's first run
+        # id) that fails at the step again adds none. (Only the activity's input
+        # changed: runs that noted under their own run id replay the same.)
         await note(
             self,
             "journey_failed",
             f"{self.input.journey_key} failed at step {step}: {reason}",
-            f"failed/{info.workflow_id}/{info.run_id}",
+            f"failed/{info.workflow_id}/{info.first_execution_run_id}/{step}",
             summary="note the failure in the dossier",
         )
         raise ApplicationError(self.reason, type="StepFailed", non_retryable=True) from exc

@@ -129,6 +129,8 @@ class Claim(NamedTuple):
     record_id: uuid.UUID | None = None
     recurring_key: str | None = None
     transactional: bool = False
+    # The workflow run claiming: a message another run failed is claimed again.
+    run_id: str | None = None
 
 
 async def message_exists(db: Executor, idempotency_key: str) -> bool:
@@ -176,6 +178,7 @@ async def claim_messages(
                 **c._asdict(),
                 "contact_id": str(c.contact_id),
                 "record_id": str(c.record_id) if c.record_id else None,
+                "run_id": None,  # only a failed message's claim asks (below)
             }
             for c in unique
         ],
@@ -183,7 +186,60 @@ async def claim_messages(
         lease,
     )
     by_key = {r["idempotency_key"]: r for r in rows}
+    again = [
+        c
+        for c in unique
+        if c.run_id is not None and by_key[c.idempotency_key]["status"] == "failed"
+    ]
+    if again:
+        by_key.update(await _claim_failed_again(pool, again, lease_owner, lease))
     return [by_key[c.idempotency_key] for c in claims]
+
+
+async def _claim_failed_again(
+    pool: Executor, claims: list[Claim], lease_owner: uuid.UUID, lease: timedelta
+) -> dict[str, asyncpg.Record]:
+    """Claim failed messages again for runs other than the one that failed them (a
+    reset's new run: the step runs again on the fixed data or code), as a new claim
+    would (`sending` under the lease, or `skipped`). A sent message is never claimed
+    again; the failing run's own retry finds the message failed."""
+    rows = await pool.fetch(
+        """
+        UPDATE messages m
+        SET status = CASE WHEN c.skip IS NULL THEN 'sending' ELSE 'skipped' END,
+            error = c.skip, recipient = c.recipient, lease_owner = $2,
+            lease_until = CASE WHEN c.skip IS NULL THEN clock_timestamp() + $3::interval END,
+            failed_run_id = NULL
+        FROM jsonb_to_recordset($1::jsonb)
+             AS c(idempotency_key text, recipient text, skip text, run_id text)
+        WHERE m.idempotency_key = c.idempotency_key AND m.status = 'failed'
+          AND m.failed_run_id IS DISTINCT FROM c.run_id
+        RETURNING m.id, m.idempotency_key, m.status, m.error, m.lease_owner, m.lease_until,
+                  true AS claimed, m.lease_until - clock_timestamp() AS lease_left
+        """,
+        [
+            {
+                "idempotency_key": c.idempotency_key,
+                "recipient": c.recipient,
+                "skip": c.skip,
+                "run_id": c.run_id,
+            }
+            for c in claims
+        ],
+        lease_owner,
+        lease,
+    )
+    found = {r["idempotency_key"]: r for r in rows}
+    if missed := [c.idempotency_key for c in claims if c.idempotency_key not in found]:
+        # Failed by this run, or claimed again by a concurrent attempt meanwhile.
+        for row in await pool.fetch(
+            """SELECT id, idempotency_key, status, error, lease_owner, lease_until,
+                      false AS claimed, lease_until - clock_timestamp() AS lease_left
+               FROM messages WHERE idempotency_key = ANY($1::text[])""",
+            missed,
+        ):
+            found[row["idempotency_key"]] = row
+    return found
 
 
 async def take_over_lease(
@@ -233,15 +289,23 @@ async def release_lease(pool: asyncpg.Pool, message_id: uuid.UUID, owner: uuid.U
 
 
 async def finish_message(
-    pool: asyncpg.Pool, message_id: uuid.UUID, status: str, error: str
+    pool: asyncpg.Pool,
+    message_id: uuid.UUID,
+    status: str,
+    error: str,
+    *,
+    run_id: str | None = None,
 ) -> None:
-    """Record that the send ended without sending: skipped, rejected or failed."""
+    """Record that the send ended without sending: skipped, rejected or failed (by the
+    workflow run `run_id`: another run may claim it again)."""
     await pool.execute(
-        """UPDATE messages SET status = $2, error = $3, lease_owner = NULL, lease_until = NULL
+        """UPDATE messages SET status = $2, error = $3, lease_owner = NULL, lease_until = NULL,
+                               failed_run_id = CASE WHEN $2 = 'failed' THEN $4 END
            WHERE id = $1""",
         message_id,
         status,
         error,
+        run_id,
         timeout=WRITE_TIMEOUT,
     )
 

@@ -1,0 +1,175 @@
+"""Issue 24, "every failure can be mended": a failed send is tried again by a reset (once
+per reset, never a sent one)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus
+
+from journeys import ops
+from journeys.models import journey_workflow_id
+from journeys.store import messages
+from tests.builders import linear_journey, mail
+from tests.conftest import Stack
+from tests.helpers import create_contact, enrol, participant, publish, run_ops
+
+SEATS = "<p>{{ 100 // contact.seats }} euro a seat</p>"
+
+
+async def _ended(stack: Stack, workflow_id: str, not_run: str | None = None) -> dict[str, Any]:
+    """The participant's latest run once it has ended (and is not `not_run`)."""
+    handle = stack.temporal.get_workflow_handle(workflow_id)
+    for _ in range(300):
+        described = await handle.describe()
+        if described.status != WorkflowExecutionStatus.RUNNING and described.run_id != not_run:
+            return {"run_id": described.run_id, "status": described.status}
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id} did not end")
+
+
+async def _failed_lines(stack: Stack, contact: str) -> list[dict[str, Any]]:
+    dossier = (await stack.http.get(f"/contacts/{contact}/dossier")).json()["entries"]
+    return [e for e in dossier if e["kind"] == "journey_failed"]
+
+
+async def test_a_reset_tries_a_failed_send_again_and_sends_it_once_the_data_is_fixed(
+    stack: Stack,
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    key = f"mend-{tag}"
+    await publish(stack.http, linear_journey(key, "Mend", ("seats", mail("Per seat", SEATS))))
+    email = f"mend-{tag}@example.com"
+    external_id = f"mend-{tag}"
+    contact = await create_contact(stack.http, email=email, external_id=external_id)
+    await enrol(stack.http, key, contact)
+    workflow_id = journey_workflow_id(key, contact)
+    first = await _ended(stack, workflow_id)
+    assert first["status"] == WorkflowExecutionStatus.FAILED
+    view = await participant(stack.http, key, contact)
+    assert view["status"] == "failed" and "template failed" in view["reason"], view
+    assert [m["status"] for m in view["messages"]] == ["failed"]
+    assert len(await _failed_lines(stack, contact)) == 1
+
+    # Reset with the data still wrong: the send is tried again (and fails on the
+    # template again, not on "failed earlier"); no second journey_failed line.
+    code, out, err = await run_ops(
+        stack.settings.temporal_address,
+        "reset",
+        "--journey",
+        key,
+        "--query",
+        'ExecutionStatus = "Failed"',
+        "--to",
+        "last-good",
+    )
+    assert code == 0, err
+    assert "reset 1, skipped 0, errors 0" in out, out
+    second = await _ended(stack, workflow_id, not_run=first["run_id"])
+    assert second["status"] == WorkflowExecutionStatus.FAILED
+    view = await participant(stack.http, key, contact)
+    assert view["run_id"] == second["run_id"] != first["run_id"]
+    assert "template failed" in view["reason"] and "failed earlier" not in view["reason"], view
+    assert len(await _failed_lines(stack, contact)) == 1
+
+    # The data fixed, a reset to the start sends the mail.
+    fixed = await stack.http.post(
+        "/contacts", json={"external_id": external_id, "fields": {"seats": 4}}
+    )
+    assert fixed.status_code == 200, fixed.text
+    outcomes = await ops.reset_runs(
+        stack.temporal,
+        ops.runs_query(journey=key, where='ExecutionStatus = "Failed"'),
+        "first",
+        reason="seats filled in",
+    )
+    # The first failed run is no longer the participant's: left alone.
+    assert sorted(o.outcome for o in outcomes) == ["reset", "skipped"], outcomes
+    [outcome] = [o for o in outcomes if o.outcome == "reset"]
+    assert outcome.run_id == second["run_id"]
+    third = await _ended(stack, workflow_id, not_run=second["run_id"])
+    assert third["status"] == WorkflowExecutionStatus.COMPLETED
+    assert third["run_id"] == outcome.new_run_id
+    [sent] = await stack.wait_for_mail(email, 1)
+    assert sent["subject"] == "Per seat"
+    view = await participant(stack.http, key, contact)
+    assert view["status"] == "completed" and view["run_id"] == third["run_id"], view
+    assert [m["status"] for m in view["messages"]] == ["sent"]
+    assert len(await _failed_lines(stack, contact)) == 1
+
+    # A sent message is never sent again, whatever is reset.
+    [again] = await ops.reset_runs(
+        stack.temporal,
+        ops.runs_query(journey=key, where='ExecutionStatus = "Completed"'),
+        "first",
+        reason="test",
+    )
+    assert again.outcome == "reset", again
+    fourth = await _ended(stack, workflow_id, not_run=third["run_id"])
+    assert fourth["status"] == WorkflowExecutionStatus.COMPLETED
+    await asyncio.sleep(0.5)
+    assert len(stack.mail_to(email)) == 1
+
+
+async def test_a_failed_message_is_claimed_again_by_another_run_only(stack: Stack) -> None:
+    """The claim itself: the run that failed a message (a retry of its attempt) finds it
+    failed; another run of the chain (a reset's) claims it again, once; a sent one never."""
+    contact = uuid.UUID(await create_contact(stack.http))
+    key = f"claim-again/{uuid.uuid4()}"
+
+    async def claim(run_id: str, skip: str | None = None) -> Any:
+        [row] = await messages.claim_messages(
+            stack.pool,
+            [
+                messages.Claim(
+                    idempotency_key=key,
+                    channel="email",
+                    workflow_id="journey/claim-again/x",
+                    journey_key="claim-again",
+                    version=1,
+                    step="mail",
+                    contact_id=contact,
+                    recipient="claim-again@example.com",
+                    skip=skip,
+                    run_id=run_id,
+                )
+            ],
+            lease_owner=uuid.uuid4(),
+            lease=timedelta(seconds=10),
+        )
+        return row
+
+    first = await claim("run-a")
+    assert (first["status"], first["claimed"]) == ("sending", True)
+    await messages.finish_message(
+        stack.pool, first["id"], "failed", "template failed", run_id="run-a"
+    )
+    retried = await claim("run-a")
+    assert (retried["status"], retried["claimed"], retried["error"]) == (
+        "failed",
+        False,
+        "template failed",
+    )
+    reset = await claim("run-b")
+    assert (reset["id"], reset["status"], reset["claimed"]) == (first["id"], "sending", True)
+    assert reset["error"] is None
+    # Two claims of the new run at once (a retry while the first still holds the lease):
+    # the second finds it taken.
+    assert (await claim("run-b"))["claimed"] is False
+    await messages.finish_message(
+        stack.pool, first["id"], "failed", "still no seats", run_id="run-b"
+    )
+    assert (await claim("run-b"))["status"] == "failed"
+    # A reset after the contact unsubscribed: skipped, not sent.
+    skipped = await claim("run-c", skip="unsubscribed")
+    assert (skipped["status"], skipped["claimed"], skipped["error"]) == (
+        "skipped",
+        True,
+        "unsubscribed",
+    )
+    await stack.pool.execute("UPDATE messages SET status = 'sent' WHERE id = $1", first["id"])
+    assert (await claim("run-d"))["status"] == "sent"
+    assert (await claim("run-d"))["claimed"] is False
