@@ -38,6 +38,18 @@ DEV_UI_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
 ORIGIN = re.compile(r"https?://[^\s/?#*@]+")
 
 
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def check_domain(domain: str) -> str:
+    """A domain name in lower case (JOURNEYS_BOUNCE_DOMAIN), or ValueError saying why not."""
+    value = domain.strip().lower().rstrip(".")
+    if not _DOMAIN.match(value):
+        raise ValueError(f"{domain[:100]!r} is not a domain name such as bounces.example.com")
+    return value
+
+
 class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
@@ -298,6 +310,22 @@ class Settings(DatabaseSettings, TemporalSettings):
         validation_alias=_env("JOURNEYS_WORKER_PROCESS"),
         description="this process's index under `journeys worker --processes N` (set by it)",
     )
+    bounce_domain: str | None = Field(
+        None,
+        validation_alias=_env("JOURNEYS_BOUNCE_DOMAIN"),
+        description="with it, a mail's envelope sender is bounces+<signed token>@<this domain>"
+        " (VERP), and `journeys bounces serve` takes the notices sent there; without it, the"
+        " sender's address",
+    )
+
+    @field_validator("bounce_domain", mode="before")
+    @classmethod
+    def _check_bounce_domain(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            return check_domain(value)
+        return value
 
 
 class ApiSettings(Settings):
@@ -337,6 +365,34 @@ class ApiSettings(Settings):
                     " (scheme, host and port; no path, no '*')"
                 )
         return origins
+
+
+class BounceSettings(Settings):
+    """`journeys bounces serve`: where notices come in (README, "Bounces")."""
+
+    bounce_listen: str = Field(
+        "127.0.0.1:2525",
+        validation_alias=_env("JOURNEYS_BOUNCE_LISTEN"),
+        description="host:port of the SMTP/LMTP listener the relay sends the bounce domain to;"
+        " empty: no listener",
+    )
+    bounce_imap_url: SecretStr | None = Field(
+        None,
+        validation_alias=_env("JOURNEYS_BOUNCE_IMAP_URL"),
+        description="imaps://user:password@host/mailbox: a mailbox to poll for notices",
+    )
+    bounce_imap_every: float = Field(
+        60,
+        ge=1,
+        le=3600,
+        validation_alias=_env("JOURNEYS_BOUNCE_IMAP_EVERY"),
+        description="seconds between two polls of the mailbox",
+    )
+
+    @field_validator("bounce_imap_url", mode="before")
+    @classmethod
+    def _blank_imap_url(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 def missing_variables(error: ValidationError) -> list[str]:

@@ -12,6 +12,12 @@ A 128-bit tag is the truncation RFC 4868 uses for HMAC-SHA-256. The first format
 characters long, twice this one, in both parts of every mail. Tokens of that format
 are still in mails sent before, so they still verify (`verify` tells the two apart
 by the dot, which base64url never contains).
+
+A bounce token (`bounce_token`) names a message in the envelope sender of its mail,
+`bounces+<token>@<bounce domain>` (VERP), so that a delivery-status notice or a
+complaint sent back to that address proves which message it is about. It is the
+message id and a tag under the same secret, in a form an SMTP local part can carry:
+see `bounce_token`.
 """
 
 from __future__ import annotations
@@ -101,3 +107,52 @@ def _verify_first_format(token: str, secret: str) -> dict[str, Any] | None:
     except (ValueError, binascii.Error):
         return None
     return payload if isinstance(payload, dict) else None
+
+
+# -- bounce tokens (VERP) ---------------------------------------------------------------
+#
+# An SMTP local part is at most 64 octets (RFC 5321 4.5.3.1.1), and `bounces+` takes 8 of
+# them. Relays may change the case of a local part (some lower-case it on the way, and a
+# DSN's recipient is typed by software that may upper-case it), so the token must mean
+# the same in any case: it is base32 (RFC 4648: A-Z and 2-7, which no relay reads as a
+# delimiter, unlike `-`, `.`, `+` or `=`), written in lower case and read after
+# upper-casing. Of
+#
+#     0x01 (version) | message id (16 bytes) | the first 13 bytes of
+#     HMAC-SHA256(secret, "journeys bounce\0" | version | message id)
+#
+# 30 bytes, so 48 characters without padding and without spare bits (one spelling per
+# token, in either case): `bounces+<48>` is 56 octets. A 104-bit tag leaves a forger
+# one chance in 2^104 per notice sent, and each try is a notice kept for inspection.
+# The tag is computed over a label of its own, so no tracking token's tag is a bounce
+# token's.
+_BOUNCE_VERSION = 1
+_BOUNCE_TAG = 13
+_BOUNCE_LABEL = b"journeys bounce\0"
+BOUNCE_TOKEN_LENGTH = 48
+_BASE32 = re.compile(rf"[A-Z2-7]{{{BOUNCE_TOKEN_LENGTH}}}")
+
+
+def _bounce_tag(secret: str, signed: bytes) -> bytes:
+    return hmac.digest(secret.encode(), _BOUNCE_LABEL + signed, hashlib.sha256)[:_BOUNCE_TAG]
+
+
+def bounce_token(message_id: str | uuid.UUID, secret: str) -> str:
+    """The signed token of a message's bounce address (lower-case base32, 48 chars)."""
+    if not secret:
+        raise ValueError("JOURNEYS_SECRET is not set")
+    mid = message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(message_id)
+    signed = bytes((_BOUNCE_VERSION,)) + mid.bytes
+    return base64.b32encode(signed + _bounce_tag(secret, signed)).decode().lower()
+
+
+def verify_bounce_token(token: str, secret: str) -> uuid.UUID | None:
+    """The message id of a genuine bounce token, in any case; None for anything else."""
+    text = token.upper()
+    if not secret or not text.isascii() or not _BASE32.fullmatch(text):
+        return None
+    raw = base64.b32decode(text)
+    signed, tag = raw[:-_BOUNCE_TAG], raw[-_BOUNCE_TAG:]
+    if signed[0] != _BOUNCE_VERSION or not hmac.compare_digest(tag, _bounce_tag(secret, signed)):
+        return None
+    return uuid.UUID(bytes=signed[1:])

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from journeys.db import Executor
+from journeys.db import Connection, Executor
 from journeys.definition.common import DeliveryErrorKind
 from journeys.store.messages import WRITE_TIMEOUT
 
@@ -46,42 +46,54 @@ async def record_delivery_error(
     """Record the error against its message; the message's id, or None for an orphan
     (then kept in `orphan_delivery_reports`)."""
     async with pool.acquire() as conn, conn.transaction():
-        message = await conn.fetchrow(
-            """SELECT id, recipient, channel FROM messages
-               WHERE id = $1 OR provider_id = $2 OR provider_id = $3 LIMIT 1""",
-            _candidate_id(reference),
+        return await record_delivery_error_in(conn, reference, kind, detail, source)
+
+
+async def record_delivery_error_in(
+    conn: Connection,
+    reference: str,
+    kind: DeliveryErrorKind,
+    detail: str | None,
+    source: str,
+) -> uuid.UUID | None:
+    """`record_delivery_error` inside the caller's transaction on `conn` (a bounce notice
+    is stored in the same transaction as the error it records)."""
+    message = await conn.fetchrow(
+        """SELECT id, recipient, channel FROM messages
+           WHERE id = $1 OR provider_id = $2 OR provider_id = $3 LIMIT 1""",
+        _candidate_id(reference),
+        reference,
+        f"<{reference.strip('<>')}>",
+    )
+    if message is None:
+        await conn.execute(
+            """INSERT INTO orphan_delivery_reports (reference, kind, detail, source)
+               VALUES ($1, $2, $3, $4)""",
             reference,
-            f"<{reference.strip('<>')}>",
+            kind,
+            detail,
+            source,
         )
-        if message is None:
-            await conn.execute(
-                """INSERT INTO orphan_delivery_reports (reference, kind, detail, source)
-                   VALUES ($1, $2, $3, $4)""",
-                reference,
-                kind,
-                detail,
-                source,
-            )
-            return None
-        await insert_delivery_error(conn, message["id"], kind, detail, source)
-        if kind in SUPPRESSING and message["channel"] == "email" and message["recipient"]:
-            # The first suppression of the address is a profile change (`bounced`) of
-            # every contact with it: their runs' exit_if checks it at once.
-            await conn.execute(
-                """WITH s AS (INSERT INTO suppressed_addresses (address, reason, message_id)
-                              VALUES (lower($1), $2, $3) ON CONFLICT (address) DO NOTHING
-                              RETURNING address)
-                   INSERT INTO contact_events (contact_id, kind, name, data)
-                   SELECT c.id, 'profile_change', 'profile_change', jsonb_build_object(
-                       'fields', jsonb_build_array('bounced'),
-                       'values', jsonb_build_object('bounced', true), 'created', false)
-                   FROM contacts c JOIN s ON lower(c.email) = s.address""",
-                message["recipient"],
-                kind,
-                message["id"],
-            )
-        message_id: uuid.UUID = message["id"]
-        return message_id
+        return None
+    await insert_delivery_error(conn, message["id"], kind, detail, source)
+    if kind in SUPPRESSING and message["channel"] == "email" and message["recipient"]:
+        # The first suppression of the address is a profile change (`bounced`) of
+        # every contact with it: their runs' exit_if checks it at once.
+        await conn.execute(
+            """WITH s AS (INSERT INTO suppressed_addresses (address, reason, message_id)
+                          VALUES (lower($1), $2, $3) ON CONFLICT (address) DO NOTHING
+                          RETURNING address)
+               INSERT INTO contact_events (contact_id, kind, name, data)
+               SELECT c.id, 'profile_change', 'profile_change', jsonb_build_object(
+                   'fields', jsonb_build_array('bounced'),
+                   'values', jsonb_build_object('bounced', true), 'created', false)
+               FROM contacts c JOIN s ON lower(c.email) = s.address""",
+            message["recipient"],
+            kind,
+            message["id"],
+        )
+    message_id: uuid.UUID = message["id"]
+    return message_id
 
 
 def _error_data(kind: str, detail: str | None, source: str) -> dict[str, Any]:
