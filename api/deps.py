@@ -16,9 +16,10 @@ from fastapi import Depends, Header, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from api.errors import bounded
 from api.hits import HitBuffer
-from journeys.definition.common import KEY_PATTERN
-from journeys.definition.limits import size_problems
+from journeys.definition.common import KEY_PATTERN, Problem
+from journeys.definition.limits import json_depth_problem, size_problems
 from journeys.settings import ApiSettings
 from journeys.store import api_keys
 
@@ -43,6 +44,33 @@ async def _hits(request: Request) -> HitBuffer:
     return hits
 
 
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+async def json_within_depth(request: Request) -> None:
+    """Every JSON body: refused with a 422 when it nests deeper than the limit, before
+    a route validates it (a deep body made validation take seconds and answer
+    megabytes, and the worker's JSON parser stops at 128 levels)."""
+    if request.method not in _BODY_METHODS:
+        return
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if kind != "application/json" and not kind.endswith("+json"):
+        return
+    try:
+        data = await request.json()
+    except ValueError:
+        return  # not JSON: the route's validation says so
+    if (problem := json_depth_problem(data)) is not None:
+        raise _too_large([problem])
+
+
+def _too_large(problems: list[Problem]) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        bounded({"loc": ["body", *loc], "msg": msg, "type": "too_large"} for loc, msg in problems),
+    )
+
+
 async def within_definition_limits(request: Request) -> None:
     """Refuse a definition over a size limit (steps, depths, bytes) with a 422 naming
     the limit, before it is validated: validating a body made to be deep or long would
@@ -54,13 +82,7 @@ async def within_definition_limits(request: Request) -> None:
         return  # not JSON: the body's validation says so
     problems = size_problems(data)
     if problems:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [
-                {"loc": ["body", *loc], "msg": msg, "type": "too_large"}
-                for loc, msg in problems[:100]
-            ],
-        )
+        raise _too_large(problems)
 
 
 # A key in the path: a journey's, a selection's, a campaign's, a recurring send's.

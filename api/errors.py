@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -9,6 +10,7 @@ from fastapi import HTTPException, status
 from pydantic import BaseModel
 
 from journeys.definition import Problem
+from journeys.definition.explain import explained
 
 # A 422 lists this many problems one by one, then one entry counts the rest: ten
 # thousand unknown ids answer a few kB, not a megabyte.
@@ -54,6 +56,26 @@ def bounded(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ctx": {"shown": MAX_PROBLEMS, "more": more},
             }
         )
+    return shown
+
+
+# An input larger than this (as JSON) is left out of a 422's entry: the caller sent it.
+ECHOED_INPUT_CHARS = 200
+
+
+def readable(error: dict[str, Any]) -> dict[str, Any]:
+    """A validation error as the caller reads it best: about a step, in the definition
+    format's words (`explained`); its input only when short; no documentation URL."""
+    shown = {key: value for key, value in error.items() if key not in ("url", "input")}
+    if (message := explained(error)) is not None:
+        shown["msg"] = message
+    if "input" in error:
+        try:
+            short = len(json.dumps(error["input"], default=str)) <= ECHOED_INPUT_CHARS
+        except ValueError:  # a structure that refers to itself: never short
+            short = False
+        if short:
+            shown["input"] = error["input"]
     return shown
 
 

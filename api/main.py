@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -19,7 +19,8 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import console, outages
-from api.errors import bounded
+from api.deps import json_within_depth
+from api.errors import bounded, readable
 from api.hits import HitBuffer
 from api.routes import (
     api_keys,
@@ -59,8 +60,9 @@ class SafeJSONResponse(JSONResponse):
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-    # 10,000 malformed ids: the first 100 problems and a count, not 2 MB (`bounded`).
-    errors = bounded(exc.errors())
+    # 10,000 malformed ids: the first 100 problems and a count, not 2 MB (`bounded`);
+    # each in the definition format's words, without echoing large inputs (`readable`).
+    errors = bounded(readable(error) for error in exc.errors())
     if console.is_console(request):
         return console.error_page(request, 422, errors)
     return SafeJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
@@ -162,6 +164,8 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
         lifespan=lifespan,
         redoc_url=None,  # one docs page, served from the package's own assets
         max_body_size=MAX_BODY_BYTES,
+        # A body nested too deep is refused before any route validates it.
+        dependencies=[Depends(json_within_depth)],
     )
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

@@ -263,3 +263,53 @@ async def test_a_large_publish_does_not_hold_the_api(stack: Stack) -> None:
     assert response.status_code == 201, response.text[:500]
     assert len(answered) > 10, "/healthz was answered while the publish ran"
     assert max(answered) < 1.5, f"/healthz waited {max(answered):.2f} s"
+
+
+async def test_a_step_of_an_unknown_kind_or_field_is_named_with_what_is_allowed(
+    stack: Stack,
+) -> None:
+    """Before: pydantic's words ("Input tag 'send_fax' found using 'type' does not
+    match any of the expected tags: …"), with no step id in the message."""
+    body = journey(
+        "limit-kinds",
+        steps={
+            "fax": {"type": "send_fax", "next": "done"},
+            "hello": {**mail("Hi"), "sendr": "shop@example.com", "next": "done"},
+            "pause": {"type": "wait", "next": "done", "duraton": "P1D"},
+            "nothing": {"next": "done"},
+            "done": {"type": "end"},
+        },
+        start="fax",
+    )
+    response = await stack.http.post("/journeys", json=body)
+    assert response.status_code == 422
+    messages = {tuple(p["loc"]): p["msg"] for p in response.json()["detail"]}
+    assert messages[("body", "steps", "fax")].startswith(
+        "step 'fax': there is no step type 'send_fax'; the types are send_email, wait,"
+    )
+    assert messages[("body", "steps", "hello", "send_email", "sendr")].startswith(
+        "step 'hello': a send_email step has no field 'sendr'; its fields are title, "
+    )
+    assert "sender" in messages[("body", "steps", "hello", "send_email", "sendr")]
+    assert messages[("body", "steps", "pause", "wait", "duraton")].startswith(
+        "step 'pause': a wait step has no field 'duraton'"
+    )
+    assert messages[("body", "steps", "nothing")].startswith("step 'nothing': give its 'type'")
+
+
+async def test_any_body_nested_too_deep_is_refused_without_an_echo(stack: Stack) -> None:
+    deep: Any = "x"
+    for _ in range(MAX_JSON_DEPTH + 5):
+        deep = [deep]
+    response = await stack.http.post("/contacts", json={"fields": {"notes": deep}})
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"][:3] == ["body", "fields", "notes"]
+    assert f"deeper than {MAX_JSON_DEPTH} levels" in problem["msg"]
+    # A long input is not echoed back in the 422.
+    long_subject = {**mail("x" * 5000), "next": "done"}
+    body = journey("limit-echo", steps={"m": long_subject, "done": {"type": "end"}}, start="m")
+    response = await stack.http.post("/journeys", json=body)
+    assert response.status_code == 422
+    assert len(response.content) < 2000, response.text[:300]
+    assert "at most 998 characters" in response.text

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, get_args
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from journeys.definition.followups import FollowUp
 from journeys.definition.steps.crm import CreateActivity, CreateRequest, CreateSale, RunScript
@@ -40,12 +40,19 @@ Step = Annotated[
     Field(discriminator="type"),
 ]
 
+# Each step type's model, by its `type` (derived from the union: one place to add a kind).
+STEP_KINDS: dict[str, type[BaseModel]] = {
+    get_args(model.model_fields["type"].annotation)[0]: model
+    for model in get_args(get_args(Step)[0])
+}
+
 # A follow-up holds steps of any kind, messages with follow-ups of their own included.
 FollowUp.model_rebuild(_types_namespace={"Step": Step})
 SendEmail.model_rebuild()
 SendSms.model_rebuild()
 
 __all__ = [
+    "STEP_KINDS",
     "AddToProject",
     "AddToSelection",
     "Branch",
