@@ -24,6 +24,7 @@ from api.errors import bounded, readable
 from api.hits import HitBuffer
 from api.routes import (
     api_keys,
+    bounces,
     campaigns,
     codec,
     contacts,
@@ -191,6 +192,7 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
         api_keys,
         tracking,
         webhooks,
+        bounces,
         health,
         metrics,
     ):

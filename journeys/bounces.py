@@ -33,6 +33,7 @@ import imaplib
 import logging
 import ssl
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.utils import getaddresses
@@ -43,9 +44,10 @@ import asyncpg
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
+from journeys.db import create_pool
 from journeys.notices import NotAReport, parse_notice
 from journeys.outages import outage_of
-from journeys.settings import check_domain
+from journeys.settings import BounceSettings, check_domain
 from journeys.store.bounces import Judged, Taken, Via, take_notice
 from journeys.tokens import bounce_token, verify_bounce_token
 
@@ -367,3 +369,54 @@ class ImapPoller:
                 if count == self.BATCH:
                     continue  # more waiting: no pause
             await asyncio.sleep(self.every)
+
+
+# -- `journeys bounces serve` ---------------------------------------------------------------
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """`host:port` (`[::1]:2525` for IPv6), or None for an empty value (no listener)."""
+    if not value.strip():
+        return None
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"JOURNEYS_BOUNCE_LISTEN: {value[:100]!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def serve(settings: BounceSettings) -> None:
+    """The listener and/or the poller, as configured, until cancelled."""
+    if not settings.bounce_domain:
+        raise ValueError("set JOURNEYS_BOUNCE_DOMAIN: the domain of the bounce addresses")
+    listen = parse_listen(settings.bounce_listen)
+    imap = settings.bounce_imap_url
+    if listen is None and imap is None:
+        raise ValueError("set JOURNEYS_BOUNCE_LISTEN or JOURNEYS_BOUNCE_IMAP_URL (or both)")
+    box = ImapMailbox.parse(imap.get_secret_value()) if imap is not None else None
+    pool = await create_pool(settings.database_url)
+    intake = Intake(pool, settings.secret.get_secret_value(), settings.bounce_domain)
+    try:
+        async with AsyncExitStack() as stack:
+            waits: list[asyncio.Future[Any]] = []
+            if listen is not None:
+                listener = await stack.enter_async_context(BounceListener(intake, *listen))
+                print(
+                    f"journeys bounces: SMTP/LMTP for {intake.domain} on"
+                    f" {listener.host}:{listener.port}",
+                    flush=True,
+                )
+                waits.append(asyncio.get_running_loop().create_future())  # for ever
+            if box is not None:
+                print(
+                    f"journeys bounces: polling {box.mailbox} at {box.host}:{box.port}"
+                    f" every {settings.bounce_imap_every:g} s",
+                    flush=True,
+                )
+                waits.append(
+                    asyncio.ensure_future(
+                        ImapPoller(intake, box, every=settings.bounce_imap_every).run()
+                    )
+                )
+            await asyncio.gather(*waits)
+    finally:
+        await pool.close()

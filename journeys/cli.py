@@ -283,6 +283,29 @@ async def keys(
             await revoke_key(http, name, console)
 
 
+async def bounces_serve(*, listen: str | None) -> None:
+    from journeys.bounces import serve
+    from journeys.settings import BounceSettings
+
+    settings = await _migrated_settings(BounceSettings)
+    if listen is not None:
+        settings = settings.model_copy(update={"bounce_listen": listen})
+    await serve(settings)
+
+
+async def bounces_kept(*, show: int | None, limit: int, api_url: str | None, data_dir: str) -> None:
+    from rich.console import Console
+
+    from journeys.cli_bounces import list_kept, show_kept
+    from journeys.cli_enrol import api_client
+
+    async with api_client(api_url, data_dir) as http:
+        if show is not None:
+            await show_kept(http, show)
+        else:
+            await list_kept(http, Console(), limit)
+
+
 async def _temporal() -> tuple[Client, Console]:
     from rich.console import Console
 
@@ -359,7 +382,7 @@ async def ops_promote(*, build_id: str, deployment: str | None) -> None:
 # Each command below only declares its arguments and hands them to `_run` with the body
 # above; the bodies import what they need when they run, so `journeys --help` is quick.
 
-QUIET_COMMANDS = ("dev", "enrol", "recurring", "keys", "ops")
+QUIET_COMMANDS = ("dev", "enrol", "recurring", "keys", "ops", "bounces kept")
 
 
 def _run(command: str, body: Callable[..., Any], **params: Any) -> None:
@@ -399,6 +422,8 @@ ops_app = _typer("failed and stuck participants; replay and reset runs (talks to
 app.add_typer(recurring_app, name="recurring")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ops_app, name="ops")
+bounces_app = _typer("take bounce notices (an SMTP/LMTP listener, an IMAP mailbox); list kept ones")
+app.add_typer(bounces_app, name="bounces")
 
 ApiUrl = Annotated[str | None, typer.Option(help="default JOURNEYS_API_URL, or journeys dev's")]
 DataDir = Annotated[str, typer.Option(help="journeys dev's data (its API key)")]
@@ -513,6 +538,33 @@ def keys_list(api_url: ApiUrl = None, data_dir: DataDir = ".journeys") -> None:
 @keys_app.command("revoke", help="revoke the key in use with this name")
 def keys_revoke(name: KeyName, api_url: ApiUrl = None, data_dir: DataDir = ".journeys") -> None:
     _run("keys", keys, action="revoke", name=name, scope=[], api_url=api_url, data_dir=data_dir)
+
+
+@bounces_app.command(
+    "serve",
+    help="take DSNs and complaints sent to the bounce domain: the SMTP/LMTP listener"
+    " (JOURNEYS_BOUNCE_LISTEN) and the IMAP poller (JOURNEYS_BOUNCE_IMAP_URL)",
+)
+def bounces_serve_command(
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port of the listener (default JOURNEYS_BOUNCE_LISTEN, or"
+            " 127.0.0.1:2525); '' for none"
+        ),
+    ] = None,
+) -> None:
+    _run("bounces", bounces_serve, listen=listen)
+
+
+@bounces_app.command("kept", help="notices that recorded nothing (forged, unparseable), and why")
+def bounces_kept_command(
+    show: Annotated[int | None, typer.Option(help="print this kept notice's raw mail")] = None,
+    limit: Annotated[int, typer.Option(help="the newest N")] = 100,
+    api_url: ApiUrl = None,
+    data_dir: DataDir = ".journeys",
+) -> None:
+    _run("bounces kept", bounces_kept, show=show, limit=limit, api_url=api_url, data_dir=data_dir)
 
 
 @ops_app.command("failed", help="participants whose run failed, with the step and why")
