@@ -86,21 +86,29 @@ async def show_stuck(
             step=step,
             progress=progress,
         )
-    table = Table(title=f"Stuck runs: an activity retrying for over {older_than} ({len(runs)})")
-    for column in ("journey", "participant", "step", "activity", "attempt", "since (UTC)"):
+    table = Table(
+        title=f"Stuck runs: not moved for over {older_than} (an activity retrying, "
+        f"a workflow task failing) ({len(runs)})"
+    )
+    columns = ("journey", "participant", "step", "problem", "activity", "attempt", "since (UTC)")
+    for column in columns:
         table.add_column(column, no_wrap=True)
     for run in runs:
         table.add_row(
             run.journey or "-",
             run.participant or "-",
             run.step or "-",
-            run.activity,
+            run.problem,
+            run.activity or "-",
             str(run.attempt),
-            _when(run.retrying_since),
+            _when(run.since),
         )
     console.print(table)
-    for run in runs:
-        console.print(f"  {run.workflow_id}: {run.last_error or '(no error recorded)'}")
+    for run in runs:  # below the table: an error is too long for a column
+        said = run.last_error or "(no error recorded)"
+        if run.reported_problems:
+            said += f"; Temporal reports {', '.join(run.reported_problems)}"
+        console.print(f"  {run.workflow_id}: {said}")
     return runs
 
 

@@ -2,8 +2,9 @@
 histories replay on the code at hand, and resetting many of them at once.
 
 Everything here reads Temporal: visibility finds the runs (by the search
-attributes every journey run carries), `describe` shows a run's retrying
-activity, and a run's history says where a reset goes back to. Only
+attributes every journey run carries, and Temporal's own `TemporalReportedProblems`),
+`describe` shows a run's retrying or hanging activity and its failing workflow
+task, and a run's history says where a reset goes back to. Only
 `reset_runs` changes anything. The CLI (`journeys ops`) and the API (`/ops`)
 both call these functions; the CLI with the code on the operator's disk, the API
 with the code it was deployed with.
@@ -16,12 +17,18 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType, ResetReapplyType, WorkerDeploymentVersionStatus
+from temporalio.api.enums.v1 import (
+    EventType,
+    ResetReapplyType,
+    WorkerDeploymentVersionStatus,
+    WorkflowTaskFailedCause,
+)
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import (
     DescribeWorkerDeploymentRequest,
@@ -50,6 +57,12 @@ QUERY_VALUE = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
 _JOURNEY = SearchAttributeKey.for_keyword(SA_JOURNEY)
 _PARTICIPANT = SearchAttributeKey.for_keyword(SA_PARTICIPANT)
 _STEP = SearchAttributeKey.for_keyword(SA_STEP)
+# Set by Temporal (server 1.30 on) on a run whose workflow tasks failed several times in
+# a row (five by default: `system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute`),
+# cleared when one succeeds: e.g. ["category=WorkflowTaskFailed",
+# "cause=WorkflowTaskFailedCauseWorkflowWorkerUnhandledFailure"].
+REPORTED_PROBLEMS = "TemporalReportedProblems"
+_PROBLEMS = SearchAttributeKey.for_keyword_list(REPORTED_PROBLEMS)
 
 Progress = Callable[[int, int | None], None]  # (done, total when known)
 
@@ -103,12 +116,27 @@ class FailedRun(RunRef):
     reason: str
 
 
+StuckProblem = Literal["retrying", "workflow task failing"]
+
+
 @dataclass
 class StuckRun(RunRef):
-    activity: str
+    """A running participant that has not moved for longer than the threshold:
+
+    - `retrying`: an activity failing and retried (attempt 2 on), since its first
+      schedule, with the last error;
+    - `workflow task failing`: the run's workflow task fails (or times out) again and
+      again, since the first failure (a bug, a non-determinism, an input the code cannot
+      read); `activity` is None, `attempt` the workflow task's, `last_error` its failure.
+    """
+
+    problem: StuckProblem
+    activity: str | None
     attempt: int
-    retrying_since: datetime
+    since: datetime
     last_error: str | None
+    # Temporal's own flag on the run (`TemporalReportedProblems`), when it set one.
+    reported_problems: list[str] = field(default_factory=list)
 
 
 def _ref(ex: WorkflowExecutionListed) -> RunRef:
@@ -245,9 +273,13 @@ async def _script_input(client: Client, ex: WorkflowExecutionListed) -> ScriptCa
     return call
 
 
-async def _retrying(
-    client: Client, ref: RunRef, now: datetime, older_than: timedelta
+async def _stuck(
+    client: Client,
+    ex: WorkflowExecutionListed,
+    now: datetime,
+    older_than: timedelta,
 ) -> StuckRun | None:
+    ref = _ref(ex)
     try:
         handle = client.get_workflow_handle(ref.workflow_id, run_id=ref.run_id)
         description = await handle.describe()
@@ -255,29 +287,84 @@ async def _retrying(
         if exc.status == RPCStatusCode.NOT_FOUND:  # gone since the listing
             return None
         raise
-    for pending in description.raw_description.pending_activities:
+    raw = description.raw_description
+    reported = list(description.typed_search_attributes.get(_PROBLEMS) or [])
+    task = raw.pending_workflow_task
+    if reported or (raw.HasField("pending_workflow_task") and task.attempt > 1):
+        # Failed attempts of a workflow task after the first add no event: the last
+        # failure in the history is where this run of failures began.
+        since, error = await _task_failure(client, ref, now)
+        if since is None:
+            since = _time(task.original_scheduled_time, now) or description.start_time
+        if since is not None and now - since >= older_than:
+            return StuckRun(
+                **ref.__dict__,
+                problem="workflow task failing",
+                activity=None,
+                attempt=task.attempt,
+                since=since,
+                last_error=error,
+                reported_problems=reported,
+            )
+    for pending in raw.pending_activities:
         if pending.attempt < 2:
             continue
         # Retries add no event: the activity's first schedule is its scheduled event.
-        since = None
-        async for event in _reverse_events(client, ref):
-            if (
-                event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                and event.activity_task_scheduled_event_attributes.activity_id
-                == pending.activity_id
-            ):
-                since = event.event_time.ToDatetime(tzinfo=now.tzinfo)
-                break
+        since = await _scheduled_at(client, ref, pending.activity_id, now)
         if since is None or now - since < older_than:
             continue
         return StuckRun(
             **ref.__dict__,
+            problem="retrying",
             activity=pending.activity_type.name,
             attempt=pending.attempt,
-            retrying_since=since,
+            since=since,
             last_error=pending.last_failure.message or None,
+            reported_problems=reported,
         )
     return None
+
+
+def _time(stamp: Timestamp, now: datetime) -> datetime | None:
+    """A protobuf time in `now`'s zone; None when it is not set."""
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime(tzinfo=now.tzinfo)
+
+
+async def _scheduled_at(
+    client: Client, ref: RunRef, activity_id: str, now: datetime
+) -> datetime | None:
+    async for event in _reverse_events(client, ref):
+        if (
+            event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and event.activity_task_scheduled_event_attributes.activity_id == activity_id
+        ):
+            return event.event_time.ToDatetime(tzinfo=now.tzinfo)
+    return None
+
+
+async def _task_failure(
+    client: Client, ref: RunRef, now: datetime
+) -> tuple[datetime | None, str | None]:
+    """When the run's workflow task began to fail (its last recorded failure or timeout,
+    after the last task that completed), and why."""
+    async for event in _reverse_events(client, ref):
+        if event.event_type == _WFT_COMPLETED:
+            break
+        at = event.event_time.ToDatetime(tzinfo=now.tzinfo)
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            attrs = event.workflow_task_failed_event_attributes
+            cause = (
+                WorkflowTaskFailedCause.Name(attrs.cause)
+                .removeprefix("WORKFLOW_TASK_FAILED_CAUSE_")
+                .lower()
+                .replace("_", " ")
+            )
+            return at, f"{attrs.failure.message or 'no message'} ({cause})"
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+            return at, "the workflow task timed out (no worker finished it in time)"
+    return None, None
 
 
 async def stuck_runs(
@@ -290,13 +377,21 @@ async def stuck_runs(
     limit: int = LIMIT,
     progress: Progress | None = None,
 ) -> list[StuckRun]:
-    """Running participants one of whose activities has been retrying for longer than
-    `older_than` (a provider down, a bug that raises a retryable error)."""
+    """Running participants that have not moved for longer than `older_than`: an
+    activity retrying (a provider down, a bug that raises a retryable error), or
+    workflow tasks failing again and again (`StuckRun`). Runs Temporal flagged
+    (`TemporalReportedProblems`) are looked at first, so that the limit never leaves
+    them out."""
     query = runs_query(journey=journey, step=step, extra='ExecutionStatus = "Running"')
-    listed = await _listed(client, query, limit)
-    found = await _bounded(
-        listed, lambda ex: _retrying(client, _ref(ex), now, older_than), progress
-    )
+    try:
+        flagged = await _listed(client, f"{query} AND {REPORTED_PROBLEMS} IS NOT NULL", limit)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.INVALID_ARGUMENT:  # a server before 1.30
+            raise
+        flagged = []
+    seen = {ex.run_id for ex in flagged}
+    listed = flagged + [ex for ex in await _listed(client, query, limit) if ex.run_id not in seen]
+    found = await _bounded(listed[:limit], lambda ex: _stuck(client, ex, now, older_than), progress)
     return [run for run in found if run is not None]
 
 

@@ -1,21 +1,23 @@
 """Issue 24, "every failure can be mended": a failed send is tried again by a reset (once
-per reset, never a sent one)."""
+per reset, never a sent one); a run whose workflow task keeps failing is listed by `ops
+stuck`."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from journeys import ops
-from journeys.models import journey_workflow_id
+from journeys.models import SA_JOURNEY, SA_PARTICIPANT, journey_workflow_id
 from journeys.store import messages
 from tests.builders import linear_journey, mail
 from tests.conftest import Stack
-from tests.helpers import create_contact, enrol, participant, publish, run_ops
+from tests.helpers import create_contact, enrol, eventually, participant, publish, run_ops
 
 SEATS = "<p>{{ 100 // contact.seats }} euro a seat</p>"
 
@@ -173,3 +175,71 @@ async def test_a_failed_message_is_claimed_again_by_another_run_only(stack: Stac
     await stack.pool.execute("UPDATE messages SET status = 'sent' WHERE id = $1", first["id"])
     assert (await claim("run-d"))["status"] == "sent"
     assert (await claim("run-d"))["claimed"] is False
+
+
+async def _stuck(stack: Stack, key: str, older_than: timedelta) -> list[ops.StuckRun]:
+    return await ops.stuck_runs(
+        stack.temporal, now=datetime.now(UTC), older_than=older_than, journey=key
+    )
+
+
+async def test_ops_stuck_lists_a_run_whose_workflow_task_keeps_failing(stack: Stack) -> None:
+    """The issue's 200-level condition: every participant's first workflow task failed for
+    ever, and `ops stuck` listed none of them. Started straight through Temporal here, with
+    an input the workflow cannot decode."""
+    key = f"broken-{uuid.uuid4().hex[:6]}"
+    contact = str(uuid.uuid4())
+    broken = await stack.temporal.start_workflow(
+        "JourneyWorkflow",
+        {"journey_key": key, "definition": "not a definition"},
+        id=journey_workflow_id(key, contact),
+        task_queue=stack.settings.task_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SearchAttributeKey.for_keyword(SA_JOURNEY), key),
+                SearchAttributePair(SearchAttributeKey.for_keyword(SA_PARTICIPANT), contact),
+            ]
+        ),
+    )
+    try:
+        await asyncio.sleep(2.5)
+        [task] = await eventually(
+            lambda: _stuck(stack, key, timedelta(seconds=2)), lambda found: len(found) == 1
+        )
+        assert (task.participant, task.problem, task.activity) == (
+            contact,
+            "workflow task failing",
+            None,
+        )
+        assert task.attempt >= 2 and datetime.now(UTC) - task.since >= timedelta(seconds=2)
+        assert "Failed decoding arguments" in (task.last_error or ""), task
+        assert await _stuck(stack, key, timedelta(hours=1)) == []
+
+        listed = await stack.http.get("/ops/stuck", params={"journey": key, "older_than": "PT2S"})
+        assert listed.status_code == 200, listed.text
+        [view] = listed.json()
+        assert (view["workflow_id"], view["problem"], view["activity"]) == (
+            broken.id,
+            "workflow task failing",
+            None,
+        )
+        code, out, err = await run_ops(
+            stack.settings.temporal_address, "stuck", "--journey", key, "--older-than", "PT2S"
+        )
+        assert code == 0, err
+        assert broken.id in out and "Failed decoding arguments" in out, out
+
+        # Temporal's own flag, after the fifth failed task (some 50 s in): shown.
+        [flagged] = await eventually(
+            lambda: _stuck(stack, key, timedelta(0)),
+            lambda found: bool(found and found[0].reported_problems),
+            timeout=120,
+        )
+        assert "category=WorkflowTaskFailed" in flagged.reported_problems, flagged
+        code, out, err = await run_ops(
+            stack.settings.temporal_address, "stuck", "--journey", key, "--older-than", "PT0S"
+        )
+        assert code == 0, err
+        assert "Temporal reports category=WorkflowTaskFailed" in out, out
+    finally:
+        await broken.terminate("test over")

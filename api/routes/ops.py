@@ -59,10 +59,22 @@ class FailedRunView(Run):
 
 
 class StuckRunView(Run):
-    activity: str
+    problem: ops.StuckProblem = Field(
+        description="retrying: an activity failing and retried; workflow task failing: the"
+        " run's workflow task fails again and again (a bug, a non-determinism, an input the"
+        " code cannot read)"
+    )
+    activity: str | None = Field(description="the activity's type; null for a workflow task")
     attempt: int
-    retrying_since: datetime
+    since: datetime = Field(
+        description="since when: the activity's first schedule (retrying), the workflow"
+        " task's first failure"
+    )
     last_error: str | None
+    reported_problems: list[str] = Field(
+        description="Temporal's own flag on the run (TemporalReportedProblems), e.g."
+        " category=WorkflowTaskFailed"
+    )
 
 
 async def _temporal(call: Any, where: str = "where") -> Any:
@@ -96,11 +108,13 @@ async def stuck(
     journey: JourneyKey | None = None,
     step: StepId | None = None,
     older_than: Annotated[
-        Duration, Query(description="an activity retrying for longer than this")
+        Duration,
+        Query(description="not moved for longer than this (an activity, a workflow task)"),
     ] = "PT10M",
 ) -> list[ops.StuckRun]:
-    """Running participants one of whose activities keeps failing and retrying: which,
-    how many attempts, the last error."""
+    """Running participants that have not moved for longer than `older_than`: an
+    activity retrying, or the run's workflow task failing again and again. Which, since
+    when, the last error."""
     found: list[ops.StuckRun] = await _temporal(
         ops.stuck_runs(
             client,
