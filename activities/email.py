@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from html import escape
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ from journeys.store.records import Record, get_records
 from journeys.store.users import get_user
 from journeys.templates import RenderError, render, render_html
 from journeys.text import storable_problem
+from journeys.tokens import bounce_address
 from journeys.tracking import tracked_parts, unsubscribe_url
 
 # Mails of one bulk page being rendered or sent at once (beyond the SMTP connections,
@@ -202,6 +204,15 @@ class EmailActivities:
             },
             attachments=attachments,
         )
+        if self.settings.bounce_domain:
+            # VERP: DSNs and complaints come back to an address of this message's own,
+            # signed, so that `journeys bounces serve` knows which message they are about.
+            mail = replace(
+                mail,
+                envelope_from=bounce_address(
+                    message_id, secret.get_secret_value(), self.settings.bounce_domain
+                ),
+            )
         return mail, subject, message_id_header
 
     async def _attachments(self, ids: list[str]) -> tuple[Attachment, ...]:

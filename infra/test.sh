@@ -3,5 +3,6 @@
 set -euo pipefail
 source "$(dirname "$0")/venv.sh"
 source "$(dirname "$0")/chromium.sh"
+source "$(dirname "$0")/postfix.sh"
 cd "$(dirname "$0")/.."
 exec python -m pytest "$@"

@@ -49,23 +49,16 @@ from journeys.notices import NotAReport, parse_notice
 from journeys.outages import outage_of
 from journeys.settings import BounceSettings, check_domain
 from journeys.store.bounces import Judged, Taken, Via, take_notice
-from journeys.tokens import bounce_token, verify_bounce_token
+from journeys.tokens import BOUNCE_LOCAL_PART, verify_bounce_token
 
 log = structlog.get_logger(__name__)
 
-LOCAL_PART = "bounces"
 # A notice larger than this is refused at DATA (552): DSNs return the original message,
 # which Postfix cuts at bounce_size_limit (50 kB), and a mail here has attachments of at
 # most 25 MB.
 MAX_NOTICE = 40 * 1024 * 1024
 # Headers where a mailbox's copy names the address it was delivered to.
 _DELIVERED_TO = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
-
-
-def bounce_address(message_id: Any, secret: str, domain: str) -> str:
-    """The envelope sender of a message: `bounces+<signed token>@<domain>` (56 octets
-    before the @, under SMTP's 64)."""
-    return f"{LOCAL_PART}+{bounce_token(message_id, secret)}@{domain}"
 
 
 def _at_domain(address: str, domain: str) -> tuple[str, str] | None:
@@ -104,7 +97,7 @@ def judge(raw: bytes, envelope_to: list[str], secret: str, domain: str) -> Judge
             return Judged("kept", f"unparseable: {problem}")
         return Judged(
             "kept",
-            f"names no message: no bounce address ({LOCAL_PART}+<token>@{domain}) in its"
+            f"names no message: no bounce address ({BOUNCE_LOCAL_PART}+<token>@{domain}) in its"
             " envelope or its report",
         )
     message_id = next(

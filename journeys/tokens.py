@@ -156,3 +156,12 @@ def verify_bounce_token(token: str, secret: str) -> uuid.UUID | None:
     if signed[0] != _BOUNCE_VERSION or not hmac.compare_digest(tag, _bounce_tag(secret, signed)):
         return None
     return uuid.UUID(bytes=signed[1:])
+
+
+BOUNCE_LOCAL_PART = "bounces"
+
+
+def bounce_address(message_id: str | uuid.UUID, secret: str, domain: str) -> str:
+    """A message's envelope sender under JOURNEYS_BOUNCE_DOMAIN (VERP):
+    `bounces+<signed token>@<domain>`, 56 octets before the @ (SMTP allows 64)."""
+    return f"{BOUNCE_LOCAL_PART}+{bounce_token(message_id, secret)}@{domain}"

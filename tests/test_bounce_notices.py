@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from journeys.bounces import bounce_address, delivered_to, judge
+from journeys.bounces import delivered_to, judge
 from journeys.notices import NotAReport, parse_notice
 from journeys.settings import check_domain
-from journeys.tokens import bounce_token, link_token, verify_bounce_token
+from journeys.tokens import bounce_address, bounce_token, link_token, verify_bounce_token
 from tests.bounce_samples import (
     arf_complaint,
     auto_reply,

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from journeys.bounces import BounceListener, ImapMailbox, ImapPoller, Intake, bounce_address
+from journeys.bounces import BounceListener, ImapMailbox, ImapPoller, Intake
 from journeys.db import create_pool
+from journeys.tokens import bounce_address
 from tests.bounce_samples import arf_complaint, auto_reply, postfix_dsn
 from tests.builders import journey, mail
 from tests.conftest import SECRET, Stack
