@@ -87,7 +87,7 @@ async def show_stuck(
             progress=progress,
         )
     table = Table(
-        title=f"Stuck runs: not moved for over {older_than} (an activity retrying, "
+        title=f"Stuck runs: not moved for over {older_than} (an activity retrying or running, "
         f"a workflow task failing) ({len(runs)})"
     )
     columns = ("journey", "participant", "step", "problem", "activity", "attempt", "since (UTC)")
@@ -105,7 +105,11 @@ async def show_stuck(
         )
     console.print(table)
     for run in runs:  # below the table: an error is too long for a column
-        said = run.last_error or "(no error recorded)"
+        said = run.last_error or (
+            "started, not done" if run.problem == "running" else "(no error recorded)"
+        )
+        if run.last_heartbeat is not None:
+            said += f"; last heartbeat {run.last_heartbeat.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
         if run.reported_problems:
             said += f"; Temporal reports {', '.join(run.reported_problems)}"
         console.print(f"  {run.workflow_id}: {said}")

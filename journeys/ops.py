@@ -25,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import (
     EventType,
+    PendingActivityState,
     ResetReapplyType,
     WorkerDeploymentVersionStatus,
     WorkflowTaskFailedCause,
@@ -116,7 +117,7 @@ class FailedRun(RunRef):
     reason: str
 
 
-StuckProblem = Literal["retrying", "workflow task failing"]
+StuckProblem = Literal["retrying", "running", "workflow task failing"]
 
 
 @dataclass
@@ -125,6 +126,8 @@ class StuckRun(RunRef):
 
     - `retrying`: an activity failing and retried (attempt 2 on), since its first
       schedule, with the last error;
+    - `running`: an activity at its first attempt, started that long ago and not done
+      (it may heartbeat: alive, not progressing);
     - `workflow task failing`: the run's workflow task fails (or times out) again and
       again, since the first failure (a bug, a non-determinism, an input the code cannot
       read); `activity` is None, `attempt` the workflow task's, `last_error` its failure.
@@ -135,6 +138,7 @@ class StuckRun(RunRef):
     attempt: int
     since: datetime
     last_error: str | None
+    last_heartbeat: datetime | None = None
     # Temporal's own flag on the run (`TemporalReportedProblems`), when it set one.
     reported_problems: list[str] = field(default_factory=list)
 
@@ -307,19 +311,27 @@ async def _stuck(
                 reported_problems=reported,
             )
     for pending in raw.pending_activities:
-        if pending.attempt < 2:
+        if pending.attempt > 1:
+            # Retries add no event: the activity's first schedule is its scheduled event.
+            since = await _scheduled_at(client, ref, pending.activity_id, now)
+            problem: StuckProblem = "retrying"
+        elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+            # Alive perhaps (heartbeating), but not done: a hang after the provider
+            # answered, a call that never returns.
+            since = _time(pending.last_started_time, now)
+            problem = "running"
+        else:
             continue
-        # Retries add no event: the activity's first schedule is its scheduled event.
-        since = await _scheduled_at(client, ref, pending.activity_id, now)
         if since is None or now - since < older_than:
             continue
         return StuckRun(
             **ref.__dict__,
-            problem="retrying",
+            problem=problem,
             activity=pending.activity_type.name,
             attempt=pending.attempt,
             since=since,
             last_error=pending.last_failure.message or None,
+            last_heartbeat=_time(pending.last_heartbeat_time, now),
             reported_problems=reported,
         )
     return None
@@ -378,10 +390,10 @@ async def stuck_runs(
     progress: Progress | None = None,
 ) -> list[StuckRun]:
     """Running participants that have not moved for longer than `older_than`: an
-    activity retrying (a provider down, a bug that raises a retryable error), or
-    workflow tasks failing again and again (`StuckRun`). Runs Temporal flagged
-    (`TemporalReportedProblems`) are looked at first, so that the limit never leaves
-    them out."""
+    activity retrying (a provider down, a bug that raises a retryable error) or running
+    at its first attempt without end (a hang), or workflow tasks failing again and
+    again (`StuckRun`). Runs Temporal flagged (`TemporalReportedProblems`) are looked
+    at first, so that the limit never leaves them out."""
     query = runs_query(journey=journey, step=step, extra='ExecutionStatus = "Running"')
     try:
         flagged = await _listed(client, f"{query} AND {REPORTED_PROBLEMS} IS NOT NULL", limit)

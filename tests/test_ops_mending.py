@@ -1,23 +1,37 @@
 """Issue 24, "every failure can be mended": a failed send is tried again by a reset (once
-per reset, never a sent one); a run whose workflow task keeps failing is listed by `ops
-stuck`."""
+per reset, never a sent one); a run whose workflow task keeps failing and an activity
+that hangs at its first attempt are listed by `ops stuck`."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.worker import Worker
 
 from journeys import ops
-from journeys.models import SA_JOURNEY, SA_PARTICIPANT, journey_workflow_id
+from journeys.enrolment import enrol as enrol_runs
+from journeys.models import (
+    SA_JOURNEY,
+    SA_PARTICIPANT,
+    SendEmailInput,
+    SendResult,
+    journey_workflow_id,
+)
 from journeys.store import messages
+from journeys.store.journeys import get_journey
 from tests.builders import linear_journey, mail
 from tests.conftest import Stack
 from tests.helpers import create_contact, enrol, eventually, participant, publish, run_ops
+from worker import WORKFLOWS, Outbound, bound_activities
 
 SEATS = "<p>{{ 100 // contact.seats }} euro a seat</p>"
 
@@ -243,3 +257,75 @@ async def test_ops_stuck_lists_a_run_whose_workflow_task_keeps_failing(stack: St
         assert "Temporal reports category=WorkflowTaskFailed" in out, out
     finally:
         await broken.terminate("test over")
+
+
+@activity.defn(name="send_email")
+async def hanging_send_email(input: SendEmailInput) -> SendResult:
+    """The issue's send that hung after the mail went out: alive (heartbeating), never done."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(0.5)
+
+
+@asynccontextmanager
+async def hanging_worker(stack: Stack, task_queue: str) -> AsyncIterator[None]:
+    from activities.smtp import SmtpSender
+
+    settings = stack.settings.model_copy(update={"task_queue": task_queue})
+    outbound = Outbound(smtp=SmtpSender(settings.smtp_url), http=httpx.AsyncClient(), sms=None)
+    activities = [
+        hanging_send_email if getattr(a, "__name__", "") == "send_email" else a
+        for a in bound_activities(settings, stack.pool, outbound, stack.temporal)
+    ]
+    # No graceful shutdown: the hanging activity is cancelled when the worker stops.
+    async with Worker(
+        stack.temporal, task_queue=task_queue, workflows=WORKFLOWS, activities=activities
+    ):
+        yield
+    await outbound.http.aclose()
+    await outbound.smtp.close()
+
+
+async def test_ops_stuck_lists_an_activity_that_runs_without_end_at_its_first_attempt(
+    stack: Stack,
+) -> None:
+    """A send that heartbeats and never ends (attempt 1, until its 10-minute timeout):
+    `GET /ops/stuck?older_than=PT1M` answered [] for it."""
+    tag = uuid.uuid4().hex[:6]
+    key = f"hang-{tag}"
+    await publish(stack.http, linear_journey(key, "Hang", ("hello", mail("Hello"))))
+    journey = await get_journey(stack.pool, key)
+    assert journey is not None
+    contact = await create_contact(stack.http, email=f"hang-{tag}@example.com")
+    task_queue = f"hang-{tag}"
+    handle = stack.temporal.get_workflow_handle(journey_workflow_id(key, contact))
+    try:
+        async with hanging_worker(stack, task_queue):
+            await enrol_runs(stack.temporal, stack.pool, task_queue, journey, [uuid.UUID(contact)])
+            await asyncio.sleep(2.5)
+            [send] = await eventually(
+                lambda: _stuck(stack, key, timedelta(seconds=2)), lambda found: len(found) == 1
+            )
+            assert (send.participant, send.step, send.problem) == (contact, "hello", "running")
+            assert (send.activity, send.attempt, send.last_error) == ("send_email", 1, None)
+            assert send.last_heartbeat is not None and send.last_heartbeat > send.since
+            assert datetime.now(UTC) - send.since >= timedelta(seconds=2)
+            assert await _stuck(stack, key, timedelta(hours=1)) == []
+
+            listed = await stack.http.get(
+                "/ops/stuck", params={"journey": key, "older_than": "PT2S"}
+            )
+            assert listed.status_code == 200, listed.text
+            [view] = listed.json()
+            assert (view["problem"], view["activity"], view["attempt"]) == (
+                "running",
+                "send_email",
+                1,
+            )
+            code, out, err = await run_ops(
+                stack.settings.temporal_address, "stuck", "--journey", key, "--older-than", "PT2S"
+            )
+            assert code == 0, err
+            assert handle.id in out and "send_email" in out and "last heartbeat" in out, out
+    finally:
+        await handle.terminate("test over")

@@ -60,17 +60,19 @@ class FailedRunView(Run):
 
 class StuckRunView(Run):
     problem: ops.StuckProblem = Field(
-        description="retrying: an activity failing and retried; workflow task failing: the"
+        description="retrying: an activity failing and retried; running: an activity at its"
+        " first attempt, started and not done (it may heartbeat); workflow task failing: the"
         " run's workflow task fails again and again (a bug, a non-determinism, an input the"
         " code cannot read)"
     )
     activity: str | None = Field(description="the activity's type; null for a workflow task")
     attempt: int
     since: datetime = Field(
-        description="since when: the activity's first schedule (retrying), the workflow"
-        " task's first failure"
+        description="since when: the activity's first schedule (retrying), its start"
+        " (running), the workflow task's first failure"
     )
     last_error: str | None
+    last_heartbeat: datetime | None = Field(description="a running activity's last heartbeat")
     reported_problems: list[str] = Field(
         description="Temporal's own flag on the run (TemporalReportedProblems), e.g."
         " category=WorkflowTaskFailed"
@@ -113,8 +115,8 @@ async def stuck(
     ] = "PT10M",
 ) -> list[ops.StuckRun]:
     """Running participants that have not moved for longer than `older_than`: an
-    activity retrying, or the run's workflow task failing again and again. Which, since
-    when, the last error."""
+    activity retrying, or running at its first attempt without end, or the run's
+    workflow task failing again and again. Which, since when, the last error."""
     found: list[ops.StuckRun] = await _temporal(
         ops.stuck_runs(
             client,
