@@ -58,6 +58,7 @@ async def dev(
     *, data_dir: str, host: str, port: int, temporal_port: int, ui_port: int, smtp_port: int
 ) -> None:
     """PostgreSQL, Temporal + web UI, SMTP sink, worker and API in one process tree."""
+    from journeys.cli_ops import DEV_TEMPORAL_ADDRESS
     from journeys.devstack import TemporalDevServer, start_postgres
     from journeys.mailsink import MailSink
     from journeys.migrate import migrate
@@ -97,6 +98,8 @@ async def dev(
         stack.callback(postgres.cleanup)
         await temporal.start()
         stack.callback(temporal.stop)
+        # Where `journeys ops` finds this server when TEMPORAL_ADDRESS is not set.
+        (home / DEV_TEMPORAL_ADDRESS).write_text(temporal.address + "\n")
         if relay:
             mail = f"Mail         sent to {_without_password(relay)} (SMTP_URL)"
         else:
@@ -306,34 +309,39 @@ async def bounces_kept(*, show: int | None, limit: int, api_url: str | None, dat
             await list_kept(http, Console(), limit)
 
 
-async def _temporal() -> tuple[Client, Console]:
+async def _temporal(data_dir: str) -> tuple[Client, Console]:
     from rich.console import Console
 
-    from journeys.settings import TemporalSettings
-    from journeys.temporal import connect
+    from journeys.cli_ops import connect_temporal
 
-    return await connect(TemporalSettings()), Console()
+    return await connect_temporal(data_dir), Console()
 
 
-async def ops_failed(*, journey: str | None, step: str | None, since: str | None) -> None:
+async def ops_failed(
+    *, journey: str | None, step: str | None, since: str | None, data_dir: str
+) -> None:
     from journeys import cli_ops
 
-    client, console = await _temporal()
+    client, console = await _temporal(data_dir)
     await cli_ops.show_failed(client, console, journey=journey, step=step, since=since)
 
 
-async def ops_stuck(*, journey: str | None, step: str | None, older_than: str) -> None:
+async def ops_stuck(
+    *, journey: str | None, step: str | None, older_than: str, data_dir: str
+) -> None:
     from journeys import cli_ops
 
-    client, console = await _temporal()
+    client, console = await _temporal(data_dir)
     await cli_ops.show_stuck(client, console, journey=journey, step=step, older_than=older_than)
 
 
-async def ops_replay(*, journey: str | None, step: str | None, query: str | None) -> None:
+async def ops_replay(
+    *, journey: str | None, step: str | None, query: str | None, data_dir: str
+) -> None:
     from journeys import cli_ops
     from journeys.ops import runs_query
 
-    client, console = await _temporal()
+    client, console = await _temporal(data_dir)
     where = runs_query(journey=journey, step=step, where=query)
     outcomes = await cli_ops.replay(client, console, where)
     if not all(o.ok for o in outcomes):
@@ -348,11 +356,12 @@ async def ops_reset(
     to: str,
     reason: str,
     dry_run: bool,
+    data_dir: str,
 ) -> None:
     from journeys import cli_ops
     from journeys.ops import runs_query
 
-    client, console = await _temporal()
+    client, console = await _temporal(data_dir)
     where = runs_query(journey=journey, step=step, where=query)
     outcomes = await cli_ops.reset(client, console, where, to, reason=reason, dry_run=dry_run)
     if any(o.outcome == "error" for o in outcomes):
@@ -363,17 +372,17 @@ def _deployment(name: str | None) -> str:
     return name or os.environ.get("JOURNEYS_DEPLOYMENT") or "journeys"
 
 
-async def ops_versions(*, deployment: str | None) -> None:
+async def ops_versions(*, deployment: str | None, data_dir: str) -> None:
     from journeys import cli_ops
 
-    client, console = await _temporal()
+    client, console = await _temporal(data_dir)
     await cli_ops.show_versions(client, console, _deployment(deployment))
 
 
-async def ops_promote(*, build_id: str, deployment: str | None) -> None:
+async def ops_promote(*, build_id: str, deployment: str | None, data_dir: str) -> None:
     from journeys import cli_ops
 
-    client, console = await _temporal()
+    client, console = await _temporal(data_dir)
     await cli_ops.promote(client, console, _deployment(deployment), build_id)
 
 
@@ -434,6 +443,10 @@ Query = Annotated[
     typer.Option(help="a visibility query ANDed to the rest, e.g. 'ExecutionStatus = \"Failed\"'"),
 ]
 Deployment = Annotated[str | None, typer.Option(help="default JOURNEYS_DEPLOYMENT, or journeys")]
+OpsDataDir = Annotated[
+    str,
+    typer.Option(help="journeys dev's data: its Temporal address, without TEMPORAL_ADDRESS"),
+]
 SendKey = Annotated[str, typer.Argument(metavar="KEY", help="the recurring send's key")]
 KeyName = Annotated[str, typer.Argument(metavar="NAME", help="the key's name")]
 
@@ -572,24 +585,35 @@ def ops_failed_command(
     journey: Journey = None,
     step: Step = None,
     since: Annotated[str | None, typer.Option(help="closed since, e.g. P1D")] = None,
+    data_dir: OpsDataDir = ".journeys",
 ) -> None:
-    _run("ops", ops_failed, journey=journey, step=step, since=since)
+    _run("ops", ops_failed, journey=journey, step=step, since=since, data_dir=data_dir)
 
 
-@ops_app.command("stuck", help="participants one of whose activities keeps retrying")
+@ops_app.command(
+    "stuck",
+    help="participants that have not moved: an activity retrying or running without end, "
+    "a workflow task failing again and again",
+)
 def ops_stuck_command(
     journey: Journey = None,
     step: Step = None,
-    older_than: Annotated[str, typer.Option(help="retrying for longer than (PT10M)")] = "PT10M",
+    older_than: Annotated[str, typer.Option(help="not moved for longer than (PT10M)")] = "PT10M",
+    data_dir: OpsDataDir = ".journeys",
 ) -> None:
-    _run("ops", ops_stuck, journey=journey, step=step, older_than=older_than)
+    _run("ops", ops_stuck, journey=journey, step=step, older_than=older_than, data_dir=data_dir)
 
 
 @ops_app.command(
     "replay", help="replay the runs' histories on the code on this disk (changes nothing)"
 )
-def ops_replay_command(journey: Journey = None, step: Step = None, query: Query = None) -> None:
-    _run("ops", ops_replay, journey=journey, step=step, query=query)
+def ops_replay_command(
+    journey: Journey = None,
+    step: Step = None,
+    query: Query = None,
+    data_dir: OpsDataDir = ".journeys",
+) -> None:
+    _run("ops", ops_replay, journey=journey, step=step, query=query, data_dir=data_dir)
 
 
 @ops_app.command(
@@ -609,6 +633,7 @@ def ops_reset_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="show each run's reset point only")
     ] = False,
+    data_dir: OpsDataDir = ".journeys",
 ) -> None:
     _run(
         "ops",
@@ -619,12 +644,13 @@ def ops_reset_command(
         to=to,
         reason=reason,
         dry_run=dry_run,
+        data_dir=data_dir,
     )
 
 
 @ops_app.command("versions", help="the Worker Deployment's builds and the open runs each serves")
-def ops_versions_command(deployment: Deployment = None) -> None:
-    _run("ops", ops_versions, deployment=deployment)
+def ops_versions_command(deployment: Deployment = None, data_dir: OpsDataDir = ".journeys") -> None:
+    _run("ops", ops_versions, deployment=deployment, data_dir=data_dir)
 
 
 @ops_app.command("promote", help="make a build the current version: new runs start on it")
@@ -634,8 +660,9 @@ def ops_promote_command(
         typer.Argument(metavar="BUILD_ID", help="the build id (JOURNEYS_BUILD_ID of its workers)"),
     ],
     deployment: Deployment = None,
+    data_dir: OpsDataDir = ".journeys",
 ) -> None:
-    _run("ops", ops_promote, build_id=build_id, deployment=deployment)
+    _run("ops", ops_promote, build_id=build_id, deployment=deployment, data_dir=data_dir)
 
 
 @app.command("migrate", help="apply database migrations to DATABASE_URL")

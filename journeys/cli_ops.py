@@ -4,9 +4,11 @@ this disk: replay answers whether the runs' histories replay on it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -16,6 +18,39 @@ from temporalio.client import Client
 from journeys import ops
 from journeys.cli_enrol import CommandError
 from journeys.definition.common import parse_duration
+from journeys.settings import TemporalSettings
+
+# In `journeys dev`'s data folder (beside its api-key): the address of its Temporal
+# server, written when it starts.
+DEV_TEMPORAL_ADDRESS = "temporal-address"
+
+
+def temporal_settings(data_dir: str) -> tuple[TemporalSettings, str]:
+    """The settings to reach Temporal with, and where the address came from:
+    TEMPORAL_ADDRESS, else the server `journeys dev` started with `data_dir`, else the
+    default (localhost:7233)."""
+    if os.environ.get("TEMPORAL_ADDRESS"):
+        return TemporalSettings(), "TEMPORAL_ADDRESS"
+    stored = Path(data_dir) / DEV_TEMPORAL_ADDRESS
+    try:
+        address = stored.read_text().strip()
+    except FileNotFoundError:
+        return TemporalSettings(), f"the default: no TEMPORAL_ADDRESS, and no {stored}"
+    return TemporalSettings(temporal_address=address), f"journeys dev's, from {stored}"
+
+
+async def connect_temporal(data_dir: str) -> Client:
+    """A client of the Temporal server `temporal_settings` names; a CommandError saying
+    which address was tried, and why, when it cannot be reached."""
+    from journeys.temporal import connect
+
+    settings, source = temporal_settings(data_dir)
+    try:
+        return await connect(settings)
+    except RuntimeError as exc:  # the SDK's "Failed client connect: ..."
+        raise CommandError(
+            f"cannot reach Temporal at {settings.temporal_address} ({source}): {exc}"
+        ) from None
 
 
 def _when(at: datetime | None) -> str:

@@ -1,14 +1,19 @@
 """Issue 24, "every failure can be mended": a failed send is tried again by a reset (once
 per reset, never a sent one); a run whose workflow task keeps failing and an activity
-that hangs at its first attempt are listed by `ops stuck`."""
+that hangs at its first attempt are listed by `ops stuck`; and `journeys ops` finds the
+Temporal server of `journeys dev` (or says which address it tried)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +23,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.worker import Worker
 
 from journeys import ops
+from journeys.devstack import free_port
 from journeys.enrolment import enrol as enrol_runs
 from journeys.models import (
     SA_JOURNEY,
@@ -30,7 +36,16 @@ from journeys.store import messages
 from journeys.store.journeys import get_journey
 from tests.builders import linear_journey, mail
 from tests.conftest import Stack
-from tests.helpers import create_contact, enrol, eventually, participant, publish, run_ops
+from tests.helpers import (
+    create_contact,
+    enrol,
+    eventually,
+    participant,
+    publish,
+    run_ops,
+    wait_until_done,
+)
+from tests.test_dev_command import start_dev, stop_dev
 from worker import WORKFLOWS, Outbound, bound_activities
 
 SEATS = "<p>{{ 100 // contact.seats }} euro a seat</p>"
@@ -329,3 +344,48 @@ async def test_ops_stuck_lists_an_activity_that_runs_without_end_at_its_first_at
             assert handle.id in out and "send_email" in out and "last heartbeat" in out, out
     finally:
         await handle.terminate("test over")
+
+
+async def test_ops_finds_the_temporal_server_of_journeys_dev(tmp_path: Path) -> None:
+    """`journeys dev --temporal-port N` in a folder, then `journeys ops` in the same folder
+    without TEMPORAL_ADDRESS: it talks to that server (its runs are there)."""
+    ports = {name: free_port() for name in ("api", "temporal", "ui", "smtp")}
+    process = await start_dev(tmp_path / ".journeys", ports)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+    env["COLUMNS"] = "200"
+
+    def ops_here(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "journeys.cli", "ops", *args],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{ports['api']}", headers={"Authorization": "Bearer dev-key"}
+        ) as http:
+            await publish(http, linear_journey("found", "Found", ("hello", mail("Hello"))))
+            contact = await create_contact(http)
+            await enrol(http, "found", contact)
+            await wait_until_done(http, "found", contact)
+        done = await asyncio.to_thread(ops_here, "replay", "--journey", "found")
+        assert done.returncode == 0, done.stderr
+        assert "1 runs replayed on this code: 1 cleanly" in done.stdout, done.stdout
+
+        # Nobody there: the address tried, and where it came from.
+        nowhere = f"127.0.0.1:{free_port()}"
+        refused = await asyncio.to_thread(ops_here, "failed", TEMPORAL_ADDRESS=nowhere)
+        assert refused.returncode == 1
+        assert f"cannot reach Temporal at {nowhere} (TEMPORAL_ADDRESS)" in refused.stderr, (
+            refused.stderr
+        )
+    finally:
+        await stop_dev(process)
+    stale = await asyncio.to_thread(ops_here, "failed")
+    assert stale.returncode == 1
+    assert f"cannot reach Temporal at 127.0.0.1:{ports['temporal']}" in stale.stderr, stale.stderr
+    assert ".journeys/temporal-address" in stale.stderr, stale.stderr
