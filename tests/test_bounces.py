@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import smtplib
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,16 +21,18 @@ import pytest
 
 from journeys.bounces import BounceListener, ImapMailbox, ImapPoller, Intake
 from journeys.db import create_pool
+from journeys.devstack import free_port
 from journeys.tokens import bounce_address
 from tests.bounce_samples import arf_complaint, auto_reply, postfix_dsn
 from tests.builders import journey, mail
-from tests.conftest import SECRET, Stack
+from tests.conftest import API_KEY, SECRET, Stack
 from tests.helpers import (
     create_contact,
     enrol,
     participant,
     publish,
     read_mail,
+    run_cli,
     wait_for_step,
     wait_until_done,
 )
@@ -348,3 +352,48 @@ def test_an_imap_url_is_read_or_refused() -> None:
     for bad in ("http://u:p@h", "imaps://h/INBOX", "imaps://u@h"):
         with pytest.raises(ValueError, match=re.escape("JOURNEYS_BOUNCE_IMAP_URL")):
             ImapMailbox.parse(bad)
+
+
+async def test_journeys_bounces_serve_and_kept(stack: Stack) -> None:
+    """The command as deployed: `journeys bounces serve` from the environment takes a
+    notice over LMTP; `journeys bounces kept` lists it through the API."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": stack.settings.database_url,
+        "JOURNEYS_SECRET": SECRET,
+        "JOURNEYS_LOG_LEVEL": "warning",
+    }
+    env.pop("JOURNEYS_BOUNCE_DOMAIN", None)
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "journeys.cli", "bounces", "serve", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await refused.communicate()
+    assert refused.returncode == 1 and "set JOURNEYS_BOUNCE_DOMAIN" in err.decode()
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "journeys.cli", "bounces", "serve", "--listen", f"127.0.0.1:{port}",
+        env={**env, "JOURNEYS_BOUNCE_DOMAIN": DOMAIN},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert banner.decode().strip() == (
+            f"journeys bounces: SMTP/LMTP for {DOMAIN} on 127.0.0.1:{port}"
+        )
+        to = bounce_address(uuid.uuid4(), "not the secret", DOMAIN)
+        raw = postfix_dsn(to, uuid.uuid4())
+        answer = await asyncio.to_thread(deliver, port, [to], raw)
+        assert answer == {"data": (250, "2.0.0 taken (kept)")}
+    finally:
+        proc.terminate()
+        await proc.wait()
+    kept = (await stack.http.get("/bounces/kept", params={"limit": 1})).json()[0]
+    assert kept["envelope_to"] == [to] and kept["reason"].startswith("forged")
+    code, out, _ = await run_cli(stack.base_url, API_KEY, "bounces", "kept", "--limit", "1")
+    assert code == 0 and "forged" in out and str(kept["id"]) in out
+    code, out, _ = await run_cli(
+        stack.base_url, API_KEY, "bounces", "kept", "--show", str(kept["id"])
+    )
+    assert code == 0 and out.encode() == raw
