@@ -21,9 +21,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.contacts import require_contact
 from activities.message import Attachment, OutgoingMail, compose
-from activities.retries import quiet_outages
+from activities.retries import quiet_outages, redacted
 from activities.sends import Claimed, FrequencyCaps, Send, SendBatch
-from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender
+from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender, SmtpUnsendable
 from journeys.contacts import Contact, profile
 from journeys.models import NotifyInput, SendEmailInput, SendResult
 from journeys.settings import Settings
@@ -43,8 +43,8 @@ MAILS_IN_FLIGHT = 64
 
 
 class Unsendable(Exception):
-    """The mail cannot be made (a template error, its record or a file gone): no
-    retry can fix it."""
+    """The mail cannot be made (a template error, its record or a file gone, an address
+    that cannot go out): no retry can fix it."""
 
 
 def _skip_reason(contact: Contact) -> str | None:
@@ -94,7 +94,11 @@ class EmailActivities:
             return message_id_header
 
         return await send.deliver(
-            over_smtp, rejected=SmtpRejected, unknown=SmtpOutcomeUnknown, subject=subject
+            over_smtp,
+            rejected=SmtpRejected,
+            unknown=SmtpOutcomeUnknown,
+            unsendable=SmtpUnsendable,
+            subject=subject,
         )
 
     async def send_emails(self, inputs: list[SendEmailInput]) -> list[SendResult | BaseException]:
@@ -148,6 +152,7 @@ class EmailActivities:
                         over_smtp,
                         rejected=SmtpRejected,
                         unknown=SmtpOutcomeUnknown,
+                        unsendable=SmtpUnsendable,
                         subject=subject,
                     )
 
@@ -189,21 +194,24 @@ class EmailActivities:
             html, text, base, secret.get_secret_value(), message_id, skeleton=skeleton
         )
         attachments = await self._attachments(input.attachments)
-        mail = compose(
-            sender=input.sender or self.settings.mail_from,
-            to=contact.email,
-            subject=subject,
-            text=text,
-            html=html,
-            headers={
-                "Message-ID": message_id_header,
-                "List-Unsubscribe": (
-                    f"<{unsubscribe_url(base, secret.get_secret_value(), message_id)}>"
-                ),
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            },
-            attachments=attachments,
-        )
+        try:
+            mail = compose(
+                sender=input.sender or self.settings.mail_from,
+                to=contact.email,
+                subject=subject,
+                text=text,
+                html=html,
+                headers={
+                    "Message-ID": message_id_header,
+                    "List-Unsubscribe": (
+                        f"<{unsubscribe_url(base, secret.get_secret_value(), message_id)}>"
+                    ),
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                },
+                attachments=attachments,
+            )
+        except ValueError as exc:  # an address that cannot go out
+            raise Unsendable(redacted(str(exc))) from None
         if self.settings.bounce_domain:
             # VERP: DSNs and complaints come back to an address of this message's own,
             # signed, so that `journeys bounces serve` knows which message they are about.
@@ -255,19 +263,26 @@ class EmailActivities:
         host = urlsplit(self.settings.public_url).hostname or "journeys"
         message_id_header = f"<{send.message_id}@{host}>"
         paragraphs = "".join(f"<p>{escape(p)}</p>" for p in body.split("\n\n"))
-        msg = compose(
-            sender=self.settings.mail_from,
-            to=address,
-            subject=subject,
-            text=body,
-            html=paragraphs.replace("\n", "<br>"),
-            headers={"Message-ID": message_id_header, "Auto-Submitted": "auto-generated"},
-        )
+        try:
+            msg = compose(
+                sender=self.settings.mail_from,
+                to=address,
+                subject=subject,
+                text=body,
+                html=paragraphs.replace("\n", "<br>"),
+                headers={"Message-ID": message_id_header, "Auto-Submitted": "auto-generated"},
+            )
+        except ValueError as exc:  # an address that cannot go out
+            await send.fail(redacted(str(exc)))
 
         async def over_smtp() -> str:
             await self.sender.send(msg, may_send=send.held)
             return message_id_header
 
         return await send.deliver(
-            over_smtp, rejected=SmtpRejected, unknown=SmtpOutcomeUnknown, subject=subject
+            over_smtp,
+            rejected=SmtpRejected,
+            unknown=SmtpOutcomeUnknown,
+            unsendable=SmtpUnsendable,
+            subject=subject,
         )

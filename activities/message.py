@@ -9,6 +9,10 @@ writer is short: headers, then two quoted-printable parts.
 
 Header values come partly from contact data, so line breaks in them are
 replaced: a name with a CR LF in it must not add headers of its own.
+
+Addresses go out with their domain as IDNA (an A-label, `xn--…`) when it is written
+in Unicode, in the envelope and the headers alike; a local part that is not ASCII
+(`jörg@…`) stays UTF-8 (RFC 6531 and 6532), and the mail says it needs SMTPUTF8.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import uuid
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import encode_rfc2231, formataddr, formatdate, parseaddr
+
+import idna
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class OutgoingMail:
     envelope_from: str
     recipients: list[str]
     data: bytes
+    # An address (the envelope's, the headers') has a non-ASCII local part: the relay
+    # must offer SMTPUTF8 (RFC 6531).
+    smtputf8: bool = False
 
 
 def _one_line(value: str) -> str:
@@ -49,13 +58,39 @@ def _header(name: str, value: str) -> str:
     return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
 
 
+def mailbox(address: str) -> str:
+    """`address` as it goes out: its domain as IDNA (an A-label) when it is written in
+    Unicode, its local part as it is. ValueError when the domain is not a valid
+    internationalised domain name (the error does not quote the address: it becomes the
+    message's reason, and reasons go to logs)."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError("not an e-mail address")
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            raise ValueError(
+                "the address's domain is not a valid internationalised domain name (IDNA)"
+            ) from None
+    return f"{local}@{domain}"
+
+
 @functools.lru_cache(maxsize=64)  # the sender: the same for a whole run (6% of a bulk send's CPU)
 def _address(value: str) -> tuple[str, str]:
-    """(`Name <addr>` with only the name encoded when it is not ASCII, addr)."""
+    """(`Name <addr>` with only the name encoded when it is not ASCII, addr), the address
+    as `mailbox` sends it."""
     name, addr = parseaddr(_one_line(value))
     if not addr:
         raise ValueError(f"not an address: {value!r}")
-    return formataddr((name, addr), charset="utf-8"), addr
+    addr = mailbox(addr)
+    if addr.isascii():
+        return formataddr((name, addr), charset="utf-8"), addr
+    if not name:
+        return addr, addr
+    # formataddr refuses a non-ASCII address (RFC 6532 writes it as it is): the name as
+    # formataddr writes it, then the address.
+    return formataddr((name, "_@_"), charset="utf-8").replace("<_@_>", f"<{addr}>"), addr
 
 
 def _part(subtype: str, content: str) -> bytes:
@@ -106,10 +141,13 @@ def compose(
     multipart/mixed one with the attachments when there are any.
 
     `sender` may carry a display name (`Name <addr>`); `to` is one plain address.
+    ValueError when an address cannot go out.
     """
     from_header, envelope_from = _address(sender)
-    if not to or any(c.isspace() or c in "<>," for c in to):
-        raise ValueError(f"the recipient must be one plain address, not {to!r}")
+    if not to or any(c.isspace() or c in '<>,"' for c in to):
+        # Not the address itself: the reason goes to logs.
+        raise ValueError("the recipient must be one plain address")
+    to = mailbox(to)
     boundary = f"=_{uuid.uuid4().hex}"
     outer = f"=_{uuid.uuid4().hex}" if attachments else None
     lines = [
@@ -147,4 +185,9 @@ def compose(
             ]
         )
     data = "\r\n".join(lines).encode() + b"\r\n" + body
-    return OutgoingMail(envelope_from=envelope_from, recipients=[to], data=data)
+    return OutgoingMail(
+        envelope_from=envelope_from,
+        recipients=[to],
+        data=data,
+        smtputf8=not (envelope_from.isascii() and to.isascii() and from_header.isascii()),
+    )

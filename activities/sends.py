@@ -176,6 +176,7 @@ class Send:
         *,
         rejected: Failure,
         unknown: Failure,
+        unsendable: Failure = (),
         subject: str | None = None,
         body: str | None = None,
         segments: int | None = None,
@@ -183,7 +184,8 @@ class Send:
         """Hand the message to the provider (`call` returns its id) and record the outcome.
 
         `rejected` errors are the provider's refusal for good (the send is skipped
-        with that reason); `unknown` ones mean the provider may have the message.
+        with that reason); `unknown` ones mean the provider may have the message;
+        `unsendable` ones that no retry can send it (the send fails, as `fail`).
         """
         async with keep_alive(RENEW_EVERY, self._renew):
             try:
@@ -196,6 +198,8 @@ class Send:
                 )
                 metrics.send(self.channel, "rejected")
                 return SendResult(message_id=str(self.message_id), status="skipped", reason=refusal)
+            except unsendable as exc:
+                await self.fail(str(exc))
             except unknown as exc:
                 # The provider may have it. The lease stays: the retry waits for it to
                 # run out and then sends again (README, "Reliability").
@@ -380,6 +384,7 @@ class SendBatch:
         *,
         rejected: Failure,
         unknown: Failure,
+        unsendable: Failure = (),
         subject: str | None = None,
     ) -> SendResult:
         """As `Send.deliver`, for one of the batch's messages."""
@@ -393,6 +398,8 @@ class SendBatch:
             )
             self._counted("rejected")
             return SendResult(message_id=str(message_id), status="skipped", reason=refusal)
+        except unsendable as exc:
+            raise await self.fail(message_id, input, str(exc)) from None
         except unknown as exc:
             log.warning("send.outcome_unknown", message_id=str(message_id), error=str(exc))
             raise retry_later(f"the provider's answer was lost: {exc}") from None

@@ -2,6 +2,14 @@
 
 Opening a connection costs a handshake and EHLO (plus TLS and AUTH for a real
 relay) per message; keeping a few open lets a busy worker send over them.
+
+What becomes of a send follows from how it ended:
+- a permanent refusal (5xx) is `SmtpRejected`;
+- a message that cannot go out through this relay whatever the retries (an
+  address that needs SMTPUTF8, which the relay does not offer) is `SmtpUnsendable`;
+- a connection lost after DATA began is `SmtpOutcomeUnknown`;
+- anything else the relay says or does (4xx, a timeout, a refused connection) is an
+  outage, retried.
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ from activities.sends import LeaseLost
 class SmtpOutcomeUnknown(Exception):
     """The connection failed after DATA began: the relay may or may not have taken the
     message (RFC 1047). Sending it again may deliver it twice."""
+
+
+class SmtpUnsendable(Exception):
+    """This relay cannot take the message as it is, whatever the retries: it fails."""
 
 
 class SmtpRejected(Exception):
@@ -47,8 +59,9 @@ TIMEOUT = 30.0
 _BARE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
-def _address(address: str) -> bytes:
-    return b"<" + address.encode("ascii") + b">"  # ASCII, as aiosmtplib's default
+def _address(address: str, mail: OutgoingMail) -> bytes:
+    # ASCII, as aiosmtplib's default; UTF-8 in a transaction under SMTPUTF8.
+    return b"<" + address.encode("utf-8" if mail.smtputf8 else "ascii") + b">"
 
 
 def _protocol(smtp: aiosmtplib.SMTP) -> SMTPProtocol:
@@ -73,11 +86,24 @@ def _wire(data: bytes) -> bytes:
 async def _envelope(smtp: aiosmtplib.SMTP, mail: OutgoingMail) -> None:
     """MAIL FROM and RCPT TO: before DATA, so nothing can have been delivered yet."""
     protocol = _protocol(smtp)
-    reply = await protocol.execute_command(b"MAIL", b"FROM:" + _address(mail.envelope_from))
+    options: list[bytes] = []
+    if mail.smtputf8:
+        if not smtp.supports_extension("smtputf8"):
+            # Checked before a command is sent: the connection stays as it was.
+            raise SmtpUnsendable(
+                "the mail server does not offer SMTPUTF8, which the address's non-ASCII "
+                "local part needs"
+            )
+        options.append(b"SMTPUTF8")
+        if smtp.supports_extension("8bitmime"):  # the header's UTF-8 is 8-bit
+            options.append(b"BODY=8BITMIME")
+    reply = await protocol.execute_command(
+        b"MAIL", b"FROM:" + _address(mail.envelope_from, mail), *options
+    )
     if reply.code != SMTPStatus.completed:
         raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, mail.envelope_from)
     for recipient in mail.recipients:
-        reply = await protocol.execute_command(b"RCPT", b"TO:" + _address(recipient))
+        reply = await protocol.execute_command(b"RCPT", b"TO:" + _address(recipient, mail))
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
 
@@ -173,6 +199,9 @@ class SmtpSender:
                         raise LeaseLost("the message's lease ran out before DATA")
                     in_data = True
                     await _data(smtp, mail)
+            except SmtpUnsendable:
+                self._idle.append(smtp)  # nothing was said on it
+                raise
             except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
                 smtp.close()
                 codes = [r.code for r in getattr(exc, "recipients", [exc])]

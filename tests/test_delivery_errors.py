@@ -1,6 +1,6 @@
 """Delivery errors and unsubscribes on the real stack: the signed webhook, the address
-it suppresses, the dev sink's refusals as `rejected` errors, and journeys that wait
-for them."""
+it suppresses, the dev sink's refusals as `rejected` errors, an address the relay
+cannot take failing once, and journeys that wait for them."""
 
 from __future__ import annotations
 
@@ -162,6 +162,30 @@ async def test_a_refusal_at_send_time_is_a_rejected_delivery_error(stack: Stack)
     assert [e["kind"] for e in message["events"]] == ["delivery_error"]
     # A refusal is not a bounce report: the address is not suppressed.
     assert (await http.get(f"/contacts/{contact}")).json()["bounced"] is False
+
+
+async def test_a_non_ascii_address_fails_for_good_where_the_relay_lacks_smtputf8(
+    stack: Stack,
+) -> None:
+    """The dev sink (aiosmtpd's defaults) does not offer SMTPUTF8: a mail to `jörg@…`
+    cannot go out. The message fails once, with the reason, in the participant's view
+    and the contact's dossier, instead of being retried for ever."""
+    http = stack.http
+    key = unique("eai")
+    await publish(http, linear_journey(key, "EAI", ("mail1", mail("Hallo"))))
+    contact = await create_contact(http, email=f"jörg-{uuid.uuid4().hex[:6]}@example.com")
+    await enrol(http, key, contact)
+    view = await wait_until_done(http, key, contact)
+    reason = (
+        "the mail server does not offer SMTPUTF8, which the address's non-ASCII local part needs"
+    )
+    assert view["status"] == "failed" and reason in view["reason"]
+    (message,) = view["messages"]
+    assert (message["status"], message["error"]) == ("failed", reason)
+    dossier = (await http.get(f"/contacts/{contact}/dossier")).json()["entries"]
+    (entry,) = [e for e in dossier if e["kind"] == "message"]
+    assert (entry["status"], entry["details"]["error"]) == ("failed", reason)
+    assert any(e["kind"] == "journey_failed" and reason in e["title"] for e in dossier)
 
 
 async def test_an_unsubscribe_is_readable_and_can_be_waited_for(stack: Stack) -> None:

@@ -1,5 +1,6 @@
-"""SMTP delivery against a real aiosmtpd server: connections are reused, and a
-permanent refusal is recorded instead of being retried for ever."""
+"""SMTP delivery against a real aiosmtpd server: connections are reused, a permanent
+refusal is recorded instead of being retried for ever, and addresses go out as IDNA and
+SMTPUTF8 where they need it."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import EmailActivities
 from activities.message import OutgoingMail, compose
 from activities.sends import LeaseLost
-from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender
+from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender, SmtpUnsendable
 from journeys.contacts import ContactIn
 from journeys.models import SendEmailInput
 from journeys.store.contacts import upsert_contact
@@ -148,6 +150,22 @@ async def test_a_refused_recipient_is_rejected_not_retried(
     assert "nobody@refused.example" not in (result.reason or "")
     await sender.close()
     assert handler.received == []
+
+
+def send_input(contact_id: uuid.UUID, prefix: str, **fields: Any) -> SendEmailInput:
+    return SendEmailInput(
+        **{
+            "idempotency_key": f"{prefix}-{uuid.uuid4()}",
+            "workflow_id": f"journey/{prefix}/x",
+            "journey_key": prefix,
+            "version": 1,
+            "contact_id": str(contact_id),
+            "step": "mail1",
+            "subject": "s",
+            "html": "<p>h</p>",
+            **fields,
+        }
+    )
 
 
 async def test_a_connection_lost_during_data_is_not_followed_by_a_second_transaction() -> None:
@@ -318,3 +336,126 @@ async def test_a_relay_that_requires_starttls_is_greeted_again_after_it(
     finally:
         await sender.close()
         server.close()
+
+
+class Recording(Keeping):
+    """Keeps each transaction's envelope as well, counts RSETs, and refuses a recipient
+    with the reply its local part names (`refuse-550-5.1.1@…`: 550 5.1.1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.envelopes: list[tuple[str | None, list[str], bool]] = []
+        self.resets = 0
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        local = address.split("@", 1)[0]
+        if local.startswith("refuse-"):
+            _, code, *enhanced = local.split("-")
+            return " ".join([code, *enhanced, f"<{address}>: Recipient address rejected"])
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.resets += 1
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.smtp_utf8))
+        return await super().handle_DATA(server, session, envelope)
+
+
+@asynccontextmanager
+async def recording(smtputf8: bool) -> AsyncIterator[tuple[Recording, SmtpSender]]:
+    """A relay that offers SMTPUTF8 (as Postfix does by default) or does not."""
+    handler = Recording()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(handler, enable_SMTPUTF8=smtputf8), "127.0.0.1", 0
+    )
+    sender = SmtpSender(f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}", connections=1)
+    try:
+        yield handler, sender
+    finally:
+        await sender.close()
+        server.close()
+
+
+async def test_a_non_ascii_local_part_goes_out_with_smtputf8_when_the_relay_offers_it() -> None:
+    """RFC 6531: the envelope and the To header carry the UTF-8 local part; the domain
+    goes out as IDNA (an A-label), in the envelope and the header alike."""
+    async with recording(smtputf8=True) as (handler, sender):
+        mail = message("jörg@bücher.example")
+        await sender.send(mail)
+        await sender.send(message("ann@example.com"))
+    assert handler.envelopes == [
+        ("a@example.com", ["jörg@xn--bcher-kva.example"], True),
+        ("a@example.com", ["ann@example.com"], False),  # only where it is needed
+    ]
+    assert b"\r\nTo: j\xc3\xb6rg@xn--bcher-kva.example\r\n" in handler.contents[0]
+    assert handler.connections == 1
+
+
+async def test_without_smtputf8_a_non_ascii_local_part_fails_for_good_on_a_kept_connection() -> (
+    None
+):
+    async with recording(smtputf8=False) as (handler, sender):
+        with pytest.raises(SmtpUnsendable, match="does not offer SMTPUTF8"):
+            await sender.send(message("jörg@example.com"))
+        # A Unicode domain alone needs no SMTPUTF8: it goes out as IDNA.
+        await sender.send(message("ann@bücher.example"))
+    assert handler.envelopes == [("a@example.com", ["ann@xn--bcher-kva.example"], False)]
+    assert b"\r\nTo: ann@xn--bcher-kva.example\r\n" in handler.contents[0]
+    assert handler.connections == 1  # the refused message dropped no pooled connection
+
+
+@pytest.mark.parametrize(
+    ("address", "smtputf8", "reason"),
+    [
+        (
+            "jörg@example.com",
+            False,
+            "the mail server does not offer SMTPUTF8, which the address's non-ASCII "
+            "local part needs",
+        ),
+        # Accepted by the contact API (no space, no angle brackets), not by compose.
+        ("ann,bob@example.com", True, "the recipient must be one plain address"),
+        ("ann@bü_cher.example", True, "not a valid internationalised domain"),
+    ],
+)
+async def test_a_message_that_cannot_go_out_fails_for_good_instead_of_retrying(
+    stack: Stack, address: str, smtputf8: bool, reason: str
+) -> None:
+    """No retry can send it: the row says `failed` with the reason, the activity fails
+    non-retryable (the run fails at the step and the dossier says why), and the relay's
+    connection stays in the pool."""
+    local, domain = address.split("@")
+    contact, *_ = await upsert_contact(
+        stack.pool, ContactIn(email=f"{local}{uuid.uuid4().hex[:6]}@{domain}")
+    )
+    async with recording(smtputf8=smtputf8) as (handler, sender):
+        activities = EmailActivities(stack.pool, stack.settings, sender)
+        with pytest.raises(ApplicationError) as failed:
+            await ActivityEnvironment().run(activities.send_email, send_input(contact.id, "bad"))
+        assert failed.value.non_retryable and reason in failed.value.message
+        await sender.send(message("ann@example.com"))
+    row = await stack.pool.fetchrow(
+        "SELECT status, error FROM messages WHERE contact_id = $1", contact.id
+    )
+    assert row is not None and row["status"] == "failed" and reason in row["error"]
+    assert contact.email not in row["error"]
+    assert handler.connections == 1
+    assert handler.envelopes == [("a@example.com", ["ann@example.com"], False)]
+
+
+async def test_a_non_ascii_address_is_sent_over_smtputf8_by_the_activity(stack: Stack) -> None:
+    email = f"jörg-{uuid.uuid4().hex[:6]}@bücher.example"
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email=email))
+    async with recording(smtputf8=True) as (handler, sender):
+        activities = EmailActivities(stack.pool, stack.settings, sender)
+        result = await ActivityEnvironment().run(
+            activities.send_email, send_input(contact.id, "eai")
+        )
+    assert result.status == "sent"
+    ((_, recipients, utf8),) = handler.envelopes
+    assert recipients == [email.replace("bücher", "xn--bcher-kva")] and utf8
