@@ -33,7 +33,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import NoReturn
+from typing import NoReturn, cast, get_args
 
 import asyncpg
 import structlog
@@ -42,6 +42,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.retries import keep_alive, persist, retry_later
 from journeys import metrics
+from journeys.definition.common import DeliveryErrorKind
 from journeys.models import SendInput, SendResult
 from journeys.store import caps as caps_store
 from journeys.store import messages
@@ -62,6 +63,17 @@ RENEW_EVERY = 2.0
 LINGER = 0.01
 
 Failure = type[Exception] | tuple[type[Exception], ...]
+
+
+def refused(exc: Exception) -> tuple[str, DeliveryErrorKind]:
+    """A provider's refusal for good: the reason, and the delivery error it records. The
+    error's `delivery_error` says which when the refusal tells (an SMTP refusal of the
+    recipient's address is a hard bounce, `activities.smtp.refusal_kind`); else it is
+    `rejected`."""
+    kind = getattr(exc, "delivery_error", None)
+    if kind not in get_args(DeliveryErrorKind):
+        return str(exc), "rejected"
+    return str(exc), cast(DeliveryErrorKind, kind)
 
 
 class FrequencyCaps:
@@ -184,16 +196,17 @@ class Send:
         """Hand the message to the provider (`call` returns its id) and record the outcome.
 
         `rejected` errors are the provider's refusal for good (the send is skipped
-        with that reason); `unknown` ones mean the provider may have the message;
-        `unsendable` ones that no retry can send it (the send fails, as `fail`).
+        with that reason, and the delivery error `refused` names is recorded);
+        `unknown` ones mean the provider may have the message; `unsendable` ones that
+        no retry can send it (the send fails, as `fail`).
         """
         async with keep_alive(RENEW_EVERY, self._renew):
             try:
                 provider_id = await call()
             except rejected as exc:
-                refusal = str(exc)
+                refusal, kind = refused(exc)
                 await persist(
-                    lambda: reject_message(self.pool, self.message_id, refusal),
+                    lambda: reject_message(self.pool, self.message_id, refusal, kind),
                     what="mark rejected",
                 )
                 metrics.send(self.channel, "rejected")
@@ -391,10 +404,11 @@ class SendBatch:
         try:
             provider_id = await call()
         except rejected as exc:
-            refusal = str(exc)
+            refusal, kind = refused(exc)
             self._leased.discard(message_id)
             await persist(
-                lambda: reject_message(self.pool, message_id, refusal), what="mark rejected"
+                lambda: reject_message(self.pool, message_id, refusal, kind),
+                what="mark rejected",
             )
             self._counted("rejected")
             return SendResult(message_id=str(message_id), status="skipped", reason=refusal)

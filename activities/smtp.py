@@ -1,10 +1,12 @@
 """SMTP delivery with a small pool of open connections.
 
 Opening a connection costs a handshake and EHLO (plus TLS and AUTH for a real
-relay) per message; keeping a few open lets a busy worker send over them.
+relay) per message; keeping a few open lets a busy worker send over them. A reply
+that refuses a message ends its transaction (RSET), not the connection.
 
 What becomes of a send follows from how it ended:
-- a permanent refusal (5xx) is `SmtpRejected`;
+- a permanent refusal (5xx) is `SmtpRejected`: a hard bounce when it says the
+  recipient's address does not work, otherwise a refusal of this message;
 - a message that cannot go out through this relay whatever the retries (an
   address that needs SMTPUTF8, which the relay does not offer) is `SmtpUnsendable`;
 - a connection lost after DATA began is `SmtpOutcomeUnknown`;
@@ -24,7 +26,9 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.typing import SMTPStatus
 
 from activities.message import OutgoingMail
+from activities.retries import redacted
 from activities.sends import LeaseLost
+from journeys.definition.common import DeliveryErrorKind
 
 
 class SmtpOutcomeUnknown(Exception):
@@ -36,12 +40,54 @@ class SmtpUnsendable(Exception):
     """This relay cannot take the message as it is, whatever the retries: it fails."""
 
 
-class SmtpRejected(Exception):
-    """The relay refused the message for good (a 5xx answer)."""
+# The enhanced status code at the start of a reply's text (RFC 3463: class.subject.detail).
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+# How much of a refusal's text is kept (a reply may run to several lines).
+REPLY_TEXT_LIMIT = 300
 
-    def __init__(self, code: int) -> None:
-        super().__init__(f"rejected by the mail server ({code})")
-        self.code = code
+
+def refusal_kind(stage: str, code: int, enhanced: str | None) -> DeliveryErrorKind:
+    """What a permanent refusal at `stage` (MAIL, RCPT, DATA) is: a hard bounce when it
+    says the recipient's address does not work (the address is then suppressed), else a
+    refusal of this message (`rejected`: the relay's policy, the content, the sender).
+
+    By the enhanced status code: addressing status X.1.x (bad mailbox, bad domain,
+    moved), but not X.1.7 and X.1.8 (the sender's address), and X.2.1 (mailbox
+    disabled). Without one (or with the undetermined X.0.0), by the reply code at RCPT,
+    as RFC 5321 gives them: 550 mailbox unavailable, 551 user not local, 553 mailbox
+    name not allowed. Policy refusals (X.7.x: spam, relaying denied), a full mailbox
+    (X.2.2) and whatever concerns the message leave the address alone.
+    """
+    if stage == "MAIL" or not 500 <= code < 600:
+        return "rejected"
+    if enhanced is not None and not enhanced.endswith(".0.0"):
+        _, subject, detail = enhanced.split(".")
+        addressing = subject == "1" and detail not in ("7", "8")
+        return "hard_bounce" if addressing or (subject, detail) == ("2", "1") else "rejected"
+    return "hard_bounce" if stage == "RCPT" and code in (550, 551, 553) else "rejected"
+
+
+class SmtpRejected(Exception):
+    """The relay refused the message for good (a 5xx answer) at MAIL, RCPT or DATA.
+
+    Keeps the reply's code, enhanced status code and text (on one line, bounded,
+    without e-mail addresses: the reason goes to logs, Temporal's history and the
+    message log); `delivery_error` is what the send path records (`refusal_kind`).
+    """
+
+    def __init__(self, code: int, text: str, *, stage: str) -> None:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        found = _ENHANCED.match(lines[0]) if lines else None
+        self.code, self.stage = code, stage
+        self.enhanced = found.group(0) if found else None
+        if self.enhanced is not None:  # repeated on each line of a multi-line reply
+            lines[1:] = [line.removeprefix(self.enhanced).lstrip() for line in lines[1:]]
+        said = redacted(" ".join(lines)).replace("<<address>>", "<address>")
+        if len(said) > REPLY_TEXT_LIMIT:
+            said = said[: REPLY_TEXT_LIMIT - 1] + "…"
+        self.reply = f"{code} {said}".rstrip()
+        self.delivery_error = refusal_kind(stage, code, self.enhanced)
+        super().__init__(f"rejected by the mail server at {stage}: {self.reply}")
 
 
 # SMTP transactions one worker has in flight at most: also the most copies a
@@ -106,6 +152,37 @@ async def _envelope(smtp: aiosmtplib.SMTP, mail: OutgoingMail) -> None:
         reply = await protocol.execute_command(b"RCPT", b"TO:" + _address(recipient, mail))
         if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+
+
+# Seconds a RSET after a refusal may take before the connection is dropped instead.
+RESET_TIMEOUT = 5.0
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> bool:
+    """End a transaction the relay refused (RSET), so that the connection can carry the
+    next one: whether it can."""
+    try:
+        async with asyncio.timeout(RESET_TIMEOUT):
+            reply = await _protocol(smtp).execute_command(b"RSET")
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        return False
+    return reply.code == SMTPStatus.completed
+
+
+# The relay's answers that refuse a transaction (`_envelope`, `_data`), at their stage.
+_REFUSALS = (
+    aiosmtplib.SMTPSenderRefused,
+    aiosmtplib.SMTPRecipientRefused,
+    aiosmtplib.SMTPDataError,
+)
+
+
+def _stage(exc: aiosmtplib.SMTPResponseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return "MAIL"
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        return "RCPT"
+    return "DATA"
 
 
 async def _data(smtp: aiosmtplib.SMTP, mail: OutgoingMail) -> None:
@@ -202,11 +279,12 @@ class SmtpSender:
             except SmtpUnsendable:
                 self._idle.append(smtp)  # nothing was said on it
                 raise
-            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
-                smtp.close()
-                codes = [r.code for r in getattr(exc, "recipients", [exc])]
-                if codes and all(500 <= code < 600 for code in codes):
-                    raise SmtpRejected(codes[0]) from None
+            except _REFUSALS as exc:
+                # The relay answered: the transaction is over, the connection need not
+                # be (RSET), unless the relay said it is closing it (421).
+                await self._keep_if_reset(smtp, exc.code)
+                if 500 <= exc.code < 600:
+                    raise SmtpRejected(exc.code, exc.message, stage=_stage(exc)) from None
                 raise
             except (TimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
                 smtp.close()
@@ -221,6 +299,18 @@ class SmtpSender:
                 smtp.close()
                 raise
             self._idle.append(smtp)
+
+    async def _keep_if_reset(self, smtp: aiosmtplib.SMTP, code: int) -> None:
+        """Back to the pool when the refused transaction could be reset; else closed."""
+        try:
+            kept = 400 <= code < 600 and code != 421 and await _reset(smtp)
+        except BaseException:  # cancelled during the RSET
+            smtp.close()
+            raise
+        if kept:
+            self._idle.append(smtp)
+        else:
+            smtp.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

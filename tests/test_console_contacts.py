@@ -264,7 +264,8 @@ async def test_message_log_filters_and_pages(
     refused, hard = (row_of(bounced, "data-message", m) for m in rows(bounced, "data-message"))
     if hard_bounced not in hard:
         refused, hard = hard, refused
-    assert "rejected: rejected by the mail server (550)" in refused
+    # Refused at RCPT (550 5.1.1): rejected, with the relay's code and text.
+    assert "rejected: rejected by the mail server at RCPT: 550 5.1.1" in refused
     assert 'data-status="sent"' in hard and "bounced: hard bounce (5.1.1)" in hard
 
     # Sent: sent, and no delivery error reported.

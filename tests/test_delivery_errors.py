@@ -1,6 +1,6 @@
 """Delivery errors and unsubscribes on the real stack: the signed webhook, the address
-it suppresses, the dev sink's refusals as `rejected` errors, an address the relay
-cannot take failing once, and journeys that wait for them."""
+it suppresses, the dev sink's refusals of a recipient as hard bounces, an address the
+relay cannot take failing once, and journeys that wait for them."""
 
 from __future__ import annotations
 
@@ -144,24 +144,53 @@ async def test_a_hard_bounce_suppresses_the_address_and_wakes_the_journey(stack:
     assert [m["subject"] for m in stack.mail_to(email)] == ["Hello"]
 
 
-async def test_a_refusal_at_send_time_is_a_rejected_delivery_error(stack: Stack) -> None:
-    """The dev sink refuses bounce* addresses with 550, as a real server refuses an
-    unknown mailbox."""
+async def test_a_recipient_refused_at_send_time_is_a_hard_bounce(stack: Stack) -> None:
+    """The dev sink refuses bounce* addresses with `550 5.1.1`, as a real relay refuses an
+    unknown mailbox at RCPT: a hard bounce, recorded with the relay's enhanced code and
+    text; the address is suppressed through the outbox as a hard-bounce report would
+    (a profile change of `bounced`), so no journey mails it again."""
     http = stack.http
     key = unique("rejected")
-    await publish(http, wait_for_error(key))
-    contact = await create_contact(http, email=f"{unique('bounce')}@example.com")
+    await publish(http, wait_for_error(key, kinds=["hard_bounce"]))
+    email = f"{unique('bounce')}@example.com"
+    contact = await create_contact(http, email=email)
     await enrol(http, key, contact)
     view = await wait_until_done(http, key, contact)
+    reason = (
+        "rejected by the mail server at RCPT: 550 5.1.1 <address>: no such mailbox "
+        "(the dev sink refuses bounce*)"
+    )
     assert [(h["step"], h["outcome"]) for h in view["history"]][:2] == [
-        ("mail1", "skipped: rejected by the mail server (550)"),
+        ("mail1", f"skipped: {reason}"),
         ("wait_error", "delivery_error"),
     ]
     (message,) = view["messages"]
-    assert message["status"] == "rejected"
+    assert (message["status"], message["error"]) == ("rejected", reason)
     assert [e["kind"] for e in message["events"]] == ["delivery_error"]
-    # A refusal is not a bounce report: the address is not suppressed.
-    assert (await http.get(f"/contacts/{contact}")).json()["bounced"] is False
+    data = await stack.pool.fetchval(
+        "SELECT data FROM message_events WHERE message_id = $1::uuid AND kind = 'delivery_error'",
+        message["id"],
+    )
+    assert data == {"kind": "hard_bounce", "detail": reason, "source": "send"}
+    stored = (await http.get(f"/contacts/{contact}")).json()
+    assert stored["bounced"] is True and stored["fields"]["needs_cleanup"] is True
+    # The suppression went out as a profile change, stored first and delivered by the
+    # dispatcher.
+    change = await stack.pool.fetchval(
+        """SELECT data FROM contact_events
+           WHERE contact_id = $1::uuid AND kind = 'profile_change'
+             AND data -> 'fields' = '["bounced"]'::jsonb""",
+        contact,
+    )
+    assert change is not None and change["values"] == {"bounced": True}
+    # The next journey does not mail the address again.
+    again = unique("again")
+    await publish(http, linear_journey(again, "Again", ("m", mail("Second try"))))
+    await enrol(http, again, contact)
+    done = await wait_until_done(http, again, contact)
+    assert done["messages"][0]["status"] == "skipped"
+    assert done["messages"][0]["error"] == "the address bounced or complained"
+    assert stack.mail_to(email) == []
 
 
 async def test_a_non_ascii_address_fails_for_good_where_the_relay_lacks_smtputf8(

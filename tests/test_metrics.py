@@ -121,7 +121,7 @@ async def test_an_end_to_end_run_moves_the_counters(stack: Stack) -> None:
     await publish(http, clicked_and_refused(key))
     email = f"metrics-{uuid.uuid4().hex[:6]}@example.com"
     contact = await create_contact(http, email=email, first_name="Mia")
-    # The dev sink refuses bounce*: the send is rejected, a delivery error recorded.
+    # The dev sink refuses bounce* (550 5.1.1): the send is rejected, a hard bounce recorded.
     refused = await create_contact(http, email=f"bounce-{uuid.uuid4().hex[:6]}@example.com")
     before = await scrape(http)
 
@@ -139,7 +139,7 @@ async def test_an_end_to_end_run_moves_the_counters(stack: Stack) -> None:
         lambda: scrape(http),
         lambda s: (
             delta(s, "journeys_follow_ups_total", journey=key, trigger="clicked") >= 1
-            and delta(s, "journeys_delivery_errors_total", channel="email", kind="rejected") >= 1
+            and delta(s, "journeys_delivery_errors_total", channel="email", kind="hard_bounce") >= 1
             # The core reports a run's completion after the server has it: under load the
             # API can see the run completed before the metric is in.
             and delta(s, "temporal_workflow_completed_total", **journey_runs) >= 2
@@ -155,7 +155,9 @@ async def test_an_end_to_end_run_moves_the_counters(stack: Stack) -> None:
         assert delta(after, "journeys_events_total", kind="clicked") >= 1
         assert delta(after, "journeys_events_total", kind="sent") >= 1  # mail1 has follow-ups
         assert delta(after, "journeys_events_total", kind="delivery_error") >= 1
-        assert delta(after, "journeys_delivery_errors_total", channel="email", kind="rejected") >= 1
+        assert (
+            delta(after, "journeys_delivery_errors_total", channel="email", kind="hard_bounce") >= 1
+        )
         assert delta(after, "journeys_dispatch_lag_seconds_count", source="message") >= 3
         assert value(
             after, "journeys_dispatch_lag_seconds_bucket", source="message", le="+Inf"

@@ -1,6 +1,7 @@
-"""SMTP delivery against a real aiosmtpd server: connections are reused, a permanent
-refusal is recorded instead of being retried for ever, and addresses go out as IDNA and
-SMTPUTF8 where they need it."""
+"""SMTP delivery against a real aiosmtpd server: connections are reused (a refusal ends
+its transaction, not the connection), a permanent refusal is recorded (a refused
+recipient as a hard bounce) instead of being retried for ever, and addresses go out
+as IDNA and SMTPUTF8 where they need it."""
 
 from __future__ import annotations
 
@@ -129,27 +130,38 @@ async def test_a_refused_recipient_is_rejected_not_retried(
     with pytest.raises(SmtpRejected, match="550"):
         await sender.send(message("nobody@refused.example"))
 
-    contact, *_ = await upsert_contact(stack.pool, ContactIn(email="nobody@refused.example"))
+    # An address of its own: a refusal at RCPT suppresses it in the whole database.
+    address = f"nobody-{uuid.uuid4().hex[:8]}@refused.example"
+    contact, *_ = await upsert_contact(stack.pool, ContactIn(email=address))
     activities = EmailActivities(stack.pool, stack.settings, sender)
-    fields: dict[str, Any] = {
-        "idempotency_key": f"refused-{uuid.uuid4()}",
-        "workflow_id": "journey/r/x",
-        "journey_key": "r",
-        "version": 1,
-        "contact_id": str(contact.id),
-        "step": "mail1",
-        "subject": "s",
-        "html": "<p>h</p>",
-    }
-    result = await ActivityEnvironment().run(activities.send_email, SendEmailInput(**fields))
-    assert result.status == "skipped" and result.reason == "rejected by the mail server (550)"
-    status = await stack.pool.fetchval(
-        "SELECT status FROM messages WHERE id = $1::uuid", result.message_id
+    result = await ActivityEnvironment().run(
+        activities.send_email, send_input(contact.id, "refused")
     )
-    assert status == "rejected"
-    assert "nobody@refused.example" not in (result.reason or "")
+    reason = "rejected by the mail server at RCPT: 550 5.1.1 no such mailbox"
+    assert result.status == "skipped" and result.reason == reason
+    row = await stack.pool.fetchrow(
+        """SELECT m.status, m.error, e.data FROM messages m
+           JOIN message_events e ON e.message_id = m.id AND e.kind = 'delivery_error'
+           WHERE m.id = $1::uuid""",
+        result.message_id,
+    )
+    assert row is not None
+    # A recipient refused for good is a hard bounce: the error keeps the relay's enhanced
+    # code and text, and the address is suppressed as a hard-bounce report would.
+    assert (row["status"], row["error"]) == ("rejected", reason)
+    assert row["data"] == {"kind": "hard_bounce", "detail": reason, "source": "send"}
+    assert address not in reason
+    assert (
+        await stack.pool.fetchval(
+            "SELECT reason FROM suppressed_addresses WHERE address = $1", address
+        )
+        == "hard_bounce"
+    )
+    again = await ActivityEnvironment().run(activities.send_email, send_input(contact.id, "again"))
+    assert (again.status, again.reason) == ("skipped", "the address bounced or complained")
     await sender.close()
     assert handler.received == []
+    assert handler.connections == 1  # the refusal ended its transaction, not the connection
 
 
 def send_input(contact_id: uuid.UUID, prefix: str, **fields: Any) -> SendEmailInput:
@@ -300,7 +312,8 @@ async def test_a_refusal_at_mail_or_after_data_is_reported_by_its_code(
         with pytest.raises(error) as raised:
             await sender.send(message("someone@example.com"))
         assert getattr(raised.value, "code", None) == {"MAIL": 550, "DATA": 554}.get(refuse, 451)
-        assert sender._idle == [] and handler.contents == []
+        # The refusal ended its transaction (RSET), not the connection.
+        assert len(sender._idle) == 1 and handler.contents == []
 
 
 async def test_a_relay_that_requires_starttls_is_greeted_again_after_it(
@@ -407,6 +420,46 @@ async def test_without_smtputf8_a_non_ascii_local_part_fails_for_good_on_a_kept_
     assert handler.envelopes == [("a@example.com", ["ann@xn--bcher-kva.example"], False)]
     assert b"\r\nTo: ann@xn--bcher-kva.example\r\n" in handler.contents[0]
     assert handler.connections == 1  # the refused message dropped no pooled connection
+
+
+async def test_a_refused_recipient_is_reset_and_the_connection_kept() -> None:
+    """A 5xx to one recipient ends that transaction (RSET), not the connection; the
+    refusal keeps the relay's code, enhanced status code and text, without the address."""
+    async with recording(smtputf8=False) as (handler, sender):
+        with pytest.raises(SmtpRejected) as refused:
+            await sender.send(message("refuse-550-5.1.1@example.com"))
+        await sender.send(message("ann@example.com"))
+    error = refused.value
+    assert (error.code, error.enhanced, error.stage) == (550, "5.1.1", "RCPT")
+    assert error.delivery_error == "hard_bounce"
+    assert str(error) == (
+        "rejected by the mail server at RCPT: 550 5.1.1 <address>: Recipient address rejected"
+    )
+    assert handler.resets == 1 and handler.connections == 1
+    assert handler.envelopes == [("a@example.com", ["ann@example.com"], False)]
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply", "kind"),
+    [
+        ("RCPT", "550 5.1.1 user unknown", "hard_bounce"),
+        ("RCPT", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", "hard_bounce"),
+        ("RCPT", "550 5.2.1 mailbox disabled", "hard_bounce"),
+        ("RCPT", "550 no such user here", "hard_bounce"),  # no enhanced code: RFC 5321's
+        ("RCPT", "553 mailbox name not allowed", "hard_bounce"),
+        ("RCPT", "554 5.7.1 Relay access denied", "rejected"),  # the relay's policy
+        ("RCPT", "552 5.2.2 mailbox full", "rejected"),
+        ("RCPT", "554 no valid recipients", "rejected"),
+        ("DATA", "550 5.1.1 user unknown", "hard_bounce"),  # checked after DATA
+        ("DATA", "554 5.7.1 message refused as spam", "rejected"),
+        ("DATA", "550 message refused", "rejected"),  # about the message
+        ("MAIL", "550 5.1.8 sender domain does not exist", "rejected"),
+        ("MAIL", "550 5.1.1 sender unknown", "rejected"),
+    ],
+)
+def test_which_permanent_refusals_are_hard_bounces(stage: str, reply: str, kind: str) -> None:
+    code, _, text = reply.partition(" ")
+    assert SmtpRejected(int(code), text, stage=stage).delivery_error == kind
 
 
 @pytest.mark.parametrize(

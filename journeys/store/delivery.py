@@ -3,7 +3,8 @@
 A report names its message by the product's message id, by the Message-ID header
 the product gave it (`<id@host>`), or by the provider's id. Each error becomes a
 message event (`kind = 'delivery_error'`) the dispatcher delivers like a click;
-a hard bounce or a complaint also suppresses the recipient's address.
+a hard bounce or a complaint also suppresses the recipient's address. The send path
+records a relay's refusal the same way (`reject_message`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,24 @@ from journeys.store.messages import WRITE_TIMEOUT
 
 # These make the address undeliverable for good.
 SUPPRESSING = ("hard_bounce", "complaint")
+
+# The rest of a statement that begins `WITH <errors> AS (…)`, rows of (message_id,
+# recipient, channel, kind): suppresses the e-mail address of each hard bounce or
+# complaint among them, whoever reported it (a webhook, SES, the send path when the
+# relay refused the recipient). The first suppression of an address is a profile
+# change (`bounced`) of every contact with it, stored for the dispatcher like any
+# event: their runs' exit_if checks it at once.
+SUPPRESS = f"""
+    , s AS (INSERT INTO suppressed_addresses (address, reason, message_id)
+            SELECT lower(recipient), kind, message_id FROM {{errors}}
+            WHERE kind IN {SUPPRESSING!r} AND channel = 'email' AND recipient IS NOT NULL
+            ON CONFLICT (address) DO NOTHING
+            RETURNING address)
+    INSERT INTO contact_events (contact_id, kind, name, data)
+    SELECT c.id, 'profile_change', 'profile_change', jsonb_build_object(
+        'fields', jsonb_build_array('bounced'),
+        'values', jsonb_build_object('bounced', true), 'created', false)
+    FROM contacts c JOIN s ON lower(c.email) = s.address"""
 
 _HEADER = re.compile(r"^<?([^<>@\s]+)@[^<>@\s]+>?$")
 
@@ -76,21 +95,15 @@ async def record_delivery_error_in(
         )
         return None
     await insert_delivery_error(conn, message["id"], kind, detail, source)
-    if kind in SUPPRESSING and message["channel"] == "email" and message["recipient"]:
-        # The first suppression of the address is a profile change (`bounced`) of
-        # every contact with it: their runs' exit_if checks it at once.
+    if kind in SUPPRESSING:
         await conn.execute(
-            """WITH s AS (INSERT INTO suppressed_addresses (address, reason, message_id)
-                          VALUES (lower($1), $2, $3) ON CONFLICT (address) DO NOTHING
-                          RETURNING address)
-               INSERT INTO contact_events (contact_id, kind, name, data)
-               SELECT c.id, 'profile_change', 'profile_change', jsonb_build_object(
-                   'fields', jsonb_build_array('bounced'),
-                   'values', jsonb_build_object('bounced', true), 'created', false)
-               FROM contacts c JOIN s ON lower(c.email) = s.address""",
-            message["recipient"],
-            kind,
+            f"""WITH e AS (SELECT $1::uuid AS message_id, $2::text AS recipient,
+                                  $3::text AS channel, $4::text AS kind)
+                {SUPPRESS.format(errors="e")}""",
             message["id"],
+            message["recipient"],
+            message["channel"],
+            kind,
         )
     message_id: uuid.UUID = message["id"]
     return message_id
@@ -112,17 +125,27 @@ async def insert_delivery_error(
     )
 
 
-async def reject_message(pool: asyncpg.Pool, message_id: uuid.UUID, refusal: str) -> None:
-    """The provider refused the message for good (an SMTP 5xx): the row says so, and a
-    `rejected` delivery error is recorded once, whatever the retries of this write."""
+async def reject_message(
+    pool: asyncpg.Pool,
+    message_id: uuid.UUID,
+    refusal: str,
+    kind: DeliveryErrorKind = "rejected",
+) -> None:
+    """The provider refused the message for good (an SMTP 5xx): the row says so, and the
+    delivery error `kind` is recorded once, whatever the retries of this write. A
+    refusal of the recipient's address is a hard bounce: the address is suppressed, as
+    a hard-bounce report would (`SUPPRESS`), in the same statement."""
     await pool.execute(
-        """WITH m AS (UPDATE messages SET status = 'rejected', error = $2,
-                                          lease_owner = NULL, lease_until = NULL
-                      WHERE id = $1 AND status <> 'rejected' RETURNING id)
-           INSERT INTO message_events (message_id, kind, data)
-           SELECT id, 'delivery_error', $3 FROM m""",
+        f"""WITH m AS (UPDATE messages SET status = 'rejected', error = $2,
+                                           lease_owner = NULL, lease_until = NULL
+                       WHERE id = $1 AND status <> 'rejected'
+                       RETURNING id AS message_id, recipient, channel, $4::text AS kind),
+                 d AS (INSERT INTO message_events (message_id, kind, data)
+                       SELECT message_id, 'delivery_error', $3 FROM m)
+            {SUPPRESS.format(errors="m")}""",
         message_id,
         refusal,
-        _error_data("rejected", refusal, "send"),
+        _error_data(kind, refusal, "send"),
+        kind,
         timeout=WRITE_TIMEOUT,
     )
