@@ -13,14 +13,13 @@ import asyncio
 import uuid
 from dataclasses import replace
 from html import escape
-from urllib.parse import urlsplit
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.contacts import require_contact
-from activities.message import Attachment, OutgoingMail, compose
+from activities.message import Attachment, OutgoingMail, compose, list_id, sending_domain
 from activities.retries import quiet_outages, redacted
 from activities.sends import Claimed, FrequencyCaps, Send, SendBatch
 from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender, SmtpUnsendable
@@ -187,7 +186,11 @@ class EmailActivities:
             raise Unsendable(f"the rendered mail cannot be stored: {problem}")
         base, secret = self.settings.public_url.rstrip("/"), self.settings.secret
         assert contact.email is not None  # contacts without one are skipped
-        message_id_header = f"<{message_id}@{urlsplit(base).hostname or 'journeys'}>"
+        try:
+            domain = sending_domain(self.settings.mail_from)
+        except ValueError as exc:
+            raise Unsendable(f"JOURNEYS_MAIL_FROM: {exc}") from None
+        message_id_header = f"<{message_id}@{domain}>"
         # Links in both parts are tracked; without an author's text part it is derived
         # from the HTML in the same parse.
         html, text = tracked_parts(
@@ -197,12 +200,17 @@ class EmailActivities:
         try:
             mail = compose(
                 sender=input.sender or self.settings.mail_from,
+                # Bounces come back to the product's address, whoever the mail is from.
+                return_path=self.settings.mail_from,
                 to=contact.email,
                 subject=subject,
                 text=text,
                 html=html,
                 headers={
                     "Message-ID": message_id_header,
+                    # Beside List-Unsubscribe (SpamAssassin's LIST_PARTIAL_SHORT_MSG
+                    # scores one without the other): the journey or recurring send.
+                    "List-Id": list_id(input.recurring_key or input.journey_key, domain),
                     "List-Unsubscribe": (
                         f"<{unsubscribe_url(base, secret.get_secret_value(), message_id)}>"
                     ),
@@ -260,10 +268,9 @@ class EmailActivities:
             body = render(input.body, fields)
         except RenderError as exc:
             await send.fail(f"template failed: {exc}")
-        host = urlsplit(self.settings.public_url).hostname or "journeys"
-        message_id_header = f"<{send.message_id}@{host}>"
         paragraphs = "".join(f"<p>{escape(p)}</p>" for p in body.split("\n\n"))
         try:
+            message_id_header = f"<{send.message_id}@{sending_domain(self.settings.mail_from)}>"
             msg = compose(
                 sender=self.settings.mail_from,
                 to=address,

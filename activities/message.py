@@ -23,8 +23,9 @@ import functools
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import Header
-from email.utils import encode_rfc2231, formataddr, formatdate, parseaddr
+from email.utils import encode_rfc2231, format_datetime, formataddr, parseaddr
 
 import idna
 
@@ -93,6 +94,19 @@ def _address(value: str) -> tuple[str, str]:
     return formataddr((name, "_@_"), charset="utf-8").replace("<_@_>", f"<{addr}>"), addr
 
 
+@functools.lru_cache(maxsize=64)
+def sending_domain(sender: str) -> str:
+    """The domain of `sender`'s address (JOURNEYS_MAIL_FROM's), as it goes out: what the
+    Message-IDs and List-Ids of its mails name."""
+    return _address(sender)[1].rpartition("@")[2]
+
+
+def list_id(name: str, domain: str) -> str:
+    """A `List-Id` (RFC 2919) for the mails of `name` (a journey's or a recurring send's
+    key) sent from `domain`."""
+    return f"<{re.sub(r'[^A-Za-z0-9_-]', '-', name)}.{domain}>"
+
+
 def _part(subtype: str, content: str) -> bytes:
     # Quoted-printable, not base64: spam filters score text parts hidden in base64, a
     # reader of the raw mail can read it, and it is a quarter smaller. Line breaks go
@@ -131,6 +145,7 @@ def compose(
     *,
     sender: str,
     to: str,
+    return_path: str | None = None,
     subject: str,
     text: str,
     html: str,
@@ -140,10 +155,13 @@ def compose(
     """A multipart/alternative message with a plain-text and an HTML part, inside a
     multipart/mixed one with the attachments when there are any.
 
-    `sender` may carry a display name (`Name <addr>`); `to` is one plain address.
-    ValueError when an address cannot go out.
+    `sender` may carry a display name (`Name <addr>`); `to` is one plain address;
+    `return_path` is the envelope sender, where bounces go (the sender's address when
+    not given). ValueError when an address cannot go out.
     """
     from_header, envelope_from = _address(sender)
+    if return_path is not None:
+        envelope_from = _address(return_path)[1]
     if not to or any(c.isspace() or c in '<>,"' for c in to):
         # Not the address itself: the reason goes to logs.
         raise ValueError("the recipient must be one plain address")
@@ -154,7 +172,8 @@ def compose(
         f"From: {from_header}",
         f"To: {to}",
         f"Subject: {_header('Subject', subject)}",
-        f"Date: {formatdate(localtime=False)}",
+        # +0000: `-0000` says the zone is unknown (RFC 5322 3.3), which spam filters score.
+        f"Date: {format_datetime(datetime.now(UTC))}",
         *(f"{name}: {_one_line(value)}" for name, value in headers.items()),
         "MIME-Version: 1.0",
     ]

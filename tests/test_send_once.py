@@ -18,6 +18,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import sends
 from activities.email import EmailActivities
+from activities.message import sending_domain
 from activities.sends import SendBatch
 from activities.smtp import SmtpSender
 from journeys.contacts import ContactIn
@@ -60,7 +61,9 @@ async def test_retries_and_concurrent_attempts_send_one_message(stack: Stack) ->
     row = await stack.pool.fetchrow("SELECT * FROM messages WHERE idempotency_key = $1", key)
     assert row is not None
     assert row["status"] == "sent" and row["recipient"] == email and row["step"] == "mail1"
-    assert row["sent_at"] is not None and row["provider_id"] == f"<{first.message_id}@127.0.0.1>"
+    # The Message-ID, in the sending domain of JOURNEYS_MAIL_FROM.
+    domain = sending_domain(stack.settings.mail_from)
+    assert row["sent_at"] is not None and row["provider_id"] == f"<{first.message_id}@{domain}>"
 
     # A later occurrence of the same step is a new message.
     again = await env.run(activities.send_email, send_input(str(contact.id), key[:-1] + "2"))
@@ -395,7 +398,8 @@ async def test_a_batch_sends_each_mail_once_and_reports_each_outcome(
     }
     ann = rows[f"batch-{tag}-0"]
     assert ann["status"] == "sent" and ann["sent_at"] is not None and ann["lease_owner"] is None
-    assert ann["provider_id"] == f"<{sent_ann.message_id}@127.0.0.1>"
+    domain = sending_domain(stack.settings.mail_from)
+    assert ann["provider_id"] == f"<{sent_ann.message_id}@{domain}>"
     assert ann["follow_up_path"] == ["mail1"]
     assert rows[f"batch-{tag}-1"]["follow_up_path"] is None
     assert rows[f"batch-{tag}-2"]["status"] == "failed"

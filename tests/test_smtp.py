@@ -1,7 +1,7 @@
 """SMTP delivery against a real aiosmtpd server: connections are reused (a refusal ends
 its transaction, not the connection), a permanent refusal is recorded (a refused
-recipient as a hard bounce) instead of being retried for ever, and addresses go out
-as IDNA and SMTPUTF8 where they need it."""
+recipient as a hard bounce) instead of being retried for ever, addresses go out as
+IDNA and SMTPUTF8 where they need it, and the headers name the sending domain."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -512,3 +513,37 @@ async def test_a_non_ascii_address_is_sent_over_smtputf8_by_the_activity(stack: 
     assert result.status == "sent"
     ((_, recipients, utf8),) = handler.envelopes
     assert recipients == [email.replace("bücher", "xn--bcher-kva")] and utf8
+
+
+async def test_the_headers_name_the_sending_domain_and_satisfy_the_spam_filters(
+    stack: Stack,
+) -> None:
+    """What SpamAssassin 4.0 and a reader of the headers found: `Date` in a known zone
+    (`+0000`, not `-0000`), a `List-Id` beside `List-Unsubscribe` (LIST_PARTIAL_SHORT_MSG
+    fires without it), and the Message-ID and the envelope sender in the sending domain
+    of JOURNEYS_MAIL_FROM, not `localhost` (here the public URL's host)."""
+    settings = stack.settings.model_copy(update={"mail_from": "Shop <news@shop.example>"})
+    contact, *_ = await upsert_contact(
+        stack.pool, ContactIn(email=f"ann-{uuid.uuid4().hex[:6]}@example.com")
+    )
+    async with recording(smtputf8=False) as (handler, sender):
+        activities = EmailActivities(stack.pool, settings, sender)
+        env = ActivityEnvironment()
+        journey = await env.run(activities.send_email, send_input(contact.id, "welcome"))
+        own_sender = await env.run(
+            activities.send_email,
+            send_input(
+                contact.id, "service", sender="Sam <sam@sales.example>", recurring_key="service"
+            ),
+        )
+    assert journey.status == own_sender.status == "sent"
+    first, second = (message_from_bytes(raw, policy=policy.default) for raw in handler.contents)
+    assert first["Date"].endswith(" +0000") and second["Date"].endswith(" +0000")
+    assert first["Message-ID"] == f"<{journey.message_id}@shop.example>"
+    assert second["Message-ID"] == f"<{own_sender.message_id}@shop.example>"
+    assert first["List-Id"] == "<welcome.shop.example>"
+    assert second["List-Id"] == "<service.shop.example>"  # a recurring send's own key
+    assert first["List-Unsubscribe"] and second["List-Unsubscribe"]
+    assert second["From"] == "Sam <sam@sales.example>"
+    # Bounces go to the product's address, whoever the step says the mail is from.
+    assert [mail_from for mail_from, _, _ in handler.envelopes] == ["news@shop.example"] * 2
