@@ -32,6 +32,7 @@ from journeys import worker_health
 from journeys.db import create_pool
 from journeys.dispatch import Dispatcher
 from journeys.enrolment import sweep_intents_forever
+from journeys.outages import outage_log
 from journeys.settings import Settings
 from journeys.temporal import connect
 from journeys.worker_health import WorkerHealth
@@ -164,6 +165,8 @@ async def running_worker(
         if settings.sms_url
         else None,
     )
+    # A PostgreSQL outage is logged when it begins and when the pool answers again.
+    outage_log.watch("PostgreSQL", lambda: pool.fetchval("SELECT 1"))
     background: list[asyncio.Task[None]] = []
     if dispatch:
         dispatcher = Dispatcher(pool, client, settings.task_queue, settings.database_url)
@@ -182,6 +185,7 @@ async def running_worker(
             log.info("worker.started", task_queue=settings.task_queue)
             yield worker
     finally:
+        outage_log.unwatch("PostgreSQL")
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

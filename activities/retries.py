@@ -6,7 +6,9 @@ logs every failed attempt with its traceback: with 300 mails waiting for an
 SMTP server that is down, that was about 86,000 lines a minute. An outage is
 expected, not a bug, so it leaves as a *benign* ApplicationError (logged by
 the SDK at debug level) after one line of our own that names the backend and
-the reason. Anything else keeps its traceback.
+the reason. Anything else keeps its traceback. An outage of a backend the process
+watches (the worker's PostgreSQL, which every activity meets at once) is one line
+when it begins and one when it ends instead (`journeys.outages.OutageLog`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from journeys.outages import outage_of
+from journeys.outages import outage_log, outage_of
 
 log = structlog.get_logger(__name__)
 
@@ -75,13 +77,14 @@ def quiet_outages(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
                 raise
             info = activity.info()
             reason = f"{backend} is unavailable: {type(exc).__name__}: {redacted(str(exc))}"
-            log.warning(
-                "activity.retry",
-                activity=info.activity_type,
-                attempt=info.attempt,
-                workflow_id=info.workflow_id,
-                reason=reason,
-            )
+            fields = {
+                "activity": info.activity_type,
+                "attempt": info.attempt,
+                "workflow_id": info.workflow_id,
+            }
+            # A watched backend (the worker's PostgreSQL): one line per outage instead.
+            if not outage_log.failed(backend, "activity.retry", reason, **fields):
+                log.warning("activity.retry", reason=reason, **fields)
             raise retry_later(reason) from None
 
     return wrapper
@@ -134,7 +137,9 @@ async def keep_alive(
                     async with asyncio.timeout(every):
                         await renew()
                 except Exception as exc:  # a lost renewal only lets the lease run out
-                    log.warning("activity.renew_failed", error=type(exc).__name__)
+                    why = f"{type(exc).__name__}: {redacted(str(exc))}"
+                    if not outage_log.failed(outage_of(exc), "activity.renew_failed", why):
+                        log.warning("activity.renew_failed", error=type(exc).__name__)
 
     task = asyncio.create_task(beat())
     try:
@@ -169,9 +174,12 @@ async def persist(write: Callable[[], Awaitable[Any]], *, what: str, budget: flo
                 await write()
                 return
             except Exception as exc:
-                if outage_of(exc) is None or loop.time() >= deadline:
+                backend = outage_of(exc)
+                if backend is None or loop.time() >= deadline:
                     raise
-                log.warning("activity.persist_retry", what=what, error=type(exc).__name__)
+                why = f"{type(exc).__name__}: {redacted(str(exc))}"
+                if not outage_log.failed(backend, "activity.persist_retry", why, what=what):
+                    log.warning("activity.persist_retry", what=what, error=type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from journeys.outages import quiet_pool_log
+
 # What a store function can run its statements on: the pool, or one connection
 # (inside a caller's transaction).
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
@@ -77,6 +79,7 @@ async def create_pool(
     max_size: int = 10,
     command_timeout: float | None = 30,
 ) -> asyncpg.Pool:
+    quiet_pool_log()  # its reconnection attempts during an outage, without tracebacks
     pool = await asyncpg.create_pool(
         database_url,
         min_size=min_size,

@@ -43,7 +43,7 @@ from journeys.models import (
     MessageEvent,
     ProfileChange,
 )
-from journeys.outages import outage_of
+from journeys.outages import outage_log, outage_of
 from journeys.signals import deliver
 from journeys.store.enrolments import record_follow_up_run, runs_of_contact, runs_watching_profile
 from journeys.store.journeys import (
@@ -92,6 +92,13 @@ def _error(exc: BaseException) -> str:
     return f"{backend} unavailable: {text}" if backend else text
 
 
+def _warn(event: str, exc: BaseException) -> None:
+    """A warning, unless it is an outage of a watched backend (`OutageLog`): the
+    dispatcher meets a PostgreSQL outage every second."""
+    if not outage_log.failed(outage_of(exc), event, _error(exc)):
+        log.warning(event, error=_error(exc))
+
+
 class Dispatcher:
     def __init__(
         self, pool: asyncpg.Pool, client: Client, task_queue: str, database_url: str
@@ -122,9 +129,10 @@ class Dispatcher:
                     wait = 0.0 if busy else POLL_SECONDS
                     failures = 0
                 except Exception as exc:
-                    if outage_of(exc) is None:
+                    backend = outage_of(exc)
+                    if backend is None:
                         log.exception("dispatch.failed")
-                    else:
+                    elif not outage_log.failed(backend, "dispatch.outage", _error(exc)):
                         log.warning("dispatch.outage", error=_error(exc))
                     wait = DATABASE_BACKOFF[min(failures, len(DATABASE_BACKOFF) - 1)]
                     failures += 1
@@ -167,7 +175,7 @@ class Dispatcher:
         try:
             await asyncio.gather(self._message_events(messages), self._contact_events(contacts))
         except Exception as exc:  # marking failed: the rows' leases run out, then a retry
-            log.warning("dispatch.unmarked", error=_error(exc))
+            _warn("dispatch.unmarked", exc)
         finally:
             if contacts:
                 self._contacts_busy = False
@@ -180,13 +188,13 @@ class Dispatcher:
             try:
                 conn = await asyncpg.connect(self.database_url, timeout=5)
             except Exception as exc:
-                log.warning("dispatch.listen_failed", error=_error(exc))
+                _warn("dispatch.listen_failed", exc)
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             try:
                 await self._listen_on(conn)
             except Exception as exc:
-                log.warning("dispatch.listen_lost", error=_error(exc))
+                _warn("dispatch.listen_lost", exc)
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=1)

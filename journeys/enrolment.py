@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from journeys import metrics
 from journeys.definition import parse_duration
 from journeys.models import JourneyInput, journey_workflow_id, run_search_attributes
-from journeys.outages import bounded
+from journeys.outages import bounded, outage_log, outage_of
 from journeys.store.enrolments import (
     Intent,
     IntentDone,
@@ -264,7 +264,9 @@ async def sweep_intents_forever(client: Client, pool: asyncpg.Pool, task_queue: 
             if finished:
                 log.info("enrolment.intents_finished", count=finished)
         except Exception as exc:
-            log.warning("enrolment.sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            if not outage_log.failed(outage_of(exc), "enrolment.sweep_failed", error):
+                log.warning("enrolment.sweep_failed", error=error)
         await asyncio.sleep(SWEEP_SECONDS)
 
 

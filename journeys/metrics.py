@@ -74,6 +74,7 @@ from temporalio.runtime import (
 )
 
 from journeys.db import Executor
+from journeys.outages import outage_log, outage_of
 
 log = structlog.get_logger(__name__)
 
@@ -234,7 +235,9 @@ async def read_outbox(db: Executor) -> None:
     except Exception as exc:
         for gauge in (OUTBOX_UNDELIVERED, OUTBOX_FAILING, OUTBOX_OLDEST):
             gauge.clear()
-        log.warning("metrics.outbox_unread", error=f"{type(exc).__name__}: {exc}"[:300])
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        if not outage_log.failed(outage_of(exc), "metrics.outbox_unread", error):
+            log.warning("metrics.outbox_unread", error=error)
         return
     for row in found:
         OUTBOX_UNDELIVERED.labels(row.source).set(row.undelivered)

@@ -2,19 +2,27 @@
 
 The API answers an outage with 503 (`api.outages`), activities retry it with one
 log line (`activities.retries`); anything else is a bug and keeps its traceback.
+A backend the process watches (the worker's PostgreSQL) is logged once when its
+outage begins and once when it ends (`OutageLog`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiosmtplib
 import asyncpg
+import structlog
 from temporalio.service import RPCError, RPCStatusCode
 
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 
 class Unavailable(Exception):
@@ -101,3 +109,122 @@ def outage_of(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):  # refused, reset, timed out: ask the stack who was talking
         return _backend_in_traceback(exc)
     return None
+
+
+# How often a watched backend that is down is asked whether it is back, and how long
+# one answer may take.
+CHECK_EVERY = 1.0
+CHECK_TIMEOUT = 5.0
+
+
+@dataclass
+class _Outage:
+    since: float  # monotonic
+    failures: int = 0
+    checking: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class OutageLog:
+    """The outages of the backends a process watches: one line when each begins, one
+    when it ends.
+
+    A worker meets a PostgreSQL outage everywhere at once: every send attempt, lease
+    renewal and write of `sent`, the dispatcher's claims and its LISTEN, the sweep of
+    enrolment intents, asyncpg's pool restoring its connection floor. A line for each
+    was about 55 warnings a second, and a traceback from the pool every second or two.
+    For a watched backend the first failure logs `outage.began` (the backend, where it
+    was met, why); every later one goes to debug level under its caller's event; and a
+    check (`watch`), asked every CHECK_EVERY seconds meanwhile, logs `outage.ended`
+    (how long, how many failures) once the backend answers it. For a backend nobody
+    watches (the mail server, whose outages a bulk page logs once per attempt),
+    `failed` says False and the caller logs its own line.
+    """
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Callable[[], Awaitable[object]]] = {}
+        self._down: dict[str, _Outage] = {}
+
+    def watch(self, backend: str, check: Callable[[], Awaitable[object]]) -> None:
+        """Log `backend`'s outages by state; `check` succeeds once it is back."""
+        self._checks[backend] = check
+
+    def unwatch(self, backend: str) -> None:
+        self._checks.pop(backend, None)
+        outage = self._down.pop(backend, None)
+        if outage is not None and outage.checking is not None:
+            outage.checking.cancel()
+
+    def is_down(self, backend: str) -> bool:
+        return backend in self._down
+
+    def failed(self, backend: str | None, event: str, reason: str, **fields: Any) -> bool:
+        """Note a failure (`event`, why, and what the caller would log with it) met
+        because `backend` is unavailable: whether it was logged here (the backend is
+        watched); else the caller logs it."""
+        if backend is None or backend not in self._checks:
+            return False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop to check on: the caller logs
+            return False
+        outage = self._down.get(backend)
+        if outage is None:
+            outage = self._down[backend] = _Outage(since=time.monotonic())
+            outage.checking = asyncio.create_task(self._until_back(backend, outage))
+            log.warning("outage.began", backend=backend, seen_in=event, reason=reason, **fields)
+        else:
+            log.debug(event, backend=backend, reason=reason, **fields)
+        outage.failures += 1
+        return True
+
+    async def _until_back(self, backend: str, outage: _Outage) -> None:
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            check = self._checks.get(backend)
+            if check is None:
+                return
+            try:
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    await check()
+            except Exception as exc:
+                log.debug("outage.check_failed", backend=backend, error=type(exc).__name__)
+                continue
+            break
+        if self._down.get(backend) is outage:
+            del self._down[backend]
+        log.warning(
+            "outage.ended",
+            backend=backend,
+            seconds=round(time.monotonic() - outage.since, 1),
+            failures=outage.failures,
+        )
+
+
+# The process's outage log (the worker watches its PostgreSQL: `worker.running_worker`).
+outage_log = OutageLog()
+
+
+class QuietPoolLog(logging.Filter):
+    """asyncpg's pool logs each failed attempt to restore its connection floor with the
+    whole traceback ("Failed to restore the pool connection floor; retrying"): an
+    outage goes to the outage log instead, or, where nobody watches PostgreSQL, stays
+    one line with the reason and no traceback. Anything else is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        backend = outage_of(exc) if exc is not None else None
+        if exc is None or backend is None:
+            return True
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        if outage_log.failed(backend, "asyncpg.pool", reason, message=record.getMessage()):
+            return False
+        record.msg, record.args = f"{record.getMessage()}: {reason}", None
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_pool_log() -> None:
+    """Install `QuietPoolLog` on asyncpg's pool logger (once)."""
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, QuietPoolLog) for f in pool_log.filters):
+        pool_log.addFilter(QuietPoolLog())
