@@ -415,6 +415,16 @@ class ReplayOutcome:
     error: str | None
 
 
+def last_task_failure(events: Sequence[HistoryEvent]) -> str | None:
+    """Why the run's workflow task failed after its last completed one, or None."""
+    for event in reversed(events):
+        if event.event_type == _WFT_COMPLETED:
+            return None
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            return event.workflow_task_failed_event_attributes.failure.message or "no message"
+    return None
+
+
 async def replay_runs(
     client: Client,
     query: str,
@@ -433,12 +443,19 @@ async def replay_runs(
     async with replayer.workflow_replay_iterator(histories) as results:
         async for result in results:
             failure = result.replay_failure
+            error = None if failure is None else f"{type(failure).__name__}: {failure}"
+            # A replay stops at the last completed workflow task: a run whose task fails
+            # after it (every time, or it never completed one) replays clean, though it
+            # cannot go on. Its own last failure says why.
+            failing = None if error else last_task_failure(result.history.events)
+            if failing is not None:
+                error = f"its workflow task keeps failing: {failing}"
             out.append(
                 ReplayOutcome(
                     workflow_id=result.history.workflow_id,
                     run_id=result.history.run_id,
-                    ok=failure is None,
-                    error=None if failure is None else f"{type(failure).__name__}: {failure}",
+                    ok=error is None,
+                    error=error,
                 )
             )
             if progress is not None:

@@ -258,6 +258,13 @@ async def test_ops_stuck_lists_a_run_whose_workflow_task_keeps_failing(stack: St
         assert code == 0, err
         assert broken.id in out and "Failed decoding arguments" in out, out
 
+        # Before: `ops replay` called it clean (a replay stops at the last completed task).
+        [replayed] = await ops.replay_runs(stack.temporal, f"WorkflowId = '{broken.id}'", WORKFLOWS)
+        assert not replayed.ok, replayed
+        assert (replayed.error or "").startswith(
+            "its workflow task keeps failing: Failed decoding arguments"
+        ), replayed
+
         # Temporal's own flag, after the fifth failed task (some 50 s in): shown.
         [flagged] = await eventually(
             lambda: _stuck(stack, key, timedelta(0)),
