@@ -379,6 +379,13 @@ async def _task_failure(
     return None, None
 
 
+async def workflow_task_failure(client: Client, workflow_id: str, run_id: str) -> str | None:
+    """Why the run's workflow task has been failing (its last failure since the last
+    task that completed), or None."""
+    ref = RunRef(workflow_id, run_id, None, None, None)
+    return (await _task_failure(client, ref, datetime.now().astimezone()))[1]
+
+
 async def stuck_runs(
     client: Client,
     *,

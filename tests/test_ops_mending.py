@@ -396,3 +396,34 @@ async def test_ops_finds_the_temporal_server_of_journeys_dev(tmp_path: Path) -> 
     assert stale.returncode == 1
     assert f"cannot reach Temporal at 127.0.0.1:{ports['temporal']}" in stale.stderr, stale.stderr
     assert ".journeys/temporal-address" in stale.stderr, stale.stderr
+
+
+async def test_the_participant_view_says_when_the_runs_own_code_keeps_failing(
+    stack: Stack,
+) -> None:
+    """Before: `running`, an empty history, and nothing to say why."""
+    key = f"broken-view-{uuid.uuid4().hex[:6]}"
+    await publish(stack.http, linear_journey(key, "Broken view", ("pause", mail("Hi"))))
+    contact = await create_contact(stack.http)
+    await enrol(stack.http, key, contact)
+    workflow_id = journey_workflow_id(key, contact)
+    await _ended(stack, workflow_id)
+    # The same participant's next run cannot read its input (as a bug would make it).
+    broken = await stack.temporal.start_workflow(
+        "JourneyWorkflow",
+        {"journey_key": key, "definition": "not a definition"},
+        id=workflow_id,
+        task_queue=stack.settings.task_queue,
+    )
+    try:
+        view = await eventually(
+            lambda: participant(stack.http, key, contact),
+            lambda found: found["retrying"] is not None,
+        )
+        assert view["status"] == "running"
+        assert view["run_id"] == broken.result_run_id
+        assert view["retrying"]["activity"] == "workflow task"
+        assert view["retrying"]["attempt"] >= 2
+        assert "Failed decoding arguments" in view["retrying"]["last_error"]
+    finally:
+        await broken.terminate("test over")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -38,8 +38,10 @@ from journeys.definition import KEY_PATTERN, JourneyDefinition
 from journeys.enrolment import Enrolment, enrol
 from journeys.models import JourneyProgress, Removal, StepVisit
 from journeys.operations import start_operation
+from journeys.ops import workflow_task_failure
 from journeys.outages import Unavailable, bounded
 from journeys.publishing import NotPublishable, publish_definition
+from journeys.schema import exactly_one_of
 from journeys.signals import deliver
 from journeys.store import groups
 from journeys.store.conditions_sql import QueryProblem
@@ -89,6 +91,8 @@ class PublishedWithWarnings(Published):
 
 
 class EnrolmentRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("contact_ids", "selection"))
+
     contact_ids: list[uuid.UUID] | None = Field(
         default=None, min_length=1, max_length=10_000, description="enrolled in this call"
     )
@@ -116,7 +120,7 @@ class EnrolmentResponse(BaseModel):
 
 
 class Retrying(BaseModel):
-    activity: str
+    activity: str = Field(description="the activity's name, or `workflow task` (the run's code)")
     attempt: int
     last_error: str | None
 
@@ -259,6 +263,10 @@ async def enrol_contacts(
     return EnrolmentResponse(journey_key=key, enrolments=enrolments)
 
 
+# How long the participant view waits for the run's own account while a workflow task
+# is pending (it answers after the task; the description says enough without it).
+QUERY_WAIT_WITH_TASK = 2.0
+
 _STATUS = {
     WorkflowExecutionStatus.RUNNING: "running",
     WorkflowExecutionStatus.COMPLETED: "completed",
@@ -315,7 +323,22 @@ async def participant_view(
         raise not_found(f"the run of contact {contact_id} in journey '{key}' is gone") from None
     status = _STATUS.get(description.status, "unknown") if description.status else "unknown"
     current_step, history, reason, details = None, [], None, None
-    progress = await asking
+    raw = description.raw_description
+    failing = raw.HasField("pending_workflow_task") and raw.pending_workflow_task.attempt > 1
+    if failing:
+        # The run's own code fails (a bug, an input it cannot read): no query will be
+        # answered before the timeout, and the run reads `running` with nothing to say
+        # why unless the failure is shown (`retrying`, below).
+        asking.cancel()
+    progress = None
+    if not failing:
+        # A query waits for the workflow task in progress: one that fails at its first
+        # attempt would hold this answer until the query's timeout.
+        waiting = QUERY_WAIT_WITH_TASK if raw.HasField("pending_workflow_task") else None
+        try:
+            progress = await asyncio.wait_for(asking, waiting)
+        except TimeoutError:
+            progress = None
     if progress is not None:
         current_step, history, reason = progress.current_step, progress.history, progress.reason
         details = progress.details
@@ -337,11 +360,21 @@ async def participant_view(
                 attempt=a.attempt,
                 last_error=a.last_failure.message or None,
             )
-            for a in description.raw_description.pending_activities
+            for a in raw.pending_activities
             if a.attempt > 1
         ),
         None,
     )
+    if failing:
+        retrying = Retrying(
+            activity="workflow task",
+            attempt=raw.pending_workflow_task.attempt,
+            last_error=await bounded(
+                "Temporal",
+                workflow_task_failure(client, description.id, description.run_id or ""),
+                API_CALL_SECONDS,
+            ),
+        )
     return ParticipantView(
         journey_key=key,
         retrying=retrying,
