@@ -7,22 +7,34 @@ it stands; a worker crash restarts it from the last heartbeat, and the page in
 flight is done again harmlessly: enrolments are made under the operation's
 request key, records and mails under keys of their own, and each answers what
 was done the first time.
+
+Progress counts what is done as it happens: each target when its mail or its
+enrolment is done (not a page of 500 at a time: an operation said `done: 0` of 1,000
+while its mails were going out), written every PROGRESS_EVERY seconds while it
+changes, and once more when an attempt stops. It only grows, so a retried page does
+not count down what it had done. The pages of one attempt send through one
+`activities.relay.RelayGate`: a relay that says it is unavailable stops them, and
+they are retried whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import structlog
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
+from activities.relay import RelayGate
 from activities.retries import finish_pages, give_up, keep_heartbeating, quiet_outages
 from journeys.definition import parse_duration
 from journeys.definition.journey import SelectionEntry
@@ -33,6 +45,7 @@ from journeys.models import (
     FinishOperation,
     OperationInput,
     OperationPage,
+    SendEmailInput,
     SendResult,
 )
 from journeys.outages import outage_of
@@ -41,14 +54,52 @@ from journeys.store.conditions_sql import QueryProblem, interval_sql
 from journeys.store.journeys import PublishedJourney, get_journey
 from journeys.store.queries import SelectionSql, selection_sql
 
+log = structlog.get_logger(__name__)
+
 HEARTBEAT_EVERY = 5.0
+# Seconds between writes of an operation's progress while its pages are under way.
+PROGRESS_EVERY = 1.0
 # Targets per page: one enrolment call (START_CONCURRENCY starts in flight) per page.
 PAGE = 500
-
-PageHandler = Callable[[list[uuid.UUID], Counter[str]], Awaitable[list[dict[str, Any]]]]
-PageOutcome = tuple[Counter[str], list[dict[str, Any]]]
 # Pages begun at once: the next is read and its intents written while one finishes.
 PAGES_IN_FLIGHT = 2
+
+
+@dataclass
+class PageState:
+    """What a page has done so far, as it happens: its targets done and their outcomes.
+
+    A target goes through `parts` parts (its mail, its enrolment: a campaign action
+    may have both), and is done when the last has ended, or when it failed."""
+
+    parts: int = 1
+    counts: Counter[str] = field(default_factory=Counter)
+    done: int = 0
+    _parts_done: Counter[uuid.UUID] = field(default_factory=Counter)
+
+    def outcome(self, contact_id: uuid.UUID, status: str) -> None:
+        """One part of the target ended so."""
+        self.counts[status] += 1
+        self._parts_done[contact_id] += 1
+        if self._parts_done[contact_id] == max(self.parts, 1):
+            self.done += 1
+
+    def failed(self, contact_id: uuid.UUID) -> None:
+        """The target failed (the page went one by one): done, with what it did."""
+        self.counts["failed"] += 1
+        if self._parts_done[contact_id] < max(self.parts, 1):
+            self.done += 1
+        self._parts_done[contact_id] = max(self.parts, 1)
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self._parts_done.clear()
+        self.done = 0
+
+
+PageHandler = Callable[[list[uuid.UUID], PageState], Awaitable[list[dict[str, Any]]]]
+# A page under way: its targets, what it did so far, its task (the targets that failed).
+_Running = tuple[list[uuid.UUID], PageState, asyncio.Task[list[dict[str, Any]]]]
 
 
 def operation_key(operation_id: uuid.UUID) -> str:
@@ -155,14 +206,24 @@ class BulkActivities:
         recorded in page order, so a crash redoes at most the pages in flight.
         """
         op = await self._operation(input)
-        handle = await self._handler(op)
+        handle, parts = await self._handler(op, self.email.relay_gate())
         details = activity.info().heartbeat_details
         page = OperationPage.model_validate(details[0]) if details else OperationPage()
         counts = Counter(page.counts)
         after = uuid.UUID(page.after) if page.after else None
-        in_flight: deque[tuple[list[uuid.UUID], asyncio.Task[PageOutcome]]] = deque()
+        in_flight: deque[_Running] = deque()
+
+        def progress() -> tuple[int, dict[str, int]]:
+            """Targets done and outcomes: the pages done, and what those under way did."""
+            live, done = Counter(counts), page.done
+            for _, state, _ in in_flight:
+                live.update(state.counts)
+                done += state.done
+            return done, dict(live)
+
         # A page takes seconds; the heartbeat says the worker is alive meanwhile.
         ticker = asyncio.create_task(keep_heartbeating(lambda: page, HEARTBEAT_EVERY))
+        writer = asyncio.create_task(self._write_progress(op.id, progress))
         try:
             while True:
                 while len(in_flight) < PAGES_IN_FLIGHT:
@@ -170,25 +231,50 @@ class BulkActivities:
                     if not targets:
                         break
                     after = targets[-1]
-                    in_flight.append((targets, asyncio.create_task(_each_or_all(targets, handle))))
+                    state = PageState(parts)
+                    work = asyncio.create_task(_each_or_all(targets, handle, state))
+                    in_flight.append((targets, state, work))
                 if not in_flight:
                     return page
-                targets, task = in_flight.popleft()
-                done, errors = await task
-                counts.update(done)
+                targets, state, task = in_flight[0]
+                errors = await task
+                in_flight.popleft()
+                counts.update(state.counts)
                 page = OperationPage(
                     after=str(targets[-1]), done=page.done + len(targets), counts=dict(counts)
                 )
-                await operations.note_progress(self.pool, op.id, page.done, page.counts, errors)
+                await operations.note_progress(self.pool, op.id, *progress(), errors)
                 activity.heartbeat(page.model_dump(mode="json"))
         finally:
             ticker.cancel()
-            await finish_pages([task for _, task in in_flight])
+            writer.cancel()
+            await finish_pages([task for *_, task in in_flight])
+            # What this attempt did, when it stops (the relay away, a failure).
+            with contextlib.suppress(Exception):
+                await operations.note_done(self.pool, op.id, *progress())
 
-    async def _handler(self, op: operations.Operation) -> PageHandler:
+    async def _write_progress(
+        self, operation_id: uuid.UUID, progress: Callable[[], tuple[int, dict[str, int]]]
+    ) -> None:
+        """Write the operation's progress every PROGRESS_EVERY seconds while it changes."""
+        written = None
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            now = progress()
+            if now == written or now[0] == 0:
+                continue
+            try:
+                await operations.note_done(self.pool, operation_id, *now)
+                written = now
+            except Exception as exc:  # the page's end writes it too
+                if outage_of(exc) is None:
+                    log.warning("operation.progress_unwritten", error=type(exc).__name__)
+
+    async def _handler(self, op: operations.Operation, gate: RelayGate) -> tuple[PageHandler, int]:
+        """What a page does, and how many parts each target goes through."""
         if op.kind == "enrol_selection":
             entered = await self._journey(op.subject["journey"])
-            return lambda targets, counts: self._enrol(op.id, entered, targets, counts)
+            return (lambda targets, state: self._enrol(op.id, entered, targets, state)), 1
         action = await self._action(op)
         # The mail as it was when generation was asked for, whatever was published since.
         mail = (
@@ -198,27 +284,29 @@ class BulkActivities:
         )
         journey = await self._journey(action.journey_key) if action.journey_key else None
 
-        async def generate(targets: list[uuid.UUID], counts: Counter[str]) -> list[dict[str, Any]]:
+        async def generate(targets: list[uuid.UUID], state: PageState) -> list[dict[str, Any]]:
             if action.per_destination:
                 await campaigns.write_records(self.pool, action, list(targets))
-                counts["records"] += len(targets)  # there now, whether new or done before
+                state.counts["records"] += len(targets)  # there now, whether new or done before
+            if state.parts == 0:  # the records are all there is to it
+                state.done += len(targets)
             errors: list[dict[str, Any]] = []
             if mail is not None:
-                errors += await self._mail(op, mail, targets, counts)
+                errors += await self._mail(op, mail, targets, state, gate)
             if journey is not None:
-                errors += await self._enrol(op.id, journey, targets, counts)
+                errors += await self._enrol(op.id, journey, targets, state)
             return errors
 
-        return generate
+        return generate, (mail is not None) + (journey is not None)
 
     async def _enrol(
         self,
         operation_id: uuid.UUID,
         journey: PublishedJourney,
         targets: list[uuid.UUID],
-        counts: Counter[str],
+        state: PageState,
     ) -> list[dict[str, Any]]:
-        outcomes = await enrol(
+        await enrol(
             self.client,
             self.pool,
             self.task_queue,
@@ -226,8 +314,8 @@ class BulkActivities:
             targets,
             request_key=operation_key(operation_id),
             limit=self._starts,
+            on_outcome=state.outcome,  # each contact as its enrolment is decided
         )
-        counts.update(o.status for o in outcomes)
         return []
 
     async def _mail(
@@ -235,10 +323,12 @@ class BulkActivities:
         op: operations.Operation,
         mail: PublishedJourney,
         targets: list[uuid.UUID],
-        counts: Counter[str],
+        state: PageState,
+        gate: RelayGate,
     ) -> list[dict[str, Any]]:
         """The action's mail to each target, through the one send path (idempotent per
-        action and contact: a page done again sends nothing twice)."""
+        action and contact: a page done again sends nothing twice), each counted as it
+        ends; the page stops when the relay says it is unavailable (`gate`)."""
         step = mail_step(mail)
         if step is None:
             raise give_up(f"journey '{mail.key}' has no '{MAIL_STEP}' step to send")
@@ -253,18 +343,26 @@ class BulkActivities:
             )
             for contact_id in targets
         ]
+
+        def heard(request: SendEmailInput, result: SendResult | BaseException) -> None:
+            contact_id = uuid.UUID(request.contact_id)
+            if isinstance(result, SendResult):
+                state.outcome(contact_id, result.status)
+            elif isinstance(result, ApplicationError) and result.non_retryable:
+                state.outcome(contact_id, "failed")
+
         errors: list[dict[str, Any]] = []
         retry: BaseException | None = None
         # Every send of the page ends (each is idempotent) before a retryable failure
         # (the mail server away) sends the page round again.
-        for contact_id, result in zip(targets, await self.email.send_emails(requests), strict=True):
-            if isinstance(result, SendResult):
-                counts[result.status] += 1
-            elif isinstance(result, ApplicationError) and result.non_retryable:
-                counts["failed"] += 1
+        results = await self.email.send_emails(requests, gate=gate, on_result=heard)
+        for contact_id, result in zip(targets, results, strict=True):
+            if isinstance(result, ApplicationError) and result.non_retryable:
                 errors.append({"contact_id": str(contact_id), "reason": result.message})
-            else:
+            elif not isinstance(result, SendResult):
                 retry = retry or result
+        if gate.down is not None:
+            raise gate.down  # what the relay said, for the attempt's one line
         if retry is not None:
             raise retry
         return errors
@@ -283,29 +381,28 @@ class BulkActivities:
         await operations.finish_operation(self.pool, op.id, input.status, input.counts, input.error)
 
 
-async def _each_or_all(targets: list[uuid.UUID], handle: PageHandler) -> PageOutcome:
+async def _each_or_all(
+    targets: list[uuid.UUID], handle: PageHandler, state: PageState
+) -> list[dict[str, Any]]:
     """Do the page; when it fails for a reason other than an outage (a bug, bad data in
-    one target), each target on its own, so that one bad target fails alone. The
-    page's counts, and the targets that failed with why."""
-    counts: Counter[str] = Counter()
+    one target), each target on its own, so that one bad target fails alone. `state`
+    counts as it goes; the targets that failed, with why."""
     try:
-        return counts, await handle(targets, counts)
+        return await handle(targets, state)
     except Exception as exc:
         if _try_again(exc):
             raise  # the page again, after the outage
-    counts = Counter()
+    state.reset()
     errors: list[dict[str, Any]] = []
     for contact_id in targets:
-        one: Counter[str] = Counter()
         try:
-            errors += await handle([contact_id], one)
-            counts.update(one)
+            errors += await handle([contact_id], state)
         except Exception as one_exc:
             if _try_again(one_exc):
                 raise
-            counts["failed"] += 1
+            state.failed(contact_id)
             errors.append({"contact_id": str(contact_id), "reason": str(one_exc)[:300]})
-    return counts, errors
+    return errors
 
 
 def _try_again(exc: BaseException) -> bool:

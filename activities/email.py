@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from html import escape
 
@@ -20,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.contacts import require_contact
 from activities.message import Attachment, OutgoingMail, compose, list_id, sending_domain
+from activities.relay import RelayGate
 from activities.retries import quiet_outages, redacted
 from activities.sends import Claimed, FrequencyCaps, Send, SendBatch
 from activities.smtp import SmtpOutcomeUnknown, SmtpRejected, SmtpSender, SmtpUnsendable
@@ -66,6 +68,10 @@ class EmailActivities:
     @activity.defn(name="send_email")
     @quiet_outages
     async def send_email(self, input: SendEmailInput) -> SendResult:
+        return await self._send_one(input)
+
+    async def _send_one(self, input: SendEmailInput) -> SendResult:
+        """One mail, claimed on its own; an outage is raised (the activity logs it)."""
         contact = await require_contact(self.pool, input.contact_id)
         send = await Send.begin(
             self.pool,
@@ -100,10 +106,27 @@ class EmailActivities:
             subject=subject,
         )
 
-    async def send_emails(self, inputs: list[SendEmailInput]) -> list[SendResult | BaseException]:
+    def relay_gate(self) -> RelayGate:
+        """A gate for the pages of one bulk attempt (`activities.relay`)."""
+        return RelayGate(self.settings.smtp_connections)
+
+    async def send_emails(
+        self,
+        inputs: list[SendEmailInput],
+        *,
+        gate: RelayGate | None = None,
+        on_result: Callable[[SendEmailInput, SendResult | BaseException], None] | None = None,
+    ) -> list[SendResult | BaseException]:
         """`send_email` for many mails at once (a page of a bulk run), in a few
         statements (`SendBatch`); per mail in order its result or its error. A key given
-        twice is sent once, and both copies get its result."""
+        twice is sent once, and both copies get its result.
+
+        The transactions go through `gate` (one for the attempt when not given): once
+        the relay said it is unavailable, the mails not handed to it yet stop with
+        `RelayDown`, unsent, and the page is retried whole. `on_result` hears each
+        mail's result (once per key) as soon as it is known: the progress of a bulk
+        operation counts what is done as it happens."""
+        gate = gate or self.relay_gate()
         unique = list({i.idempotency_key: i for i in inputs}.values())
         contacts = await get_contacts(self.pool, [uuid.UUID(i.contact_id) for i in unique])
         records = await get_records(
@@ -132,8 +155,12 @@ class EmailActivities:
                 if isinstance(claim, SendResult):
                     return claim
                 if claim is None:  # an earlier attempt holds it: the one-by-one path waits
-                    return await self.send_email(input)
+                    gate.check()
+                    return await self._send_one(input)
                 async with in_flight:
+                    if gate.down is not None:  # the page stopped: not even rendered
+                        batch.not_sent(claim)
+                        gate.check()
                     try:
                         mail, subject, message_id_header = await self._mail(
                             input, contact, records, claim
@@ -142,7 +169,7 @@ class EmailActivities:
                         raise await batch.fail(claim, input, str(exc)) from None
 
                     async def over_smtp() -> str:
-                        await self.sender.send(mail, may_send=batch.holds(claim))
+                        await gate.send(lambda: self.sender.send(mail, may_send=batch.holds(claim)))
                         return message_id_header
 
                     return await batch.deliver(
@@ -155,7 +182,20 @@ class EmailActivities:
                         subject=subject,
                     )
 
-            results = await asyncio.gather(*(one(*w) for w in work), return_exceptions=True)
+            async def heard(
+                input: SendEmailInput, contact: Contact | None, claim: Claimed
+            ) -> SendResult:
+                try:
+                    result = await one(input, contact, claim)
+                except Exception as exc:
+                    if on_result is not None:
+                        on_result(input, exc)
+                    raise
+                if on_result is not None:
+                    on_result(input, result)
+                return result
+
+            results = await asyncio.gather(*(heard(*w) for w in work), return_exceptions=True)
         by_key = {i.idempotency_key: r for i, r in zip(unique, results, strict=True)}
         return [by_key[i.idempotency_key] for i in inputs]
 

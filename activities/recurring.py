@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
+from activities.relay import RelayGate
 from activities.retries import finish_pages, give_up, keep_heartbeating, quiet_outages
 from journeys.definition import SendEmail
 from journeys.message_journeys import mail_input, mail_step
@@ -196,6 +197,8 @@ class RecurringActivities:
         run = await self._run(input.run_id)
         stored = await self._send(run.recurring_key)
         mail, step = await self._mail(stored)
+        # The attempt's pages stop together when the relay says it is unavailable.
+        gate = self.email.relay_gate()
         details = activity.info().heartbeat_details
         progress = RunProgress.model_validate(details[0]) if details else RunProgress()
         # The next page is read and begun while one finishes, so that sends stay in
@@ -212,7 +215,7 @@ class RecurringActivities:
                     if not targets:
                         break
                     after = targets[-1].seq
-                    page = self._send_page(run, targets, mail, step)
+                    page = self._send_page(run, targets, mail, step, gate)
                     in_flight.append((after, asyncio.create_task(page)))
                 if not in_flight:
                     return await recurring.run_counts(self.pool, run.id)
@@ -230,6 +233,7 @@ class RecurringActivities:
         targets: list[recurring.Target],
         mail: PublishedJourney,
         step: SendEmail,
+        gate: RelayGate,
     ) -> None:
         workflow_id = activity.info().workflow_id
         assert workflow_id is not None  # a workflow's activity
@@ -255,7 +259,7 @@ class RecurringActivities:
             )
             for t in to_send
         ]
-        results = await self.email.send_emails(requests)
+        results = await self.email.send_emails(requests, gate=gate)
         retry: BaseException | None = None
         for target, result in zip(to_send, results, strict=True):
             if isinstance(result, SendResult):
@@ -267,6 +271,8 @@ class RecurringActivities:
         # What was done is recorded before a retryable failure (the mail server away)
         # sends the page round again.
         await recurring.mark_targets(self.pool, run.id, outcomes)
+        if gate.down is not None:
+            raise gate.down  # what the relay said, for the attempt's one line
         if retry is not None:
             raise retry
 

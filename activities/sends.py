@@ -299,6 +299,9 @@ class SendBatch:
         self.channel = ""  # the batch's, from `claim`
         self._valid_until = 0.0
         self._leased: set[uuid.UUID] = set()
+        # Leased rows whose message was not handed to the provider (an outage, a page
+        # stopped): released together when the batch ends, for the retry to take at once.
+        self._unsent: set[uuid.UUID] = set()
         self._accepted: list[tuple[messages.Sent, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._alive: contextlib.AbstractAsyncContextManager[None] | None = None
@@ -317,6 +320,9 @@ class SendBatch:
         finally:
             assert self._alive is not None
             await self._alive.__aexit__(None, None, None)
+            if self._unsent:
+                with contextlib.suppress(Exception):  # PostgreSQL away: the leases run out
+                    await messages.release_leases(self.pool, list(self._unsent), self.owner)
             if self._about is not None:
                 log.info(
                     "send.batch",
@@ -336,7 +342,12 @@ class SendBatch:
     ) -> list[Claimed]:
         """Claim (input, contact id, recipient, skip) each; per send in order: the
         message id to deliver, the outcome decided before (or a skip), or None when
-        an earlier attempt holds it (the caller goes through `Send`, which waits)."""
+        an earlier attempt holds it (the caller goes through `Send`, which waits).
+
+        A row an earlier attempt left `sending` without a live lease (it stopped
+        before the provider, or its lease ran out) is taken over here, in one
+        statement for the batch: a page retried after an outage goes the batch's way
+        again, not a statement and a log line per message."""
         rows = await messages.claim_messages(
             self.pool,
             [
@@ -350,6 +361,16 @@ class SendBatch:
         self.channel = channel
         if sends and self._about is None:
             self._about = sends[0][0]
+        # (One that is to be skipped now goes the one-by-one way, which records the skip.)
+        idle: dict[uuid.UUID, uuid.UUID | None] = {
+            row["id"]: row["lease_owner"]
+            for (*_, skip), row in zip(sends, rows, strict=True)
+            if row["status"] == "sending"
+            and not row["claimed"]
+            and skip is None
+            and (row["lease_left"] is None or row["lease_left"] <= timedelta(0))
+        }
+        taken = await messages.take_over_leases(self.pool, list(idle.items()), self.owner, LEASE)
         out: list[Claimed] = []
         seen: set[uuid.UUID] = set()
         for row in rows:
@@ -368,12 +389,18 @@ class SendBatch:
                     out.append(_outcome(row))
                 except ApplicationError as exc:
                     out.append(exc)
-            elif row["claimed"]:
+            elif row["claimed"] or row["id"] in taken:
                 self._leased.add(row["id"])
                 out.append(row["id"])
             else:
                 out.append(None)
         return out
+
+    def not_sent(self, message_id: uuid.UUID) -> None:
+        """A claimed message the caller will not hand to the provider in this batch (its
+        page stopped): its lease is released when the batch ends."""
+        self._leased.discard(message_id)
+        self._unsent.add(message_id)
 
     def holds(self, message_id: uuid.UUID) -> Callable[[], bool]:
         """Whether this batch still holds `message_id`'s lease, as far as it can tell:
@@ -420,9 +447,7 @@ class SendBatch:
         except LeaseLost as exc:
             raise retry_later(str(exc), delay=LEASE) from None
         except Exception:
-            self._leased.discard(message_id)
-            with contextlib.suppress(Exception):
-                await messages.release_lease(self.pool, message_id, self.owner)
+            self.not_sent(message_id)  # nothing delivered: released with the others
             raise
         # The lease is kept (and renewed) until the row says `sent`: a retry that took
         # the row over before that would send it again.

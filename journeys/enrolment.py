@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -100,6 +100,7 @@ async def enrol(
     contact_ids: list[uuid.UUID],
     request_key: str | None = None,
     limit: asyncio.Semaphore | None = None,
+    on_outcome: Callable[[uuid.UUID, str], None] | None = None,
 ) -> list[Enrolment]:
     """Start a run for each contact; a contact already in an open run keeps that run,
     and one the journey's re-entry rule keeps out is refused with the reason.
@@ -111,6 +112,8 @@ async def enrol(
     without a second run. Under a `request_key` (the caller's Idempotency-Key,
     an operation, an event) asking again answers what was done the first time.
     `limit` bounds the starts in flight (START_CONCURRENCY for this call alone).
+    `on_outcome` hears each contact's status as soon as it is decided (a bulk
+    operation's progress), once per contact.
     """
     contact_ids = list(dict.fromkeys(contact_ids))
     answered = (
@@ -121,10 +124,17 @@ async def enrol(
     if refused:
         await record_refusals(pool, journey.key, journey.version, refused, request_key)
         metrics.enrolments(journey.key, ["refused"] * len(refused))
+    heard = on_outcome or (lambda _contact_id, _status: None)
+    for contact_id, before in answered.items():
+        heard(contact_id, before.state)
+    for contact_id in refused:
+        heard(contact_id, "refused")
     intents = await record_intents(
         pool, journey.key, journey.version, [c for c in todo if c not in refused], request_key
     )
-    done = await finish_intents(client, pool, task_queue, intents, known=[journey], limit=limit)
+    done = await finish_intents(
+        client, pool, task_queue, intents, known=[journey], limit=limit, on_outcome=on_outcome
+    )
     outcome = {d.contact_id: d for d in done} | answered
     for contact_id, reason in refused.items():
         outcome[contact_id] = IntentDone(
@@ -142,6 +152,7 @@ async def enrol(
                 journey_workflow_id(journey.key, str(contact_id)),
                 reason="being enrolled by another call at this moment",
             )
+            heard(contact_id, "already_enrolled")
     return [
         Enrolment(
             contact_id=c,
@@ -162,10 +173,12 @@ async def finish_intents(
     intents: list[Intent],
     known: Sequence[PublishedJourney] = (),
     limit: asyncio.Semaphore | None = None,
+    on_outcome: Callable[[uuid.UUID, str], None] | None = None,
 ) -> list[IntentDone]:
     """Start the run of each pending intent (unless one already carries its id) and mark
     them all. Starts that failed leave their intents pending; the first failure is raised
-    after the others were marked."""
+    after the others were marked. `on_outcome` hears each intent's state once its run
+    is started (or found)."""
     versions = {(j.key, j.version): j for j in known}
     limit = limit or asyncio.Semaphore(START_CONCURRENCY)
 
@@ -203,7 +216,13 @@ async def finish_intents(
                 return done("already_enrolled", exc.workflow_id, exc.run_id)
             return done("enrolled", handle.id, handle.result_run_id)
 
-    outcomes = await asyncio.gather(*(finish(i) for i in intents), return_exceptions=True)
+    async def heard(intent: Intent) -> IntentDone:
+        done = await finish(intent)
+        if on_outcome is not None:
+            on_outcome(intent.contact_id, done.state)
+        return done
+
+    outcomes = await asyncio.gather(*(heard(i) for i in intents), return_exceptions=True)
     by_journey: dict[str, list[IntentDone]] = {}
     for intent, o in zip(intents, outcomes, strict=True):
         if not isinstance(o, BaseException):

@@ -193,26 +193,26 @@ async def test_a_selection_entry_enrols_new_members_on_its_schedule(stack: Stack
 
 
 async def test_a_page_meeting_an_outage_is_done_again_and_a_bad_target_fails_alone() -> None:
-    from collections import Counter
-
     from temporalio.exceptions import ApplicationError
 
-    from activities.bulk import _each_or_all
+    from activities.bulk import PageState, _each_or_all
 
     targets = [uuid.uuid4() for _ in range(3)]
 
-    async def mail_server_away(page: list[uuid.UUID], counts: Counter[str]) -> list[Any]:
+    async def mail_server_away(page: list[uuid.UUID], state: PageState) -> list[Any]:
         raise ApplicationError("the mail server is unavailable", type="Unavailable")
 
     with pytest.raises(ApplicationError):
-        await _each_or_all(targets, mail_server_away)
+        await _each_or_all(targets, mail_server_away, PageState())
 
-    async def one_bad(page: list[uuid.UUID], counts: Counter[str]) -> list[Any]:
+    async def one_bad(page: list[uuid.UUID], state: PageState) -> list[Any]:
         if targets[1] in page:
             raise ApplicationError("contact has bad data", non_retryable=True)
-        counts["sent"] += len(page)
+        for contact_id in page:
+            state.outcome(contact_id, "sent")
         return []
 
-    counts, errors = await _each_or_all(targets, one_bad)
-    assert counts == {"sent": 2, "failed": 1}
+    state = PageState()
+    errors = await _each_or_all(targets, one_bad, state)
+    assert state.counts == {"sent": 2, "failed": 1} and state.done == 3
     assert [e["contact_id"] for e in errors] == [str(targets[1])]

@@ -263,6 +263,47 @@ async def take_over_lease(
     )
 
 
+async def take_over_leases(
+    pool: asyncpg.Pool,
+    rows: list[tuple[uuid.UUID, uuid.UUID | None]],
+    owner: uuid.UUID,
+    lease: timedelta,
+) -> set[uuid.UUID]:
+    """`take_over_lease` for many rows in one statement: each (id, holder) whose row is
+    still `sending` under `holder` with no live lease (run out, or released) moves to
+    `owner`; the ids taken."""
+    if not rows:
+        return set()
+    async with planned_for_call(pool) as conn:
+        taken = await conn.fetch(
+            """UPDATE messages m SET lease_owner = $3, lease_until = clock_timestamp() + $4
+               FROM unnest($1::uuid[], $2::uuid[]) AS t(id, holder)
+               WHERE m.id = ANY($1::uuid[]) AND m.id = t.id AND m.status = 'sending'
+                 AND m.lease_owner IS NOT DISTINCT FROM t.holder
+                 AND (m.lease_until IS NULL OR m.lease_until <= clock_timestamp())
+               RETURNING m.id""",
+            [row_id for row_id, _ in rows],
+            [holder for _, holder in rows],
+            owner,
+            lease,
+        )
+    return {r["id"] for r in taken}
+
+
+async def release_leases(
+    pool: asyncpg.Pool, message_ids: list[uuid.UUID], owner: uuid.UUID
+) -> None:
+    """`release_lease` for many rows in one statement."""
+    if message_ids:
+        await pool.execute(
+            """UPDATE messages SET lease_owner = NULL, lease_until = NULL
+               WHERE id = ANY($1::uuid[]) AND status = 'sending' AND lease_owner = $2""",
+            message_ids,
+            owner,
+            timeout=WRITE_TIMEOUT,
+        )
+
+
 async def renew_leases(
     pool: asyncpg.Pool, message_ids: list[uuid.UUID], owner: uuid.UUID, lease: timedelta
 ) -> set[uuid.UUID]:

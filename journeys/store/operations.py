@@ -132,6 +132,17 @@ async def target_page(
     return [r["contact_id"] for r in rows]
 
 
+# Progress only grows: an attempt that resumes from the last heartbeat counts again the
+# targets of the pages it redoes (each answers what was done the first time), and the
+# operation keeps saying what was done meanwhile. Per outcome, the larger count.
+_GROWN = """done = GREATEST(done, $2),
+    counts = (SELECT COALESCE(jsonb_object_agg(k, GREATEST(COALESCE((counts ->> k)::int, 0),
+                                                           COALESCE(($3::jsonb ->> k)::int, 0))),
+                              '{}'::jsonb)
+              FROM (SELECT jsonb_object_keys(counts) UNION
+                    SELECT jsonb_object_keys($3::jsonb)) AS keys(k))"""
+
+
 async def note_progress(
     pool: asyncpg.Pool,
     operation_id: uuid.UUID,
@@ -141,7 +152,7 @@ async def note_progress(
 ) -> None:
     """Where a page left the operation: targets done so far, counts, and new errors."""
     await pool.execute(
-        f"""UPDATE operations SET done = $2, counts = $3,
+        f"""UPDATE operations SET {_GROWN},
                 errors = (SELECT COALESCE(jsonb_agg(e), '[]'::jsonb) FROM (
                     SELECT e FROM jsonb_array_elements(errors || $4::jsonb) e
                     LIMIT {MAX_ERRORS}) kept)
@@ -150,6 +161,18 @@ async def note_progress(
         done,
         counts,
         errors,
+    )
+
+
+async def note_done(
+    pool: asyncpg.Pool, operation_id: uuid.UUID, done: int, counts: dict[str, int]
+) -> None:
+    """The targets done so far and their outcomes, while pages are under way."""
+    await pool.execute(
+        f"UPDATE operations SET {_GROWN} WHERE id = $1 AND status = 'running'",
+        operation_id,
+        done,
+        counts,
     )
 
 
