@@ -166,7 +166,8 @@ async def running_worker(
         else None,
     )
     # A PostgreSQL outage is logged when it begins and when the pool answers again.
-    outage_log.watch("PostgreSQL", lambda: pool.fetchval("SELECT 1"))
+    # Its own watch, with its own pool: another worker in the process keeps its own.
+    unwatch = outage_log.watch("PostgreSQL", lambda: pool.fetchval("SELECT 1"))
     background: list[asyncio.Task[None]] = []
     if dispatch:
         dispatcher = Dispatcher(pool, client, settings.task_queue, settings.database_url)
@@ -185,7 +186,7 @@ async def running_worker(
             log.info("worker.started", task_queue=settings.task_queue)
             yield worker
     finally:
-        outage_log.unwatch("PostgreSQL")
+        unwatch()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -138,17 +138,39 @@ class OutageLog:
     (how long, how many failures) once the backend answers it. For a backend nobody
     watches (the mail server, whose outages a bulk page logs once per attempt),
     `failed` says False and the caller logs its own line.
+
+    Each watcher has a watch of its own (`watch` returns the function that ends it): two
+    workers in one process (tests run a second one) each watch PostgreSQL with their own
+    pool, and one that stops leaves the other's watch, and its check, as they were. The
+    outage ends when every watcher's check answers.
     """
 
     def __init__(self) -> None:
-        self._checks: dict[str, Callable[[], Awaitable[object]]] = {}
+        self._checks: dict[str, list[Callable[[], Awaitable[object]]]] = {}
         self._down: dict[str, _Outage] = {}
 
-    def watch(self, backend: str, check: Callable[[], Awaitable[object]]) -> None:
-        """Log `backend`'s outages by state; `check` succeeds once it is back."""
-        self._checks[backend] = check
+    def watch(self, backend: str, check: Callable[[], Awaitable[object]]) -> Callable[[], None]:
+        """Log `backend`'s outages by state; `check` succeeds once it is back (for this
+        watcher). Returns the function that ends this watch (and no other)."""
+        self._checks.setdefault(backend, []).append(check)
+        ended = False
 
-    def unwatch(self, backend: str) -> None:
+        def unwatch() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                self._unwatch(backend, check)
+
+        return unwatch
+
+    def _unwatch(self, backend: str, check: Callable[[], Awaitable[object]]) -> None:
+        checks = self._checks.get(backend, [])
+        for i, watched in enumerate(checks):
+            if watched is check:
+                del checks[i]
+                break
+        if checks:
+            return  # another watcher's check goes on asking
         self._checks.pop(backend, None)
         outage = self._down.pop(backend, None)
         if outage is not None and outage.checking is not None:
@@ -180,12 +202,13 @@ class OutageLog:
     async def _until_back(self, backend: str, outage: _Outage) -> None:
         while True:
             await asyncio.sleep(CHECK_EVERY)
-            check = self._checks.get(backend)
-            if check is None:
+            checks = list(self._checks.get(backend, ()))
+            if not checks:
                 return
             try:
                 async with asyncio.timeout(CHECK_TIMEOUT):
-                    await check()
+                    for check in checks:
+                        await check()
             except Exception as exc:
                 log.debug("outage.check_failed", backend=backend, error=type(exc).__name__)
                 continue

@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,7 @@ async def test_the_outage_log_says_began_and_ended_once_each() -> None:
             raise ConnectionRefusedError("still down")
 
     assert not outages.failed("PostgreSQL", "activity.retry", "refused")  # not watched
-    outages.watch("PostgreSQL", check)
+    unwatch = outages.watch("PostgreSQL", check)
     try:
         with structlog.testing.capture_logs() as logs:
             for attempt in range(50):
@@ -201,8 +201,48 @@ async def test_the_outage_log_says_began_and_ended_once_each() -> None:
         assert loud == [("outage.began", None), ("outage.ended", 50), ("outage.began", None)]
         assert sum(e["event"] == "activity.retry" for e in logs) == 49  # at debug level
     finally:
-        outages.unwatch("PostgreSQL")
+        unwatch()
     assert not outages.is_down("PostgreSQL")
+
+
+async def test_two_watchers_of_one_backend_keep_their_own_watch() -> None:
+    """Two workers in one process (tests run a second one) each watch PostgreSQL with
+    their own pool: the one that stops leaves the other's watch, and its check, alone,
+    and its own check (a closed pool) is asked no more."""
+    outages = OutageLog()
+    back = asyncio.Event()
+    asked: list[str] = []
+
+    def checker(name: str, ok: Callable[[], bool]) -> Callable[[], Awaitable[None]]:
+        async def check() -> None:
+            asked.append(name)
+            if not ok():
+                raise ConnectionRefusedError(f"{name}: down")
+
+        return check
+
+    stop_first = outages.watch("PostgreSQL", checker("first", lambda: False))  # closed pool
+    stop_second = outages.watch("PostgreSQL", checker("second", back.is_set))
+    try:
+        stop_first()  # the first worker exits
+        stop_first()  # twice is once
+        with structlog.testing.capture_logs() as logs:
+            assert outages.failed("PostgreSQL", "activity.retry", "refused")  # still watched
+            await asyncio.sleep(1.3)
+            back.set()
+            for _ in range(40):
+                if not outages.is_down("PostgreSQL"):
+                    break
+                await asyncio.sleep(0.1)
+        assert not outages.is_down("PostgreSQL")  # the outage ended, by the second's check
+        assert "first" not in asked and "second" in asked
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "outage.began",
+            "outage.ended",
+        ]
+    finally:
+        stop_second()
+    assert not outages.failed("PostgreSQL", "activity.retry", "refused")  # nobody watches
 
 
 def test_the_pools_reconnection_attempts_carry_no_traceback() -> None:
