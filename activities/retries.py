@@ -27,6 +27,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from journeys.outages import outage_log, outage_of
+from journeys.text import ADDRESS
 
 log = structlog.get_logger(__name__)
 
@@ -34,8 +35,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-# A mail server's refusal often quotes the recipient ("450 <ann@example.com>: greylisted").
-_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
+# A mail server's refusal often quotes the recipient ("450 <ann@example.com>: greylisted"):
+# `journeys.text.ADDRESS`, the rule bounce notices' details follow too.
+_ADDRESS = ADDRESS
 
 
 # An SMS provider's refusal quotes the number ("The 'To' number +31 6 1234 5678 is not

@@ -5,8 +5,9 @@ relay) per message; keeping a few open lets a busy worker send over them. A repl
 that refuses a message ends its transaction (RSET), not the connection.
 
 What becomes of a send follows from how it ended:
-- a permanent refusal (5xx) is `SmtpRejected`: a hard bounce when it says the
-  recipient's address does not work, otherwise a refusal of this message;
+- a permanent refusal (5xx) is `SmtpRejected`: a hard bounce when its enhanced status
+  code says the recipient's address does not work (`journeys.delivery_status`),
+  otherwise a refusal of this message;
 - a message that cannot go out through this relay whatever the retries (an
   address that needs SMTPUTF8, which the relay does not offer) is `SmtpUnsendable`;
 - a connection lost after DATA began is `SmtpOutcomeUnknown`;
@@ -26,9 +27,10 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.typing import SMTPStatus
 
 from activities.message import OutgoingMail
-from activities.retries import redacted
 from activities.sends import LeaseLost
 from journeys.definition.common import DeliveryErrorKind
+from journeys.delivery_status import enhanced_code, permanent_failure_kind
+from journeys.text import printable, without_addresses
 
 
 class SmtpOutcomeUnknown(Exception):
@@ -40,31 +42,22 @@ class SmtpUnsendable(Exception):
     """This relay cannot take the message as it is, whatever the retries: it fails."""
 
 
-# The enhanced status code at the start of a reply's text (RFC 3463: class.subject.detail).
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 # How much of a refusal's text is kept (a reply may run to several lines).
 REPLY_TEXT_LIMIT = 300
 
 
 def refusal_kind(stage: str, code: int, enhanced: str | None) -> DeliveryErrorKind:
-    """What a permanent refusal at `stage` (MAIL, RCPT, DATA) is: a hard bounce when it
-    says the recipient's address does not work (the address is then suppressed), else a
-    refusal of this message (`rejected`: the relay's policy, the content, the sender).
-
-    By the enhanced status code: addressing status X.1.x (bad mailbox, bad domain,
-    moved), but not X.1.7 and X.1.8 (the sender's address), and X.2.1 (mailbox
-    disabled). Without one (or with the undetermined X.0.0), by the reply code at RCPT,
-    as RFC 5321 gives them: 550 mailbox unavailable, 551 user not local, 553 mailbox
-    name not allowed. Policy refusals (X.7.x: spam, relaying denied), a full mailbox
-    (X.2.2) and whatever concerns the message leave the address alone.
+    """What a permanent refusal at `stage` (MAIL, RCPT, DATA) is: a hard bounce when its
+    enhanced status code says the recipient's address does not work (the address is
+    then suppressed), else a refusal of this message (`rejected`: the relay's policy,
+    the content, the sender). The rule DSNs follow too
+    (`journeys.delivery_status.permanent_failure_kind`): a refusal without an enhanced
+    code is `rejected` whatever its reply code, since a bare `550` at RCPT is as often
+    the relay's policy (Exim's `550 relay not permitted`) as an unknown user.
     """
     if stage == "MAIL" or not 500 <= code < 600:
         return "rejected"
-    if enhanced is not None and not enhanced.endswith(".0.0"):
-        _, subject, detail = enhanced.split(".")
-        addressing = subject == "1" and detail not in ("7", "8")
-        return "hard_bounce" if addressing or (subject, detail) == ("2", "1") else "rejected"
-    return "hard_bounce" if stage == "RCPT" and code in (550, 551, 553) else "rejected"
+    return permanent_failure_kind(enhanced)
 
 
 class SmtpRejected(Exception):
@@ -77,12 +70,11 @@ class SmtpRejected(Exception):
 
     def __init__(self, code: int, text: str, *, stage: str) -> None:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        found = _ENHANCED.match(lines[0]) if lines else None
         self.code, self.stage = code, stage
-        self.enhanced = found.group(0) if found else None
+        self.enhanced = enhanced_code(lines[0]) if lines else None
         if self.enhanced is not None:  # repeated on each line of a multi-line reply
             lines[1:] = [line.removeprefix(self.enhanced).lstrip() for line in lines[1:]]
-        said = redacted(" ".join(lines)).replace("<<address>>", "<address>")
+        said = printable(without_addresses(" ".join(lines)))
         if len(said) > REPLY_TEXT_LIMIT:
             said = said[: REPLY_TEXT_LIMIT - 1] + "…"
         self.reply = f"{code} {said}".rstrip()

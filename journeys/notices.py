@@ -4,9 +4,12 @@
 
 - A DSN (`multipart/report; report-type=delivery-status`) has a `message/delivery-status`
   part: a block of fields about the message, then one block per recipient. `Action:
-  failed` with a `Status` of class 5 is a hard bounce; a failure of class 4 (a relay
-  that gave up after retrying a temporary error for days) or `Action: delayed` is a soft
-  bounce; `delivered`, `relayed` and `expanded` (a success notice) are nothing to record.
+  failed` with a `Status` of class 5 is a hard bounce when its enhanced status code says
+  the address does not work (5.1.x but 5.1.7/5.1.8, 5.2.1: `journeys.delivery_status`,
+  the rule the send path's refusals follow), else `rejected` (a policy refusal, a full
+  mailbox: the address is left alone); a failure of class 4 (a relay that gave up after
+  retrying a temporary error for days) or `Action: delayed` is a soft bounce;
+  `delivered`, `relayed` and `expanded` (a success notice) are nothing to record.
 - An ARF report (`report-type=feedback-report`) has a `message/feedback-report` part;
   `Feedback-Type: abuse` (or `fraud`) is a complaint, other types (`not-spam`,
   `auth-failure`, `virus`, `other`) are nothing to record.
@@ -16,8 +19,10 @@
   Postfix's `X-Postfix-Sender`, is where a bounce address may be found when the notice
   was not sent to one (a feedback loop's fixed address).
 
-Anything else (an auto-reply, a plain-text bounce of an old MTA, a spam) is
-`NotAReport`, with the reason.
+Anything else (an auto-reply, a plain-text bounce of an old MTA, a spam, a mail the
+parser fails on in any way: a base64 part with bad padding) is `NotAReport`, with the
+reason. A detail is one printable line (no NUL or other control character, which
+PostgreSQL or a log would choke on) without e-mail addresses, as a send-time refusal's.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from journeys.definition.common import DeliveryErrorKind
+from journeys.delivery_status import enhanced_code, permanent_failure_kind
+from journeys.text import printable, without_addresses
 
 # The delivery error's `detail` is at most this long (the webhook's limit is 2,000).
 MAX_DETAIL = 1000
@@ -40,8 +47,9 @@ MAX_DETAIL = 1000
 ReportType = Literal["dsn", "arf"]
 _COMPLAINTS = ("abuse", "fraud")
 _SUCCESS = ("delivered", "relayed", "expanded")
-_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SMTP_CODE = re.compile(r"^\s*smtp\s*;\s*([245])\d\d\b", re.I)
+# The SMTP reply in a Diagnostic-Code (`smtp; 550-5.1.1 ...`): its class, and the
+# enhanced status code after it.
+_SMTP_REPLY = re.compile(r"^\s*smtp\s*;\s*([245])\d\d(?:[ -]+(\S+))?", re.I)
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 
@@ -62,11 +70,20 @@ class Notice:
 
 
 def parse_notice(raw: bytes) -> Notice:
-    """The notice in `raw` (a whole mail as received), or `NotAReport`."""
+    """The notice in `raw` (a whole mail as received), or `NotAReport`: whatever the
+    mail makes the parser do (a base64 part with bad padding raised `binascii.Error`),
+    so that a crafted mail is kept with the reason instead of stopping the intake."""
     try:
-        mail = email.message_from_bytes(raw, policy=email.policy.compat32)
-    except Exception as exc:  # the parser is lenient; this is belt and braces
-        raise NotAReport(f"the mail does not parse: {type(exc).__name__}") from None
+        return _notice(raw)
+    except NotAReport:
+        raise
+    except Exception as exc:
+        why = printable(without_addresses(f"{type(exc).__name__}: {exc}"))[:200]
+        raise NotAReport(f"the mail does not parse: {why}") from None
+
+
+def _notice(raw: bytes) -> Notice:
+    mail = email.message_from_bytes(raw, policy=email.policy.compat32)
     status = feedback = None
     for part in _parts(mail):
         kind = part.get_content_type()
@@ -175,12 +192,29 @@ def _about_original(
     return message_id, tuple(dict.fromkeys(s for s in senders if s))
 
 
-def _bounded(text: str) -> str:
+def _detail(text: str) -> str:
+    """A delivery error's detail: one printable line, no addresses, bounded."""
+    text = printable(without_addresses(text))
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
 
 # A recipient's outcome, worst first: which one a notice about several is reported as.
-_RANK = {"hard_bounce": 0, "soft_bounce": 1, None: 2}
+_RANK = {"hard_bounce": 0, "rejected": 1, "soft_bounce": 2, None: 3}
+
+
+def _failure_kind(status: str | None, diagnostic: str | None) -> DeliveryErrorKind:
+    """What `Action: failed` is, by its Status (or, where that says nothing more than
+    its class, the SMTP reply in the Diagnostic-Code)."""
+    enhanced = enhanced_code(status)
+    reply = _SMTP_REPLY.match(diagnostic or "")
+    if enhanced is None or enhanced.endswith(".0.0"):
+        said = enhanced_code(reply.group(2)) if reply and reply.group(2) else None
+        if said is not None and (enhanced is None or said[0] == enhanced[0]):
+            enhanced = said
+    klass = enhanced[0] if enhanced else reply.group(1) if reply else "5"
+    if klass != "5":
+        return "soft_bounce"  # a relay gave up after retrying a temporary error
+    return permanent_failure_kind(enhanced)
 
 
 def _dsn(mail: email.message.Message, part: email.message.Message) -> Notice:
@@ -197,13 +231,7 @@ def _dsn(mail: email.message.Message, part: email.message.Message) -> Notice:
             raise NotAReport("a recipient's block has no Action")
         kind: DeliveryErrorKind | None
         if action == "failed":
-            found = _STATUS.match(status or "")
-            if found:
-                klass = found.group(1)
-            else:  # no usable Status: the SMTP reply in the diagnostic, if any
-                code = _SMTP_CODE.match(diagnostic or "")
-                klass = code.group(1) if code else "5"
-            kind = "hard_bounce" if klass == "5" else "soft_bounce"
+            kind = _failure_kind(status, diagnostic)
         elif action == "delayed":
             kind = "soft_bounce"
         elif action in _SUCCESS:
@@ -220,7 +248,7 @@ def _dsn(mail: email.message.Message, part: email.message.Message) -> Notice:
     message_id, senders = _about_original(
         mail, [_typed_address(_field(about_message, "X-Postfix-Sender"))]
     )
-    return Notice("dsn", kind, _bounded(detail), recipient, message_id, senders)
+    return Notice("dsn", kind, _detail(detail), recipient, message_id, senders)
 
 
 def _arf(mail: email.message.Message, part: email.message.Message) -> Notice:
@@ -237,4 +265,4 @@ def _arf(mail: email.message.Message, part: email.message.Message) -> Notice:
         mail, [_typed_address(_field(fields, "Original-Mail-From"))]
     )
     recipient = _typed_address(_field(fields, "Original-Rcpt-To"))
-    return Notice("arf", kind, _bounded(detail), recipient, message_id, senders)
+    return Notice("arf", kind, _detail(detail), recipient, message_id, senders)

@@ -11,6 +11,7 @@ Side-effect free: the workflow sandbox imports it through `journeys.definition`.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from pydantic import BaseModel, field_validator
@@ -25,6 +26,27 @@ def text_problem(text: str) -> str | None:
     except UnicodeEncodeError as exc:
         return f"contains a lone surrogate (\\u{ord(text[exc.start]):04x}); send valid Unicode"
     return None
+
+
+# An e-mail address in what a mail server or a report says ("550 5.1.1 <ann@example.com>").
+ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
+# Control characters (C0 with NUL, DEL, C1): a header field or a reply may carry them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def without_addresses(text: str) -> str:
+    """`text` with each e-mail address as `<address>` (`<ann@example.com>` too): what a
+    mail server or a bounce notice says goes to logs, Temporal's history, the message
+    log and a delivery error's detail, where addresses do not belong."""
+    return ADDRESS.sub("<address>", text).replace("<<address>>", "<address>")
+
+
+def printable(text: str) -> str:
+    """`text` on one line and storable: control characters (a NUL, line breaks, escape
+    sequences) and runs of white space as one space, a lone surrogate as U+FFFD."""
+    text = _SURROGATE.sub("\ufffd", text)
+    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def storable_problem(value: Any, where: str = "") -> str | None:

@@ -202,14 +202,16 @@ Source-IP: 192.0.2.1
 """)
 
 
-def base64_dsn(bounce_to: str, message_id: uuid.UUID | str) -> bytes:
-    """A DSN whose delivery-status part is base64 (against RFC 3464, seen in the wild)."""
+def base64_dsn(bounce_to: str, message_id: uuid.UUID | str, *, encoded: str | None = None) -> bytes:
+    """A DSN whose delivery-status part is base64 (against RFC 3464, seen in the wild);
+    `encoded`: that part's text instead (bad padding, say)."""
     fields = (
         "Reporting-MTA: dns; mx.example.org\r\n\r\n"
         "Final-Recipient: rfc822; ann@example.org\r\nAction: failed\r\nStatus: 5.2.1\r\n"
         "Diagnostic-Code: smtp; 550 5.2.1 mailbox disabled\r\n"
     )
-    encoded = base64.encodebytes(fields.encode()).decode()
+    if encoded is None:
+        encoded = base64.encodebytes(fields.encode()).decode()
     return _mail(f"""
 From: postmaster@mx.example.org
 To: {bounce_to}

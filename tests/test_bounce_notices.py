@@ -94,14 +94,27 @@ def test_a_remote_refusal_keeps_the_smtp_reply_and_reads_headers_only() -> None:
 @pytest.mark.parametrize(
     ("action", "status", "diagnostic", "kind"),
     [
-        ("failed", "5.2.2", "smtp; 552 5.2.2 mailbox full", "hard_bounce"),
+        # The address does not work (the rule of the send path's refusals too).
+        ("failed", "5.1.1", "smtp; 550 5.1.1 user unknown", "hard_bounce"),
+        ("failed", "5.1.10", "smtp; 550 5.1.10 RESOLVER.ADR.RecipientNotFound", "hard_bounce"),
+        ("failed", "5.2.1", "smtp; 550 5.2.1 mailbox disabled", "hard_bounce"),
+        # Any other permanent failure is a refusal of the message: the address stays.
+        ("failed", "5.2.2", "smtp; 552 5.2.2 mailbox full", "rejected"),
+        ("failed", "5.7.1", "smtp; 554 5.7.1 message refused as spam", "rejected"),
+        ("failed", "5.7.26", "smtp; 550 5.7.26 unauthenticated mail is prohibited", "rejected"),
+        ("failed", "5.1.8", "smtp; 553 5.1.8 sender address domain not found", "rejected"),
         # Gave up after days of temporary failures: the address may still be good.
         ("failed", "4.4.1", "X-Postfix; connect to mx.example.org: timed out", "soft_bounce"),
         ("delayed", "4.4.1", "X-Postfix; connect to mx.example.org: timed out", "soft_bounce"),
-        ("Failed", "5.0.0 (permanent failure)", "smtp; 550 no", "hard_bounce"),
-        # No usable Status: the SMTP reply decides.
+        ("Failed", "5.0.0 (permanent failure)", "smtp; 550 no", "rejected"),
+        # An undetermined Status: the enhanced code of the SMTP reply decides.
+        ("failed", "5.0.0", "smtp; 550 5.1.1 user unknown", "hard_bounce"),
+        ("failed", "5.0.0", "smtp; 550 5.7.1 relaying denied", "rejected"),
+        # No usable Status: the SMTP reply decides; without an enhanced code, no bounce.
         ("failed", "", "smtp; 450 try later", "soft_bounce"),
-        ("failed", "", "smtp; 550 no such user", "hard_bounce"),
+        ("failed", "", "smtp; 550 no such user", "rejected"),
+        ("failed", "", "smtp; 550-5.1.1 user unknown", "hard_bounce"),
+        ("failed", "", "smtp; 550 relay not permitted", "rejected"),  # Exim's default
         ("delivered", "2.0.0", "smtp; 250 2.0.0 OK", None),
         ("relayed", "2.0.0", "", None),
         ("expanded", "2.0.0", "", None),
@@ -125,6 +138,32 @@ def test_a_dsn_about_several_recipients_reports_the_worst() -> None:
     )
     notice = parse_notice(raw)
     assert (notice.kind, notice.recipient) == ("hard_bounce", "bob@example.org")
+
+
+def test_a_dsn_and_the_send_path_classify_alike() -> None:
+    """One rule (`journeys.delivery_status`): what a DSN's Status makes of a failure is
+    what the same enhanced code in a relay's refusal at RCPT makes of it."""
+    from activities.smtp import SmtpRejected
+
+    for status in ("5.1.1", "5.1.0", "5.1.7", "5.1.8", "5.2.1", "5.2.2", "5.7.1", "5.0.0"):
+        raw = postfix_dsn(address(), MID, status=status, diagnostic=f"smtp; 550 {status} no")
+        refused = SmtpRejected(550, f"{status} no", stage="RCPT")
+        assert parse_notice(raw).kind == refused.delivery_error, status
+
+
+def test_a_detail_names_no_address_and_has_no_control_characters() -> None:
+    """Details go to logs and PostgreSQL (which refuses a NUL in text and jsonb): one
+    printable line, addresses redacted as a send-time refusal's are."""
+    diagnostic = "smtp; 550 5.1.1 <ann@example.org>: Recipient\x00 address\x1b[2J rejected"
+    notice = parse_notice(postfix_dsn(address(), MID, diagnostic=diagnostic))
+    assert notice.detail == (
+        "failed, 5.1.1 (smtp; 550 5.1.1 <address>: Recipient address [2J rejected)"
+    )
+    # A byte that is no UTF-8 in a header: decoded, never a lone surrogate.
+    raw = postfix_dsn(address(), MID, diagnostic="smtp; 550 5.1.1 caf\u00e9 \u00ff")
+    notice = parse_notice(raw.replace("\u00ff".encode(), b"\xff"))
+    assert notice.detail.encode("utf-8") and "\x00" not in notice.detail
+    assert notice.detail.startswith("failed, 5.1.1 (smtp; 550 5.1.1 ")
 
 
 def test_a_base64_delivery_status_part_is_read_too() -> None:
@@ -164,6 +203,8 @@ def test_feedback_types(feedback_type: str, kind: str | None) -> None:
         ),
         (postfix_dsn("b@x", MID).replace(b"Action: failed", b"Action: exploded"), "unknown Action"),
         (arf_complaint(MID, "b@x").replace(b"Feedback-Type: abuse", b"X: y"), "no Feedback-Type"),
+        # Whatever the parser raises is no report, with the reason: bad base64 padding.
+        (base64_dsn("b@x", MID, encoded="UmVwb3J0aW5nLU1UQTogZG5zOyB"), "does not parse: Error"),
     ],
 )
 def test_what_is_no_report_says_why(raw: bytes, reason: str) -> None:

@@ -446,8 +446,15 @@ async def test_a_refused_recipient_is_reset_and_the_connection_kept() -> None:
         ("RCPT", "550 5.1.1 user unknown", "hard_bounce"),
         ("RCPT", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", "hard_bounce"),
         ("RCPT", "550 5.2.1 mailbox disabled", "hard_bounce"),
-        ("RCPT", "550 no such user here", "hard_bounce"),  # no enhanced code: RFC 5321's
-        ("RCPT", "553 mailbox name not allowed", "hard_bounce"),
+        # Without an enhanced code nothing says it is the address: a relay's policy
+        # answers the same (Exim's default), and would suppress every address it refused.
+        ("RCPT", "550 no such user here", "rejected"),
+        ("RCPT", "550 relay not permitted", "rejected"),
+        ("RCPT", "551 user not local", "rejected"),
+        ("RCPT", "553 mailbox name not allowed", "rejected"),
+        ("RCPT", "550 5.0.0 no such user", "rejected"),  # undetermined
+        ("RCPT", "550 5.1.0 address rejected", "hard_bounce"),
+        ("RCPT", "550 5.1.7 bad sender mailbox syntax", "rejected"),  # the sender's
         ("RCPT", "554 5.7.1 Relay access denied", "rejected"),  # the relay's policy
         ("RCPT", "552 5.2.2 mailbox full", "rejected"),
         ("RCPT", "554 no valid recipients", "rejected"),
