@@ -19,7 +19,7 @@ from temporalio.client import Client
 from api.errors import bounded
 from api.hits import HitBuffer
 from journeys.definition.common import KEY_PATTERN, Problem
-from journeys.definition.limits import json_depth_problem, size_problems
+from journeys.definition.limits import DEPTH_PROBLEM, json_depth_problem, size_problems
 from journeys.settings import ApiSettings
 from journeys.store import api_keys
 
@@ -60,6 +60,8 @@ async def json_within_depth(request: Request) -> None:
         data = await request.json()
     except ValueError:
         return  # not JSON: the route's validation says so
+    except RecursionError:  # deeper than Python's parser goes: deeper than the limit
+        raise _too_large([((), DEPTH_PROBLEM)]) from None
     if (problem := json_depth_problem(data)) is not None:
         raise _too_large([problem])
 
@@ -80,6 +82,8 @@ async def within_definition_limits(request: Request) -> None:
         data = await request.json()
     except ValueError:
         return  # not JSON: the body's validation says so
+    except RecursionError:
+        raise _too_large([((), DEPTH_PROBLEM)]) from None
     problems = size_problems(data)
     if problems:
         raise _too_large(problems)

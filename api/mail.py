@@ -9,10 +9,10 @@ import asyncpg
 from pydantic import ValidationError
 
 from api.errors import unprocessable
-from journeys.definition import JourneyDefinition, definition_problems
+from journeys.definition import JourneyDefinition
+from journeys.definition.limits import size_problems
 from journeys.message_journeys import MAIL_STEP, message_journey
-from journeys.references import reference_problems
-from journeys.templates import template_problems
+from journeys.publishing import publishing_problems
 
 
 async def checked_message_journey(
@@ -29,17 +29,15 @@ async def checked_message_journey(
         # Validation errors name the step union's member first: not a place in `message`.
         return ("message", *(rest[1:] if rest[:1] == ("send_email",) else rest))
 
+    if size := size_problems(raw):
+        raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in size])
     try:
         definition = JourneyDefinition.model_validate(raw)
     except ValidationError as exc:
         raise unprocessable(
             [(placed(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False)]
         ) from None
-    problems = (
-        definition_problems(definition)
-        or template_problems(definition)
-        or await reference_problems(pool, definition)
-    )
+    problems = await publishing_problems(pool, definition)
     if problems:
         raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in problems])
     return definition

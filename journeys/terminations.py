@@ -5,6 +5,7 @@ reason, and the contact's dossier gets a line for each, written when it is read.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -51,20 +52,45 @@ def terminated_title(journey_key: str, reason: str) -> str:
 
 async def note_terminated_runs(pool: asyncpg.Pool, client: Client, contact_id: uuid.UUID) -> None:
     """A dossier line (`journey_terminated`, at the moment it ended) for each of the
-    contact's runs that was terminated, once per run. Temporal not answering in time
-    leaves the lines for a later read."""
+    contact's runs that was terminated and is still its participant's latest run (a
+    reset terminates the run it replaces: no end of the participant), once per run.
+    Runs noted before cost one query; Temporal not answering in time leaves the lines
+    for a later read."""
 
     async def look() -> None:
         query = f"{SA_PARTICIPANT} = '{contact_id}' AND ExecutionStatus = 'Terminated'"
-        async for run in client.list_workflows(query, limit=LOOKED_AT, rpc_timeout=API_RPC_TIMEOUT):
-            key = run.typed_search_attributes.get(_JOURNEY) or run.id.split("/")[1]
-            reason = await termination_reason(client, run.id, run.run_id)
-            await note_terminated_run(pool, contact_id, key, reason, run)
+        runs = {
+            _line_key(run): run
+            async for run in client.list_workflows(
+                query, limit=LOOKED_AT, rpc_timeout=API_RPC_TIMEOUT
+            )
+        }
+        if not runs:
+            return
+        noted = await pool.fetch(
+            "SELECT idempotency_key FROM contact_journal WHERE idempotency_key = ANY($1::text[])",
+            list(runs),
+        )
+        for key in {row["idempotency_key"] for row in noted}:
+            del runs[key]
+        await asyncio.gather(*(note_if_latest(run) for run in runs.values()))
+
+    async def note_if_latest(run: WorkflowExecution) -> None:
+        latest = await client.get_workflow_handle(run.id).describe(rpc_timeout=API_RPC_TIMEOUT)
+        if latest.run_id != run.run_id:
+            return
+        key = run.typed_search_attributes.get(_JOURNEY) or run.id.split("/")[1]
+        reason = await termination_reason(client, run.id, run.run_id)
+        await note_terminated_run(pool, contact_id, key, reason, run)
 
     try:
         await bounded("Temporal", look(), LOOK_SECONDS)
     except (Unavailable, RPCError):
         return
+
+
+def _line_key(run: WorkflowExecution) -> str:
+    return f"terminated/{run.id}/{run.run_id}"
 
 
 async def note_terminated_run(
@@ -81,6 +107,6 @@ async def note_terminated_run(
         "journey_terminated",
         terminated_title(key, reason),
         key,
-        f"terminated/{run.id}/{run.run_id}",
+        _line_key(run),
         at=run.close_time,
     )

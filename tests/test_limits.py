@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from typing import Any
 
 from temporalio.converter import encode_typed_search_attribute_value
 
 from api.console.counts import StepPlace, step_counts
+from journeys import ops
 from journeys.definition.graph import _loop_without_wait
 from journeys.definition.limits import (
     MAX_CONDITION_DEPTH,
@@ -28,15 +30,18 @@ from journeys.models import (
     step_token,
 )
 from tests.builders import journey, mail, wait
-from tests.conftest import Stack
+from tests.conftest import API_KEY, Stack
 from tests.helpers import (
     api_in_thread,
     create_contact,
     enrol,
+    eventually,
     participant,
     publish,
+    wait_for_step,
     wait_until_done,
 )
+from tests.test_console import csrf_of, said, signed_in
 
 # Temporal's default limit on one search attribute value (limit.searchAttributeValueSize).
 TEMPORAL_VALUE_LIMIT = 2048
@@ -224,6 +229,47 @@ async def test_a_terminated_run_says_so_with_its_reason(stack: Stack) -> None:
     assert view["reason"] == "wrong audience, stopped by the operator"
     # Read again, by either way: still one line.
     assert len(await terminated_lines()) == 1
+    # The console counts it apart, and the participant's page says why.
+    browser = await signed_in(stack, API_KEY)
+    try:
+        counts = await eventually(
+            lambda: browser.get(f"/console/journeys/{key}/counts.json"),
+            lambda answer: answer.json()["summary"]["terminated"] == 1,
+        )
+        assert counts.json()["summary"]["removed"] == 0
+        page = said(await browser.get(f"/console/journeys/{key}"))
+        line = re.search(r'<li class="bad" data-shown-when-counted([^>]*)>.*?</li>', page)
+        assert line is not None, page
+        assert "hidden" not in line.group(1), line.group(0)
+        shown = re.sub(r"<[^>]+>", "", line.group(0))
+        assert shown == "1 terminated from outside"
+        listed = said(await browser.get(f"/console/journeys/{key}?status=terminated"))
+        assert "Participants whose run is terminated" in listed
+        mine = said(await browser.get(f"/console/journeys/{key}/participants/{contact}"))
+        assert "terminated" in mine and "wrong audience, stopped by the operator" in mine
+    finally:
+        await browser.aclose()
+
+
+async def test_a_reset_is_no_end_of_the_participant(stack: Stack) -> None:
+    """A reset terminates the run it replaces: the dossier says nothing of it."""
+    key = "limit-reset"
+    await publish(
+        stack.http,
+        journey(key, steps={"pause": {**wait("P1D"), "next": "done"}, "done": {"type": "end"}}),
+    )
+    contact = await create_contact(stack.http)
+    await enrol(stack.http, key, contact)
+    await wait_for_step(stack.http, key, contact, "pause")  # a task to reset to
+    workflow_id = journey_workflow_id(key, contact)
+    [outcome] = await ops.reset_runs(
+        stack.temporal, f"WorkflowId = '{workflow_id}'", "first", reason="try again"
+    )
+    assert outcome.new_run_id, outcome
+    response = await stack.http.get(f"/contacts/{contact}/dossier")
+    kinds = [entry["kind"] for entry in response.json()["entries"]]
+    assert "journey_terminated" not in kinds, kinds
+    assert (await participant(stack.http, key, contact))["status"] == "running"
 
 
 async def test_a_large_publish_does_not_hold_the_api(stack: Stack) -> None:
@@ -313,3 +359,32 @@ async def test_any_body_nested_too_deep_is_refused_without_an_echo(stack: Stack)
     assert response.status_code == 422
     assert len(response.content) < 2000, response.text[:300]
     assert "at most 998 characters" in response.text
+
+
+async def test_a_deep_body_on_a_route_without_one_is_a_422(stack: Stack) -> None:
+    """Before: a 500 with a traceback (RecursionError in the depth check)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    response = await stack.http.post(
+        "/campaigns/none/actions/none/generate",
+        content=deep,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert "nests deeper than" in response.json()["detail"][0]["msg"]
+
+
+async def test_the_console_refuses_a_deep_definition_in_short(stack: Stack) -> None:
+    """Before: 2.9 s and a 22 MB page listing 4,837 problems."""
+    browser = await signed_in(stack, API_KEY)
+    try:
+        form = await browser.get("/console/publish")
+        token = csrf_of(form.text)
+        body = json.dumps(branch_journey("limit-console", nested_condition(300)))
+        response = await browser.post(
+            "/console/publish", data={"definition": body, "csrf": token, "action": "check"}
+        )
+    finally:
+        await browser.aclose()
+    assert response.status_code == 422
+    assert len(response.content) < 100_000
+    assert f"nests deeper than {MAX_JSON_DEPTH} levels" in said(response)

@@ -36,12 +36,15 @@ class JourneyCounts:
     running: int = 0
     completed: int = 0
     exited: int = 0
-    removed: int = 0  # removed, or skipped by run_if, or terminated by an operator
+    removed: int = 0  # removed (or canceled), or skipped by run_if
     failed: int = 0
+    terminated: int = 0  # from outside: an operator, or Temporal itself
 
     @property
     def total(self) -> int:
-        return self.running + self.completed + self.exited + self.removed + self.failed
+        return (
+            self.running + self.completed + self.exited + self.removed + self.failed
+        ) + self.terminated
 
 
 def _quote(value: str) -> str:
@@ -63,8 +66,9 @@ OUTCOMES = {
     "running": "ExecutionStatus = 'Running'",
     "completed": f"ExecutionStatus = 'Completed' AND {SA_STATUS} NOT IN {_ENDED_OTHERWISE}",
     "exited": f"ExecutionStatus = 'Completed' AND {SA_STATUS} = 'exited'",
-    "removed": f"(ExecutionStatus IN ('Terminated', 'Canceled') OR ({_REMOVED_BY_THE_RUN}))",
+    "removed": f"(ExecutionStatus = 'Canceled' OR ({_REMOVED_BY_THE_RUN}))",
     "failed": "ExecutionStatus IN ('Failed', 'TimedOut')",
+    "terminated": "ExecutionStatus = 'Terminated'",
 }
 
 
@@ -100,8 +104,9 @@ async def journey_counts(client: Client, key: str, limit: asyncio.Semaphore) -> 
         running=groups.get("Running", 0),
         completed=groups.get("Completed", 0) - exited - removed,
         exited=exited,
-        removed=removed + groups.get("Terminated", 0) + groups.get("Canceled", 0),
+        removed=removed + groups.get("Canceled", 0),
         failed=groups.get("Failed", 0) + groups.get("TimedOut", 0),
+        terminated=groups.get("Terminated", 0),
     )
 
 

@@ -346,13 +346,17 @@ async def participant_view(
             status = progress.status
     if status == "terminated":
         # Ended from outside (an operator, or Temporal refusing a command): the run
-        # could not say why itself; its last event does.
-        reason = await bounded(
-            "Temporal",
-            termination_reason(client, description.id, description.run_id),
-            API_CALL_SECONDS,
-        )
-        await note_terminated_run(pool, contact_id, key, reason, description)
+        # could not say why itself; its last event does (when Temporal answers).
+        try:
+            reason = await bounded(
+                "Temporal",
+                termination_reason(client, description.id, description.run_id),
+                API_CALL_SECONDS,
+            )
+        except (Unavailable, RPCError):
+            reason = None
+        else:
+            await note_terminated_run(pool, contact_id, key, reason, description)
     retrying = next(
         (
             Retrying(

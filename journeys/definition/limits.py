@@ -43,10 +43,13 @@ SMS_MAX_SEGMENTS = 10
 MAX_DEFINITION_BYTES = 1_000_000
 
 _COMBINATORS = ("all", "any", "not")
+DEPTH_PROBLEM = f"nests deeper than {MAX_JSON_DEPTH} levels (the limit of a request body)"
 
 
-def json_depth_problem(data: Any, limit: int = MAX_JSON_DEPTH) -> Problem | None:
-    """Where `data` nests deeper than `limit` levels (the first such place), or None."""
+def json_depth_problem(data: Any) -> Problem | None:
+    """Where `data` nests deeper than `MAX_JSON_DEPTH` levels (the first such place), or
+    None."""
+    limit = MAX_JSON_DEPTH
     todo: list[tuple[Any, int, Location]] = [(data, 1, ())]
     while todo:
         node, depth, loc = todo.pop()
@@ -57,7 +60,7 @@ def json_depth_problem(data: Any, limit: int = MAX_JSON_DEPTH) -> Problem | None
         else:
             continue
         if depth > limit:
-            return loc, f"nests deeper than {limit} levels (the limit of a request body)"
+            return loc, DEPTH_PROBLEM
         todo.extend((child, depth + 1, (*loc, key)) for key, child in children)
     return None
 

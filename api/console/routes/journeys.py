@@ -45,6 +45,7 @@ from journeys.definition.journey import (
     FieldChangeEntry,
     SelectionEntry,
 )
+from journeys.definition.limits import size_problems
 from journeys.models import SA_PARTICIPANT, SA_STATUS, SA_STEP
 from journeys.outages import bounded
 from journeys.publishing import (
@@ -230,7 +231,7 @@ async def journey_page(
     step: Annotated[str | None, Query(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")] = None,
     status_: Annotated[
         str | None,
-        Query(alias="status", pattern="^(running|completed|exited|removed|failed)$"),
+        Query(alias="status", pattern="^(running|completed|exited|removed|failed|terminated)$"),
     ] = None,
 ) -> HTMLResponse:
     journey = await _journey(pool, key, version)
@@ -313,6 +314,7 @@ async def journey_counts_json(
                 "exited": summary.exited,
                 "removed": summary.removed,
                 "failed": summary.failed,
+                "terminated": summary.terminated,
             },
         },
         headers={"Cache-Control": "no-store"},
@@ -434,12 +436,15 @@ async def publish_from_form(
             problems=[((), "the JSON is nested too deeply to be a journey")],
             status_code=422,
         )
-    problems: list[Problem] = []
+    # The size limits first: a body made to be deep or long is not validated at all.
+    problems: list[Problem] = size_problems(raw)
+    too_large = bool(problems)
+    defn: JourneyDefinition | None = None
     try:
-        defn = JourneyDefinition.model_validate(raw)
+        defn = None if problems else JourneyDefinition.model_validate(raw)
     except ValidationError as exc:
         problems = _validation_problems(exc)
-    else:
+    if defn is not None:
         # A key a route answers for (`schema`): the journey could not be read there.
         problems = key_problems(request.app, "journeys", defn.key, "journey")
         if not problems and action == "publish":
@@ -455,7 +460,8 @@ async def publish_from_form(
         elif not problems:
             problems = await publishing_problems(pool, defn)
     placed = problems_by_step(problems)
-    graph = graph_svg_from_raw(raw, problems=placed) if isinstance(raw, dict) else None
+    drawable = isinstance(raw, dict) and not too_large
+    graph = graph_svg_from_raw(raw, problems=placed) if drawable else None
     return await _publish_form(
         request,
         caller,

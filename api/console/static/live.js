@@ -30,7 +30,11 @@
     });
     put(document.querySelector("[data-counted-at]"), counts.counted_at);
     Object.keys(counts.summary).forEach(function (name) {
-      put(document.querySelector('[data-summary="' + name + '"]'), counts.summary[name]);
+      var element = document.querySelector('[data-summary="' + name + '"]');
+      put(element, counts.summary[name]);
+      // A line shown only when there is something to count (terminated runs).
+      var line = element && element.closest("[data-shown-when-counted]");
+      if (line) line.hidden = !(counts.summary[name] > 0);
     });
   }
 
