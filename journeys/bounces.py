@@ -24,6 +24,12 @@ delivery webhook makes (`journeys.store.delivery`, through the outbox: the messa
 follow-ups and waits, a hard bounce or a complaint suppressing the address); a forged,
 unparseable or inconsistent one records nothing and is kept, raw, with the reason
 (`journeys bounces kept`, GET /bounces/kept).
+
+No mail can stop the intake: whatever the parser makes of it, and whatever PostgreSQL
+refuses of what it made (a NUL in a header), the mail is kept with the reason and
+accepted (LMTP's 250) or deleted (IMAP). Only an outage (`journeys.outages.outage_of`:
+PostgreSQL away) leaves it with the relay (451: it tries again) or in the mailbox (the
+next poll), and stops a poll before the mails after it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.utils import getaddresses
 from typing import Any
@@ -48,7 +54,8 @@ from journeys.db import create_pool
 from journeys.notices import NotAReport, parse_notice
 from journeys.outages import outage_of
 from journeys.settings import BounceSettings, check_domain
-from journeys.store.bounces import Judged, Taken, Via, take_notice
+from journeys.store.bounces import Judged, Taken, Via, digest_of, take_notice
+from journeys.text import printable, without_addresses
 from journeys.tokens import BOUNCE_LOCAL_PART, verify_bounce_token
 
 log = structlog.get_logger(__name__)
@@ -126,8 +133,25 @@ class Intake:
         self.pool, self.secret, self.domain = pool, secret, check_domain(domain)
 
     async def take(self, raw: bytes, envelope_to: list[str], via: Via) -> Taken:
-        judged = judge(raw, envelope_to, self.secret, self.domain)
-        taken = await take_notice(self.pool, raw, envelope_to, via, judged)
+        """Judge and store `raw`. Raises only when the mail could not be stored for a
+        reason that may pass: an outage, or (a bug of the product, with its traceback
+        logged) when even keeping it failed; a mail that cannot be read, or whose
+        reading PostgreSQL refuses, is kept with the reason."""
+        # Up to MAX_NOTICE to parse and hash: off the event loop the listener serves on.
+        judged, digest = await asyncio.to_thread(self._judge, raw, envelope_to)
+        try:
+            taken = await take_notice(self.pool, raw, envelope_to, via, judged, digest)
+        except Exception as exc:
+            if outage_of(exc) is not None:
+                raise
+            why = _reason(exc)
+            log.error(
+                "bounces.not_stored", via=via, outcome=judged.outcome, reason=why, exc_info=True
+            )
+            kept = Judged("kept", f"not stored as {judged.outcome}: {why}", judged.message_id)
+            addresses = [printable(a)[:320] for a in envelope_to]
+            taken = await take_notice(self.pool, raw, addresses, via, kept, digest)
+            judged = kept
         # No address in the log: the message id, what it was, and why it was kept.
         log.info(
             "bounces.taken",
@@ -140,6 +164,19 @@ class Intake:
             reason=judged.reason,
         )
         return taken
+
+    def _judge(self, raw: bytes, envelope_to: list[str]) -> tuple[Judged, bytes]:
+        try:
+            judged = judge(raw, envelope_to, self.secret, self.domain)
+        except Exception as exc:  # a bug of the product: the mail is kept, with it
+            log.error("bounces.not_judged", reason=_reason(exc), exc_info=True)
+            judged = Judged("kept", f"not judged: {_reason(exc)}")
+        return judged, digest_of(raw)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a mail was not stored as judged, as a kept notice's reason (and a log's)."""
+    return printable(without_addresses(f"{type(exc).__name__}: {exc}"))[:300]
 
 
 # -- the SMTP/LMTP listener ---------------------------------------------------------------
@@ -179,6 +216,7 @@ class _Handler:
         try:
             taken = await self.intake.take(raw, list(envelope.rcpt_tos), via)
         except Exception as exc:  # the relay keeps the notice and tries again
+            # An outage; else not even keeping the mail worked (a bug, not the mail's).
             log.warning(
                 "bounces.try_later",
                 via=via,
@@ -234,7 +272,7 @@ class ImapMailbox:
     port: int
     tls: bool
     user: str
-    password: str
+    password: str = field(repr=False)
     mailbox: str
 
     @classmethod
@@ -312,9 +350,11 @@ def _quoted(mailbox: str) -> str:
 
 class ImapPoller:
     """Every `every` seconds: take each mail of the mailbox (`Intake.take`), then delete
-    it. A mail whose notice could not be stored (PostgreSQL away) stays for the next
-    poll; a mail taken twice (deleted, then the connection lost before EXPUNGE) is
-    recognised by its digest and records nothing more."""
+    it. A mail whose notice could not be stored because PostgreSQL is away stays for the
+    next poll, and so do the mails after it (the poll stops); one that not even keeping
+    could store (a bug) stays too, logged, and the poll goes on to the next; a mail
+    taken twice (deleted, then the connection lost before EXPUNGE) is recognised by its
+    digest and records nothing more."""
 
     BATCH = 200
 
@@ -337,7 +377,14 @@ class ImapPoller:
             for uid in await asyncio.to_thread(session.uids, self.BATCH):
                 raw = await asyncio.to_thread(session.fetch, uid)
                 if raw is not None:
-                    await self.intake.take(raw, delivered_to(raw), "imap")
+                    try:
+                        to = await asyncio.to_thread(delivered_to, raw)
+                        await self.intake.take(raw, to, "imap")
+                    except Exception as exc:
+                        if outage_of(exc) is not None:
+                            raise  # this mail and the rest wait for the next poll
+                        log.error("bounces.imap_left", uid=uid.decode(), reason=_reason(exc))
+                        continue  # left in the mailbox; the next mails are taken
                     taken += 1
                 await asyncio.to_thread(session.delete, uid)
         finally:

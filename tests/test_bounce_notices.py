@@ -4,13 +4,19 @@ mail (`journeys.bounces.judge`): recorded, ignored, or kept with the reason."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import uuid
+from typing import Any
 
+import asyncpg
 import pytest
 
+from journeys import bounces
 from journeys.bounces import delivered_to, judge
 from journeys.notices import NotAReport, parse_notice
 from journeys.settings import check_domain
+from journeys.store.bounces import Judged, Taken
 from journeys.tokens import bounce_address, bounce_token, link_token, verify_bounce_token
 from tests.bounce_samples import (
     arf_complaint,
@@ -279,6 +285,89 @@ def test_a_success_notice_is_ignored() -> None:
     raw = postfix_dsn(address(), MID, action="delivered", status="2.0.0", diagnostic="smtp; 250")
     judged = judge(raw, [address()], SECRET, DOMAIN)
     assert (judged.outcome, judged.message_id, judged.kind) == ("ignored", MID, None)
+
+
+class _Store:
+    """`take_notice` in memory: fails its first `failures` calls with `error`."""
+
+    def __init__(self, error: Exception | None = None, failures: int = 0) -> None:
+        self.error, self.failures = error, failures
+        self.calls: list[tuple[list[str], Judged, bytes | None]] = []
+
+    async def __call__(
+        self,
+        pool: object,
+        raw: bytes,
+        envelope_to: list[str],
+        via: str,
+        judged: Judged,
+        digest: bytes | None = None,
+    ) -> Taken:
+        self.calls.append((envelope_to, judged, digest))
+        if len(self.calls) <= self.failures:
+            assert self.error is not None
+            raise self.error
+        return Taken(len(self.calls), judged.outcome, judged.reason, judged.message_id)
+
+
+async def test_the_intake_parses_and_hashes_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notice may be 40 MB: parsing and hashing it on the listener's event loop held
+    every other session (and the poller) meanwhile."""
+    threads: list[threading.Thread] = []
+    real_judge = bounces.judge
+
+    def judge_spy(*args: Any) -> Judged:
+        threads.append(threading.current_thread())
+        return real_judge(*args)
+
+    store = _Store()
+    monkeypatch.setattr(bounces, "judge", judge_spy)
+    monkeypatch.setattr(bounces, "take_notice", store)
+    raw = postfix_dsn(address(), MID)
+    taken = await bounces.Intake(None, SECRET, DOMAIN).take(raw, [address()], "lmtp")  # type: ignore[arg-type]
+    assert taken.outcome == "recorded"
+    assert threads and threads[0] is not threading.main_thread()
+    [(_, _, digest)] = store.calls
+    assert digest == hashlib.sha256(raw).digest()
+
+
+async def test_what_postgresql_refuses_is_kept_and_an_outage_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notice PostgreSQL refuses as judged (a value it cannot store) is kept with the
+    reason, addresses printable, instead of failing (LMTP's 451) at every attempt; an
+    outage still fails, for the relay to try again."""
+    refused = asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence: 0x00")
+    store = _Store(refused, failures=1)
+    monkeypatch.setattr(bounces, "take_notice", store)
+    intake = bounces.Intake(None, SECRET, DOMAIN)  # type: ignore[arg-type]
+    odd = f"odd\x00one@{DOMAIN}"
+    taken = await intake.take(postfix_dsn(address(), MID), [address(), odd], "lmtp")
+    assert taken.outcome == "kept"
+    [(_, first, _), (envelope_to, kept, _)] = store.calls
+    assert first.outcome == "recorded"
+    assert (kept.outcome, kept.message_id) == ("kept", MID)
+    assert kept.reason == (
+        "not stored as recorded: CharacterNotInRepertoireError: invalid byte sequence: 0x00"
+    )
+    assert envelope_to == [address(), f"odd one@{DOMAIN}"]
+    away = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    monkeypatch.setattr(bounces, "take_notice", _Store(away, failures=1))
+    with pytest.raises(asyncpg.exceptions.CannotConnectNowError):
+        await intake.take(postfix_dsn(address(), MID), [address()], "lmtp")
+
+
+async def test_a_bug_in_judging_keeps_the_mail(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> Judged:
+        raise KeyError("a bug")
+
+    store = _Store()
+    monkeypatch.setattr(bounces, "judge", broken)
+    monkeypatch.setattr(bounces, "take_notice", store)
+    taken = await bounces.Intake(None, SECRET, DOMAIN).take(b"x", [address()], "imap")  # type: ignore[arg-type]
+    assert (taken.outcome, taken.reason) == ("kept", "not judged: KeyError: 'a bug'")
 
 
 def test_a_mailbox_copy_names_its_recipient_in_its_headers() -> None:

@@ -22,8 +22,9 @@ import pytest
 from journeys.bounces import BounceListener, ImapMailbox, ImapPoller, Intake
 from journeys.db import create_pool
 from journeys.devstack import free_port
+from journeys.outages import outage_of
 from journeys.tokens import bounce_address
-from tests.bounce_samples import arf_complaint, auto_reply, postfix_dsn
+from tests.bounce_samples import arf_complaint, auto_reply, base64_dsn, postfix_dsn
 from tests.builders import journey, mail
 from tests.conftest import API_KEY, SECRET, Stack
 from tests.helpers import (
@@ -244,6 +245,43 @@ async def test_the_relay_is_asked_to_try_again_when_the_database_is_away(
     assert answer["data"][0] == 451
 
 
+# Base64 whose padding is wrong: the stdlib's decoder raises binascii.Error on it.
+BAD_PADDING = "UmVwb3J0aW5nLU1UQTogZG5zOyB"
+
+
+async def test_a_crafted_notice_is_taken_and_never_retried_for_ever(
+    stack: Stack, listener: BounceListener
+) -> None:
+    """A delivery-status part marked base64 with bad padding made the parser raise, and a
+    NUL in Diagnostic-Code made PostgreSQL refuse the detail: either answered 451 (with
+    a traceback) to every attempt, and the relay kept trying for days. Now the first is
+    kept with the reason and the second recorded without the NUL; 451 is for outages."""
+    sent = await mailed_and_waiting(stack)
+    to = bounce_address(sent.message_id, SECRET, DOMAIN)
+    padded = base64_dsn(to, sent.message_id, encoded=BAD_PADDING)
+    answer = await asyncio.to_thread(deliver, listener.port, [to], padded)
+    assert answer == {"data": (250, "2.0.0 taken (kept)")}
+    kept = await stack.pool.fetchrow(
+        "SELECT outcome, reason, message_id FROM bounce_notices WHERE digest = $1",
+        hashlib.sha256(padded).digest(),
+    )
+    assert kept is not None and dict(kept) == {
+        "outcome": "kept",
+        "reason": "unparseable: the mail does not parse: Error: Incorrect padding",
+        "message_id": sent.message_id,
+    }
+    diagnostic = "smtp; 550 5.1.1 <ann@example.org>: no\x00 such user"
+    raw = postfix_dsn(to, sent.message_id, sent.email, diagnostic=diagnostic)
+    answer = await asyncio.to_thread(deliver, listener.port, [to], raw)
+    assert answer == {"data": (250, "2.0.0 taken (recorded)")}
+    [error] = await errors_of(stack, sent.message_id)
+    assert error == {
+        "kind": "hard_bounce",
+        "detail": "failed, 5.1.1 (smtp; 550 5.1.1 <address>: no such user)",
+        "source": "dsn",
+    }
+
+
 # -- the IMAP poller, against a small IMAP server speaking what imaplib asks -------------------
 
 
@@ -338,6 +376,53 @@ async def test_the_imap_poller_records_a_complaint_and_empties_the_mailbox(
     assert sorted(r["outcome"] for r in outcomes) == ["kept", "recorded"]
 
 
+async def test_no_mail_stops_the_imap_poller_but_an_outage(stack: Stack) -> None:
+    """The poller took the mails in UID order and stopped at the first that failed, for
+    good: a bad base64 part, or an address PostgreSQL refuses (a NUL in Delivered-To),
+    kept every later notice from being read. Now each is kept with the reason and
+    deleted, and the complaint after them recorded; PostgreSQL away leaves them all."""
+    sent = await mailed_and_waiting(stack)
+    address = bounce_address(sent.message_id, SECRET, DOMAIN)
+    padded = base64_dsn(address, sent.message_id, encoded=BAD_PADDING)
+    nul = f"Subject: odd {uuid.uuid4()}\r\n\r\nhi\r\n".encode()
+    nul = b"Delivered-To: odd\x00one@" + DOMAIN.encode() + b"\r\n" + nul
+    complaint = arf_complaint(sent.message_id, address, to=f"fbl@{DOMAIN}")
+    box = Mailbox({2: padded, 4: nul, 9: complaint})
+    server = await imap_server(box)
+    url = f"imap://u:p@127.0.0.1:{server.sockets[0].getsockname()[1]}/INBOX"
+    down = await create_pool(stack.settings.database_url, min_size=1, max_size=1)
+    await down.close()
+    try:
+        with pytest.raises(Exception) as away:  # an outage: the next poll tries again
+            await ImapPoller(Intake(down, SECRET, DOMAIN), ImapMailbox.parse(url)).poll()
+        assert outage_of(away.value) == "PostgreSQL"
+        assert sorted(box.messages) == [2, 4, 9] and not box.deleted
+        poller = ImapPoller(Intake(stack.pool, SECRET, DOMAIN), ImapMailbox.parse(url))
+        assert await poller.poll() == 3
+    finally:
+        server.close()
+    assert box.messages == {}
+    [error] = await errors_of(stack, sent.message_id)
+    assert error["kind"] == "complaint"
+    rows = {
+        bytes(r["digest"]): r
+        for r in await stack.pool.fetch(
+            "SELECT digest, outcome, reason, envelope_to FROM bounce_notices"
+            " WHERE digest = ANY($1)",
+            [hashlib.sha256(raw).digest() for raw in (padded, nul)],
+        )
+    }
+    first = rows[hashlib.sha256(padded).digest()]
+    assert (first["outcome"], first["reason"]) == (
+        "kept",
+        "unparseable: the mail does not parse: Error: Incorrect padding",
+    )
+    second = rows[hashlib.sha256(nul).digest()]
+    assert second["outcome"] == "kept", dict(second)
+    assert second["reason"].startswith("not stored as kept: CharacterNotInRepertoireError")
+    assert second["envelope_to"] == [f"odd one@{DOMAIN}"]  # the NUL left out
+
+
 def test_an_imap_url_is_read_or_refused() -> None:
     box = ImapMailbox.parse("imaps://bounces%40shop.example.com:s3cret@imap.example.com")
     assert (box.host, box.port, box.tls, box.user, box.password, box.mailbox) == (
@@ -348,6 +433,7 @@ def test_an_imap_url_is_read_or_refused() -> None:
         "s3cret",
         "INBOX",
     )
+    assert "s3cret" not in repr(box) and "s3cret" not in str(box)  # logs, tracebacks
     assert ImapMailbox.parse("imap://u:p@h:1143/Bounces/DSN").mailbox == "Bounces/DSN"
     for bad in ("http://u:p@h", "imaps://h/INBOX", "imaps://u@h"):
         with pytest.raises(ValueError, match=re.escape("JOURNEYS_BOUNCE_IMAP_URL")):

@@ -50,12 +50,23 @@ class Taken:
     message_id: uuid.UUID | None
 
 
+def digest_of(raw: bytes) -> bytes:
+    """What recognises a mail taken before (its SHA-256)."""
+    return hashlib.sha256(raw).digest()
+
+
 async def take_notice(
-    pool: asyncpg.Pool, raw: bytes, envelope_to: list[str], via: Via, judged: Judged
+    pool: asyncpg.Pool,
+    raw: bytes,
+    envelope_to: list[str],
+    via: Via,
+    judged: Judged,
+    digest: bytes | None = None,
 ) -> Taken:
     """Store the notice and, when it is genuine and reports an error, record that error
-    against its message through the outbox (as a delivery webhook would)."""
-    digest = hashlib.sha256(raw).digest()
+    against its message through the outbox (as a delivery webhook would). `digest`:
+    `digest_of(raw)`, when the caller has it already."""
+    digest = digest if digest is not None else digest_of(raw)
     async with pool.acquire() as conn, conn.transaction():
         notice_id = await conn.fetchval(
             """INSERT INTO bounce_notices (via, envelope_to, digest, outcome, reason,
