@@ -10,9 +10,11 @@ error does not repeat the value refused (it may be a secret).
 from __future__ import annotations
 
 import re
+from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
+import idna
 from pydantic import (
     AliasChoices,
     Field,
@@ -48,6 +50,39 @@ def check_domain(domain: str) -> str:
     if not _DOMAIN.match(value):
         raise ValueError(f"{domain[:100]!r} is not a domain name such as bounces.example.com")
     return value
+
+
+# What an address of JOURNEYS_MAIL_FROM may not contain (a quoted local part is refused
+# too: it is allowed by RFC 5321, and seen on no sending domain).
+_NOT_IN_ADDRESS = re.compile(r'[\s<>()\[\],;:\\"]')
+
+
+def check_sender(value: str) -> str:
+    """JOURNEYS_MAIL_FROM: one address, with or without a display name (`Shop
+    <news@shop.example>`), that every mail can go out from (its From, its Message-ID's
+    domain, its envelope sender); else ValueError saying why. Checked when the worker
+    starts: a sender that cannot go out had failed every send, for good."""
+    text = value.strip()
+    example = "an address such as 'Shop <news@shop.example>' or news@shop.example"
+    if not text or "\r" in text or "\n" in text or "\x00" in text:
+        raise ValueError(f"JOURNEYS_MAIL_FROM must be one line: {example}")
+    found = getaddresses([text])
+    _, address = parseaddr(text)
+    local, at, domain = address.rpartition("@")
+    if len(found) != 1 or not at or not local or _NOT_IN_ADDRESS.search(address):
+        raise ValueError(f"JOURNEYS_MAIL_FROM: {text[:100]!r} is not {example}")
+    if len(local.encode()) > 64:
+        raise ValueError("JOURNEYS_MAIL_FROM: the local part is longer than 64 octets")
+    try:
+        ascii_domain = (
+            domain if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")
+        )
+        check_domain(ascii_domain)
+    except (ValueError, idna.IDNAError, UnicodeError):
+        raise ValueError(
+            f"JOURNEYS_MAIL_FROM: {domain[:100]!r} is not a domain name such as shop.example"
+        ) from None
+    return text
 
 
 class DatabaseSettings(BaseSettings):
@@ -264,8 +299,17 @@ class Settings(DatabaseSettings, TemporalSettings):
         description="base of tracking and unsubscribe links",
     )
     mail_from: str = Field(
-        "Journeys <journeys@localhost>", validation_alias=_env("JOURNEYS_MAIL_FROM")
+        "Journeys <journeys@localhost>",
+        validation_alias=_env("JOURNEYS_MAIL_FROM"),
+        description="every mail's sender unless its step names one, and its envelope sender"
+        " without JOURNEYS_BOUNCE_DOMAIN",
     )
+
+    @field_validator("mail_from")
+    @classmethod
+    def _check_mail_from(cls, value: str) -> str:
+        return check_sender(value)
+
     sms_url: str | None = Field(
         None,
         validation_alias=_env("SMS_URL"),

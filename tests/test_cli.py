@@ -11,7 +11,9 @@ import time
 import httpx
 import pytest
 
+from activities.message import compose, sending_domain
 from journeys.devstack import free_port
+from journeys.settings import Settings
 
 
 def journeys(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -35,6 +37,43 @@ def test_api_and_worker_need_their_secrets(command: str, missing: str) -> None:
     assert (
         done.stderr.strip() == f"journeys {command}: ConfigError: set {missing} in the environment"
     )
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["journeys", "news@shop.example, sales@shop.example", "a@b@c", "news@bü_cher.example", "<>"],
+)
+def test_a_sender_no_mail_can_go_out_from_stops_the_worker(sender: str) -> None:
+    """An invalid JOURNEYS_MAIL_FROM failed every send for good, one by one; now the
+    worker refuses to start, naming the variable (before the database is asked)."""
+    with pytest.raises(ValueError, match="JOURNEYS_MAIL_FROM"):
+        Settings(secret="s", mail_from=sender)
+    done = journeys("worker", JOURNEYS_SECRET="s", JOURNEYS_MAIL_FROM=sender)
+    assert done.returncode == 1
+    assert "JOURNEYS_MAIL_FROM" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "Journeys <journeys@localhost>",
+        "news@shop.example",
+        '"Shop, Inc." <news@Shop.Example>',
+        "Büro <news@bücher.example>",
+    ],
+)
+def test_a_sender_mail_can_go_out_from_is_taken(sender: str) -> None:
+    settings = Settings(secret="s", mail_from=sender)
+    mail = compose(
+        sender=settings.mail_from,
+        return_path=settings.mail_from,
+        to="ann@example.com",
+        subject="s",
+        text="t",
+        html="<p>t</p>",
+        headers={"Message-ID": f"<1@{sending_domain(settings.mail_from)}>"},
+    )
+    assert mail.envelope_from.isascii() and "@" in mail.envelope_from
 
 
 def test_migrate_names_a_bad_database_url() -> None:
