@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from activities.twilio import parse_sms_url, request_signature
+from journeys.store.delivery import SUPPRESS, SUPPRESSING, text_array
 from tests.builders import journey, linear_journey, mail
 from tests.conftest import WEBHOOK_SECRET, Stack
 from tests.helpers import (
@@ -373,3 +374,13 @@ async def test_an_unsubscribe_or_a_hard_bounce_ends_waiting_runs_at_once(stack: 
     for key, contact in ((watching, unsubscribes), (mailing, bounces)):
         removed = await http.delete(f"/journeys/{key}/participants/{contact}")
         assert removed.status_code == 200
+
+
+async def test_the_kinds_that_suppress_are_valid_sql_however_many(stack: Stack) -> None:
+    """The suppressing kinds were written into the statement as a tuple's repr: one kind
+    alone, `('hard_bounce',)`, would have been invalid SQL on every suppression."""
+    for kinds in (("hard_bounce",), SUPPRESSING, ("it's",), ()):
+        for kind in ("hard_bounce", "complaint", "it's"):
+            found = await stack.pool.fetchval(f"SELECT $1::text = ANY({text_array(kinds)})", kind)
+            assert found is (kind in kinds), (kinds, kind)
+    assert repr(SUPPRESSING) not in SUPPRESS

@@ -22,6 +22,14 @@ from journeys.store.messages import WRITE_TIMEOUT
 # These make the address undeliverable for good.
 SUPPRESSING = ("hard_bounce", "complaint")
 
+
+def text_array(values: tuple[str, ...]) -> str:
+    """Constants written into a statement as a literal array of text: `ARRAY['a',
+    'b']::text[]`, for `= ANY(...)` (a tuple's repr is no SQL: `('a',)`)."""
+    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    return f"ARRAY[{quoted}]::text[]"
+
+
 # The rest of a statement that begins `WITH <errors> AS (…)`, rows of (message_id,
 # recipient, channel, kind): suppresses the e-mail address of each hard bounce or
 # complaint among them, whoever reported it (a webhook, SES, the send path when the
@@ -31,7 +39,8 @@ SUPPRESSING = ("hard_bounce", "complaint")
 SUPPRESS = f"""
     , s AS (INSERT INTO suppressed_addresses (address, reason, message_id)
             SELECT lower(recipient), kind, message_id FROM {{errors}}
-            WHERE kind IN {SUPPRESSING!r} AND channel = 'email' AND recipient IS NOT NULL
+            WHERE kind = ANY({text_array(SUPPRESSING)})
+              AND channel = 'email' AND recipient IS NOT NULL
             ON CONFLICT (address) DO NOTHING
             RETURNING address)
     INSERT INTO contact_events (contact_id, kind, name, data)
