@@ -18,7 +18,7 @@ from activities.twilio import (
     SmsRejected,
 )
 from journeys.contacts import profile
-from journeys.definition.limits import SMS_MAX_CHARS, SMS_MAX_SEGMENTS
+from journeys.definition.limits import SMS_MAX_SEGMENTS
 from journeys.models import NO_PHONE, SendResult, SendSmsInput
 from journeys.phones import normalise_phone, segments
 from journeys.settings import Settings
@@ -29,10 +29,9 @@ def too_long_for_sms(text: str, max_segments: int | None) -> str | None:
     """Why a filled-in text is too long to send (the reason recorded), or None."""
     allowed = min(max_segments or SMS_MAX_SEGMENTS, SMS_MAX_SEGMENTS)
     parts = segments(text).count
+    # No separate check of SMS_MAX_CHARS: ten parts hold fewer characters than that.
     if parts > allowed:
         return f"text too long: {parts} parts once filled in, the step allows {allowed}"
-    if len(text) > SMS_MAX_CHARS:
-        return f"text too long: {len(text)} characters once filled in, at most {SMS_MAX_CHARS}"
     return None
 
 

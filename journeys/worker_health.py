@@ -41,7 +41,8 @@ class WorkerHealth:
     """What the probes answer from: written by the worker's tasks, read by the thread
     that serves the endpoint (plain attribute reads and writes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stale_seconds: float = STALE_SECONDS) -> None:
+        self.stale_seconds = stale_seconds
         self.beat = time.monotonic()
         self.temporal_at: float | None = None
         self.polling: Callable[[], bool] = lambda: False
@@ -67,7 +68,8 @@ class WorkerHealth:
         now = time.monotonic()
         checks = {
             **self.alive(),
-            "temporal": self.temporal_at is not None and now - self.temporal_at < STALE_SECONDS,
+            "temporal": self.temporal_at is not None
+            and now - self.temporal_at < self.stale_seconds,
             "polling": self.polling(),
         }
         if self.listening is not None:

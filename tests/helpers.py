@@ -11,9 +11,11 @@ import os
 import re
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -30,59 +32,83 @@ from journeys.sns import SnsClient
 T = TypeVar("T")
 
 
+@dataclass
+class Served:
+    """An app served over real HTTP for a test: its client, and in a thread of its own
+    the event loop it runs on (`loop_lag` measures how long that loop is held)."""
+
+    http: httpx.AsyncClient
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+@asynccontextmanager
+async def serve_app(app: Any, api_key: str, *, thread: bool = False) -> AsyncIterator[Served]:
+    """`app` served by uvicorn on a free port: on the test's own event loop, or with
+    `thread` on a loop of its own in a thread, as in a process of its own."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    loop = asyncio.new_event_loop() if thread else None
+    if loop is not None:
+        runner = threading.Thread(
+            target=loop.run_until_complete, args=(server.serve(),), daemon=True, name="api"
+        )
+        runner.start()
+        alive = runner.is_alive
+    else:
+        task = asyncio.create_task(server.serve())
+        alive = lambda: not task.done()  # noqa: E731
+    while not server.started:
+        assert alive(), "the API did not start"
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=60,
+        ) as http:
+            yield Served(http, loop)
+    finally:
+        server.should_exit = True
+        if loop is not None:
+            await asyncio.to_thread(runner.join, 10)
+            loop.close()
+        else:
+            await task
+
+
+async def loop_lag(loop: asyncio.AbstractEventLoop) -> float:
+    """Seconds until `loop` (running in another thread) runs a callback given to it now."""
+    here = asyncio.get_running_loop()
+    answered: asyncio.Future[float] = here.create_future()
+    asked = time.monotonic()
+
+    def ran() -> None:
+        lag = time.monotonic() - asked
+        here.call_soon_threadsafe(answered.set_result, lag)
+
+    loop.call_soon_threadsafe(ran)
+    return await answered
+
+
 @asynccontextmanager
 async def api_on(
-    settings: ApiSettings, sns: SnsClient | None = None
+    settings: ApiSettings, sns: SnsClient | None = None, *, thread: bool = False
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Another API process-alike: `create_app(settings)` served by uvicorn over real HTTP
     (the tests' own stack keeps running beside it)."""
-    from api.main import create_app  # the app, only for the tests that serve one
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, sns), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not serving.done(), "the API did not start"
-        await asyncio.sleep(0.05)
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {settings.api_key.get_secret_value()}"},
-            timeout=30,
-        ) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await serving
+    async with api_served(settings, sns, thread=thread) as served:
+        yield served.http
 
 
 @asynccontextmanager
-async def api_in_thread(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API on an event loop of its own, in a thread, as in its own process: what
-    holds its loop shows in how long it takes to answer (`api_on` shares the test's)."""
+async def api_served(
+    settings: ApiSettings, sns: SnsClient | None = None, *, thread: bool = False
+) -> AsyncIterator[Served]:
     from api.main import create_app  # the app, only for the tests that serve one
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True, name="api")
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the API did not start"
-        await asyncio.sleep(0.05)
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {settings.api_key.get_secret_value()}"},
-            timeout=60,
-        ) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 10)
+    key = settings.api_key.get_secret_value()
+    async with serve_app(create_app(settings, sns), key, thread=thread) as served:
+        yield served
 
 
 async def create_contact(http: httpx.AsyncClient, **fields: Any) -> str:

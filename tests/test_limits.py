@@ -32,10 +32,11 @@ from journeys.models import (
 from tests.builders import journey, mail, wait
 from tests.conftest import API_KEY, Stack
 from tests.helpers import (
-    api_in_thread,
+    api_served,
     create_contact,
     enrol,
     eventually,
+    loop_lag,
     participant,
     publish,
     wait_for_step,
@@ -72,6 +73,27 @@ def nested_condition(levels: int) -> dict[str, Any]:
     for _ in range(levels - 1):
         condition = {"all": [condition]}
     return condition
+
+
+def json_depth(data: Any) -> int:
+    if isinstance(data, dict):
+        return 1 + max((json_depth(v) for v in data.values()), default=0)
+    if isinstance(data, list):
+        return 1 + max((json_depth(v) for v in data), default=0)
+    return 0
+
+
+def deepest_journey(key: str) -> dict[str, Any]:
+    """A condition as deep as allowed, its value a list nested to the JSON limit."""
+    body = branch_journey(key, nested_condition(MAX_CONDITION_DEPTH))
+    leaf = body["steps"]["check"]["if"]
+    while "all" in leaf:
+        leaf = leaf["all"][0]
+    leaf["op"], leaf["value"] = "in", []
+    while json_depth(body) < MAX_JSON_DEPTH:
+        leaf["value"] = [leaf["value"]]
+    assert json_depth(body) == MAX_JSON_DEPTH
+    return body
 
 
 def branch_journey(key: str, condition: dict[str, Any]) -> dict[str, Any]:
@@ -174,8 +196,14 @@ async def test_each_limit_is_refused_in_short(stack: Stack) -> None:
         assert elapsed < 5, f"{body['key']}: {elapsed:.1f}s"  # a hang, not a speed target
         missing = await stack.http.get(f"/journeys/{body['key']}")
         assert missing.status_code == 404, "nothing was stored"
-    # The deepest condition allowed publishes.
-    await publish(stack.http, branch_journey("limit-deepest", nested_condition(20)))
+    # The deepest definition allowed publishes, and a participant runs through it (the
+    # issue's 200 levels published, and every run's first workflow task failed).
+    await publish(stack.http, deepest_journey("limit-deepest"))
+    contact = await create_contact(stack.http)
+    await enrol(stack.http, "limit-deepest", contact)
+    view = await wait_until_done(stack.http, "limit-deepest", contact)
+    assert view["status"] == "completed", view
+    assert [visit["step"] for visit in view["history"]] == ["check", "done"]
 
 
 async def test_follow_ups_nest_only_so_deep(stack: Stack) -> None:
@@ -275,8 +303,9 @@ async def test_a_reset_is_no_end_of_the_participant(stack: Stack) -> None:
 async def test_a_large_publish_does_not_hold_the_api(stack: Stack) -> None:
     """Before: 190 mails of templates (980 kB, 30,000 expressions) took 8 s to check on
     the event loop, and /healthz waited all that time. The checks run in a process of
-    their own now; the bound here catches a hold, it is not a speed target (the
-    README's Performance section has the figures)."""
+    their own now. Measured as the lag of the API's own event loop (in a thread of its
+    own here, as in its own process); the bound catches a hold, the figures are in the
+    README's Performance section."""
     ids = [f"m{i:03d}" + "x" * 60 for i in range(190)]
     steps: dict[str, Any] = {
         sid: {
@@ -288,27 +317,29 @@ async def test_a_large_publish_does_not_hold_the_api(stack: Stack) -> None:
         for sid, after in zip(ids, [*ids[1:], "end"], strict=True)
     }
     steps["end"] = {"type": "end"}
-    body = journey("limit-large", steps=steps, start=ids[0])
-    answered: list[float] = []
+    # Encoded before the probe starts: the test's own encoding would hold the GIL.
+    body = json.dumps(journey("limit-large", steps=steps, start=ids[0])).encode()
+    lags: list[float] = []
 
-    async with api_in_thread(stack.settings) as http:
+    async with api_served(stack.settings, thread=True) as served:
+        assert served.loop is not None
 
-        async def probe() -> None:
+        async def probe(loop: asyncio.AbstractEventLoop) -> None:
             while True:
-                started = time.monotonic()
-                assert (await http.get("/healthz")).status_code == 200
-                answered.append(time.monotonic() - started)
+                lags.append(await loop_lag(loop))
                 await asyncio.sleep(0.01)
 
-        probing = asyncio.create_task(probe())
+        probing = asyncio.create_task(probe(served.loop))
         try:
-            response = await http.post("/journeys", json=body)
+            response = await served.http.post(
+                "/journeys", content=body, headers={"Content-Type": "application/json"}
+            )
         finally:
             probing.cancel()
             await asyncio.gather(probing, return_exceptions=True)
     assert response.status_code == 201, response.text[:500]
-    assert len(answered) > 10, "/healthz was answered while the publish ran"
-    assert max(answered) < 1.5, f"/healthz waited {max(answered):.2f} s"
+    assert len(lags) > 10, "the probe ran while the publish did"
+    assert max(lags) < 2, f"the API's loop was held {max(lags):.2f} s"
 
 
 async def test_a_step_of_an_unknown_kind_or_field_is_named_with_what_is_allowed(

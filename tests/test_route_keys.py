@@ -4,20 +4,16 @@ the words come from the app's own routes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
-import uvicorn
 from fastapi import APIRouter, FastAPI
 
 from api.main import create_app
 from api.route_keys import route_paths, shadowed_slots, taken_keys
-from journeys.devstack import free_port
 from tests.builders import linear_journey, mail
 from tests.conftest import API_KEY, Stack
+from tests.helpers import serve_app
 from tests.test_console import csrf_of, said, signed_in
 
 # Every key slot that a fixed route shares with a key, and what takes it. A new entry
@@ -99,26 +95,6 @@ async def test_the_console_refuses_it_too(stack: Stack) -> None:
         await browser.aclose()
 
 
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the API did not start"
-        await asyncio.sleep(0.05)
-    try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=30,
-        ) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def test_every_create_endpoint_with_a_key_in_a_path_refuses_a_taken_one(
     stack: Stack,
 ) -> None:
@@ -134,7 +110,8 @@ async def test_every_create_endpoint_with_a_key_in_a_path_refuses_a_taken_one(
         return {}
 
     app.include_router(later)
-    async with serving(app) as http:
+    async with serve_app(app, API_KEY) as served:
+        http = served.http
         campaign = await http.post("/campaigns", json={"key": "summary", "name": "S"})
         assert campaign.status_code == 422, campaign.text
         assert "'summary' cannot be a campaign's key" in campaign.text

@@ -1,5 +1,5 @@
 """An SMS is checked for length once filled in (issue 24): a template within the limit
-with a long first name went out as 15 parts before."""
+with a long first name went out as 11 parts before (15 in the issue's case)."""
 
 from __future__ import annotations
 

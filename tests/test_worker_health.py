@@ -60,24 +60,40 @@ async def test_a_running_worker_is_alive_and_ready(stack: Stack) -> None:
         assert stopped.json()["checks"]["dispatcher_listening"] is False
 
 
-async def test_not_ready_while_temporal_cannot_be_reached(stack: Stack) -> None:
-    health = WorkerHealth()
+async def test_not_ready_once_temporal_stops_answering(stack: Stack) -> None:
+    """Ready while Temporal answers its health checks; not ready (and saying so) once
+    the last answer is older than allowed, alive all the same."""
+    health = WorkerHealth(stale_seconds=1.5)
     port = serve(0, health, addr="127.0.0.1")
     nowhere = Settings(
         **{**_worker_settings(stack), "temporal_address": f"127.0.0.1:{free_port()}"}
     )
-    client = await connect(nowhere, lazy=True)
-    watching = asyncio.create_task(health.watch(client))
-    try:
-        await asyncio.sleep(0.5)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            answer = await http.get("/readyz")
+    unreachable = await connect(nowhere, lazy=True)
+    health.polling = lambda: True
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        watching = asyncio.create_task(health.watch(stack.temporal))
+        try:
+            assert (await _ready(http)).status_code == 200
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+        watching = asyncio.create_task(health.watch(unreachable))
+        try:
+            for _ in range(50):
+                answer = await http.get("/readyz")
+                if answer.status_code == 503:
+                    break
+                await asyncio.sleep(0.1)
             assert answer.status_code == 503
-            assert answer.json()["checks"]["temporal"] is False
+            assert answer.json()["checks"] == {
+                "event_loop": True,
+                "temporal": False,
+                "polling": True,
+            }
             assert (await http.get("/healthz")).status_code == 200  # alive all the same
-    finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
 
 
 def _worker_settings(stack: Stack) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Every other limit fits under these (docs/limits.md says why each is what it is):
 - a run shows the steps it took in one search attribute, and Temporal refuses a
   value over 2,048 bytes (and then terminates the run): `MAX_STEPS` steps of a
   graph fit as short tokens (`journeys.models.shown_steps_taken`);
-- the worker decodes a run's input with a JSON parser that stops at 128 levels:
-  `MAX_JSON_DEPTH` leaves room for the input's own wrapping;
+- the worker decodes a run's input with pydantic's JSON parser, which stops at about
+  250 levels: `MAX_JSON_DEPTH` leaves room for the input's own wrapping;
 - the checks and the evaluator walk conditions and follow-ups; with these depths
   no walk comes near Python's recursion limit, and a refusal stays short.
 
