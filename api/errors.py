@@ -11,6 +11,18 @@ from pydantic import BaseModel
 
 from journeys.definition import Problem
 from journeys.definition.explain import explained
+from journeys.schema import (
+    CROSS_FIELD,
+    DEFINITION,
+    INVALID_CURSOR,
+    OUT_OF_RANGE,
+    PAYLOAD,
+    PHONE_NUMBER,
+    STORED_STATE,
+    TOO_LARGE,
+    UNKNOWN_REFERENCE,
+    VISIBILITY_QUERY,
+)
 
 # A 422 lists this many problems one by one, then one entry counts the rest: ten
 # thousand unknown ids answer a few kB, not a megabyte.
@@ -79,14 +91,48 @@ def readable(error: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def unprocessable(
-    problems: Iterable[Problem], *, prefix: tuple[str, ...] = ("body",)
+# The `type` of a 422 problem the OpenAPI document could not have ruled out: a rule JSON
+# Schema cannot state (`journeys.schema`). The document states every other rule
+# (patterns, formats, ranges, "exactly one of"), so a request that fits it is refused
+# only for one of these; the schemathesis run of tests/faults checks that it is so.
+BEYOND_SCHEMA = {
+    UNKNOWN_REFERENCE: "names a contact, user, selection, journey, record (type), file or "
+    "recurring send that does not exist, or is not of the kind needed",
+    STORED_STATE: "does not fit what is stored (a declared field type, internal testers, "
+    "a recurring send's exclusion of recent recipients)",
+    DEFINITION: "the definition's graph, templates or references, or a condition where "
+    "it cannot be (a message condition in a query): the step or place named",
+    CROSS_FIELD: "two values that do not fit together (an end before its start)",
+    OUT_OF_RANGE: "a duration's or a moment's value out of bounds (named)",
+    INVALID_CURSOR: "a cursor this API did not give",
+    PHONE_NUMBER: "not a phone number",
+    VISIBILITY_QUERY: "Temporal refused the visibility query",
+    PAYLOAD: "a payload that does not decrypt",
+    TOO_LARGE: "nests deeper, or holds more in all, than the definition limits allow",
+}
+# Problems whose `type` is none of these break a rule the document states.
+VALUE_ERROR = "value_error"
+
+TypedProblem = tuple[tuple[str | int, ...], str, str]  # (loc, msg, type)
+
+
+def unprocessable_typed(
+    problems: Iterable[TypedProblem], *, prefix: tuple[str, ...] = ("body",)
 ) -> HTTPException:
-    """422: each problem in pydantic's shape, the first MAX_PROBLEMS of them (`bounded`)."""
+    """422: each problem in pydantic's shape with its own `type`, the first MAX_PROBLEMS
+    of them (`bounded`)."""
     detail = bounded(
-        {"loc": [*prefix, *loc], "msg": msg, "type": "value_error"} for loc, msg in problems
+        {"loc": [*prefix, *loc], "msg": msg, "type": kind} for loc, msg, kind in problems
     )
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
+def unprocessable(
+    problems: Iterable[Problem], *, prefix: tuple[str, ...] = ("body",), kind: str = VALUE_ERROR
+) -> HTTPException:
+    """422: each problem in pydantic's shape, of type `kind`, the first MAX_PROBLEMS of
+    them (`bounded`)."""
+    return unprocessable_typed(((loc, msg, kind) for loc, msg in problems), prefix=prefix)
 
 
 def unknown_items(
@@ -98,7 +144,10 @@ def unknown_items(
     took seconds for 10,000 ids, holding the event loop, and named duplicates at the
     first index)."""
     wrong = set(unknown)
-    return unprocessable(((field, i), msg(item)) for i, item in enumerate(items) if item in wrong)
+    return unprocessable(
+        (((field, i), msg(item)) for i, item in enumerate(items) if item in wrong),
+        kind=UNKNOWN_REFERENCE,
+    )
 
 
 class ErrorDetail(BaseModel):

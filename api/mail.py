@@ -8,11 +8,12 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from api.errors import unprocessable
+from api.errors import unprocessable, unprocessable_typed
 from journeys.definition import JourneyDefinition
 from journeys.definition.limits import size_problems
 from journeys.message_journeys import MAIL_STEP, message_journey
 from journeys.publishing import publishing_problems
+from journeys.schema import DEFINITION, TOO_LARGE
 
 
 async def checked_message_journey(
@@ -30,14 +31,14 @@ async def checked_message_journey(
         return ("message", *(rest[1:] if rest[:1] == ("send_email",) else rest))
 
     if size := size_problems(raw):
-        raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in size])
+        raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in size], kind=TOO_LARGE)
     try:
         definition = JourneyDefinition.model_validate(raw)
     except ValidationError as exc:
-        raise unprocessable(
-            [(placed(tuple(e["loc"])), e["msg"]) for e in exc.errors(include_url=False)]
+        raise unprocessable_typed(
+            (placed(tuple(e["loc"])), e["msg"], e["type"]) for e in exc.errors(include_url=False)
         ) from None
     problems = await publishing_problems(pool, definition)
     if problems:
-        raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in problems])
+        raise unprocessable([(placed(tuple(loc)), msg) for loc, msg in problems], kind=DEFINITION)
     return definition

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import console, outages
+from api import console, openapi, outages
 from api.deps import json_within_depth
 from api.errors import bounded, readable
 from api.hits import HitBuffer
@@ -201,4 +201,5 @@ def create_app(settings: ApiSettings, sns: SnsClient | None = None) -> FastAPI:
         app.include_router(dev_mail.router)
     if settings.dev_sms_dir is not None:
         app.include_router(dev_sms.router)
+    openapi.install(app)
     return app

@@ -108,7 +108,12 @@ OUTAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
         "content": {
             "application/json": {
-                "example": {"detail": "PostgreSQL is unavailable; try again in a few seconds"}
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                },
+                "example": {"detail": "PostgreSQL is unavailable; try again in a few seconds"},
             }
         },
     }

@@ -16,10 +16,12 @@ two times close together find the mail already sent.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic.json_schema import WithJsonSchema
+from pydantic_core import PydanticCustomError
 from temporalio.client import (
     Client,
     Schedule,
@@ -32,12 +34,22 @@ from temporalio.client import (
     ScheduleState,
 )
 
+from journeys.contacts import TimeZone
 from journeys.definition import parse_duration
 from journeys.definition.common import KEY_PATTERN
 from journeys.definition.conditions import AllOf, Condition, InSelection, NotOf, Received
 from journeys.models import RecurringRunInput, recurring_schedule_id
 from journeys.outages import bounded
 from journeys.schedules import put_schedule
+from journeys.schema import (
+    CROSS_FIELD,
+    MAIL_MESSAGE_SCHEMA,
+    Schema,
+    absent,
+    equals,
+    exactly_when,
+    given,
+)
 from journeys.temporal import API_CALL_SECONDS, API_RPC_TIMEOUT
 from journeys.text import StorableModel
 
@@ -71,8 +83,25 @@ class InternalSend(StorableModel):
     )
 
 
+# The fields of a send_email step (checked as one when the send is saved).
+MailMessage = Annotated[dict[str, Any], WithJsonSchema(MAIL_MESSAGE_SCHEMA)]
+# A time of day a send may run at, HH:MM outside the quiet hours (`SendTimes._times`
+# says which rule a time breaks; the document states them all).
+SEND_TIME_PATTERN = r"^(?:0[6-9]|1[0-9]|2[0-2]):[0-5][0-9]$"
+SendTimeList = list[Annotated[str, Schema({"pattern": SEND_TIME_PATTERN})]]
+
+
+# `SendTimes._fits_frequency` as JSON Schema (the order of the dates it cannot state).
+_DAYS_FIT_FREQUENCY: list[JsonValue] = [
+    exactly_when(equals("frequency", "weekly"), "weekdays"),
+    exactly_when(equals("frequency", "monthly"), "day_of_month"),
+]
+
+
 class SendTimes(StorableModel):
     """When a recurring send runs: the fields PATCH may change."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": _DAYS_FIT_FREQUENCY})
 
     frequency: Literal["daily", "weekly", "monthly"]
     weekdays: list[Weekday] | None = Field(
@@ -84,10 +113,14 @@ class SendTimes(StorableModel):
         le=31,
         description="monthly: the day it runs (31: only in months that have one)",
     )
-    times: list[str] = Field(
-        min_length=1, max_length=24, description="local times of day, HH:MM", examples=[["09:00"]]
+    times: SendTimeList = Field(
+        min_length=1,
+        max_length=24,
+        json_schema_extra={"uniqueItems": True},
+        description="local times of day, HH:MM, from 06:00 to 22:59 (not in the quiet hours)",
+        examples=[["09:00"]],
     )
-    time_zone: str = Field(default="Europe/Amsterdam", examples=["Europe/Amsterdam"])
+    time_zone: TimeZone = Field(default="Europe/Amsterdam", examples=["Europe/Amsterdam"])
     start_date: date = Field(description="nothing is sent before it")
     end_date: date | None = Field(
         default=None, description="the last day it runs; afterwards the status reads stopped"
@@ -114,15 +147,6 @@ class SendTimes(StorableModel):
             seen.append(text)
         return sorted(seen)
 
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{name}' is not a time zone such as Europe/Amsterdam") from None
-        return name
-
     @model_validator(mode="after")
     def _fits_frequency(self) -> SendTimes:
         if (self.frequency == "weekly") != (self.weekdays is not None):
@@ -130,14 +154,28 @@ class SendTimes(StorableModel):
         if (self.frequency == "monthly") != (self.day_of_month is not None):
             raise ValueError("give 'day_of_month' exactly when the frequency is monthly")
         if self.end_date is not None and self.end_date < self.start_date:
-            raise ValueError("'end_date' comes before 'start_date'")
+            raise PydanticCustomError(CROSS_FIELD, "'end_date' comes before 'start_date'")
         return self
 
 
 class RecurringSendIn(SendTimes):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                *_DAYS_FIT_FREQUENCY,
+                {
+                    "oneOf": [
+                        {"allOf": [given("message"), given("selection"), absent("internal")]},
+                        {"allOf": [given("internal"), absent("message", "selection")]},
+                    ]
+                },
+            ]
+        }
+    )
+
     key: str = Field(pattern=KEY_PATTERN)
     name: str = Field(min_length=1, max_length=200)
-    message: dict[str, Any] | None = Field(
+    message: MailMessage | None = Field(
         default=None,
         description="the mail: the fields of a send_email step (subject, html, text, "
         "sender, attachments, follow_ups); `{{ record.<field> }}` fills from the "
@@ -175,14 +213,16 @@ class RecurringPatch(StorableModel):
     frequency: Literal["daily", "weekly", "monthly"] | None = None
     weekdays: list[Weekday] | None = None
     day_of_month: int | None = Field(default=None, ge=1, le=31)
-    times: list[str] | None = Field(default=None, min_length=1, max_length=24)
-    time_zone: str | None = None
+    times: SendTimeList | None = Field(
+        default=None, min_length=1, max_length=24, json_schema_extra={"uniqueItems": True}
+    )
+    time_zone: TimeZone | None = None
     start_date: date | None = None
     end_date: date | None = None
     status: Status | None = None
     dedupe: bool | None = None
     selection: str | None = Field(default=None, pattern=KEY_PATTERN)
-    message: dict[str, Any] | None = None
+    message: MailMessage | None = None
 
 
 def local_day(at: datetime, time_zone: str) -> date:

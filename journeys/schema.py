@@ -87,6 +87,11 @@ SIGNED_DURATION_SCHEMA: dict[str, Any] = {
 }
 
 
+# A campaign action's or a recurring send's `message`: the fields of a send_email step,
+# as the OpenAPI document defines them (`api.openapi`).
+MAIL_MESSAGE_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/MailMessage"}
+
+
 def given(name: str) -> dict[str, Any]:
     """A schema saying that property `name` is there and not null."""
     return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
@@ -105,6 +110,12 @@ def exactly_one_of(*names: str) -> dict[str, Any]:
 def not_all_of(*names: str) -> dict[str, Any]:
     """Not every one of the properties `names` is given (not null)."""
     return {"not": {"allOf": [given(name) for name in names]}}
+
+
+def equals(name: str, *values: Any) -> dict[str, Any]:
+    """A schema saying that property `name` is there and one of `values` (a condition of
+    `exactly_when`: without `required`, an object without the property would match)."""
+    return {"required": [name], "properties": {name: {"enum": list(values)}}}
 
 
 def exactly_when(condition: dict[str, Any], name: str) -> dict[str, Any]:

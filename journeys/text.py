@@ -14,7 +14,9 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, GetJsonSchemaHandler, field_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 
 def text_problem(text: str) -> str | None:
@@ -77,8 +79,21 @@ def check_storable(value: Any) -> Any:
     return value
 
 
+# Set on the JSON Schema of every StorableModel; `api.openapi` states there that no
+# string holds NUL (and takes the mark away).
+STORABLE_MARK = "x-storable"
+
+
 class StorableModel(BaseModel):
     """Input whose strings, wherever they are, can all be stored."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        handler.resolve_ref_schema(schema)[STORABLE_MARK] = True
+        return schema
 
     @field_validator("*", mode="after")
     @classmethod

@@ -100,7 +100,7 @@ async def test_unknown_ids_are_named_at_their_own_index_in_a_bounded_answer(
     # Index 0 is known; the unknown id given twice is named at 1 and at 2, each
     # unknown one after it at its own index.
     assert [p["loc"] for p in detail[:SHOWN]] == [["body", field, i] for i in range(1, SHOWN + 1)]
-    assert all(p["type"] == "value_error" for p in detail[:SHOWN])
+    assert all(p["type"] == "unknown_reference" for p in detail[:SHOWN])
     assert twice in detail[0]["msg"] and twice in detail[1]["msg"]
     assert f"{what} " in detail[0]["msg"] and "does not exist" in detail[0]["msg"]
     assert body[field][3] in detail[2]["msg"]

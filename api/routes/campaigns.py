@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import WithJsonSchema
 
 from api.deps import Key, PoolDep, SettingsDep, TemporalDep, require_api_key
 from api.errors import (
@@ -26,6 +27,13 @@ from api.routes.journeys import OperationStarted
 from journeys.definition import KEY_PATTERN
 from journeys.message_journeys import mail_journey_key
 from journeys.operations import start_operation
+from journeys.schema import (
+    INVALID_CURSOR,
+    MAIL_MESSAGE_SCHEMA,
+    UNKNOWN_REFERENCE,
+    decimal_schema,
+    not_all_of,
+)
 from journeys.store import campaigns, groups
 from journeys.store.conditions_sql import QueryProblem
 from journeys.store.journeys import get_journey, publish
@@ -39,7 +47,11 @@ router = APIRouter(
     dependencies=[Depends(require_api_key)],
     responses={**AUTH_RESPONSES, **NOT_FOUND_RESPONSE, **OUTAGE_RESPONSE},
 )
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=14, decimal_places=2),
+    WithJsonSchema(decimal_schema(12, 2, negative=False)),
+]
 GENERATED = error_response("the action was generated: it and its contacts are fixed")
 
 
@@ -51,6 +63,8 @@ class CampaignIn(StorableModel):
 
 
 class ActionIn(StorableModel):
+    model_config = ConfigDict(json_schema_extra=not_all_of("message", "journey"))
+
     key: str = Field(pattern=KEY_PATTERN, examples=["invite"])
     selection: str = Field(pattern=KEY_PATTERN, description="whom the action is for")
     record_type: str = Field(
@@ -62,8 +76,12 @@ class ActionIn(StorableModel):
         description="a record in each contact's dossier; false: one for the whole action",
     )
     done: bool = Field(default=False, description="the records are created as done")
-    cost_per_contact: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)] = Decimal(0)
-    message: dict[str, Any] | None = Field(
+    cost_per_contact: Annotated[
+        Decimal,
+        Field(ge=0, max_digits=14, decimal_places=4),
+        WithJsonSchema(decimal_schema(10, 4, negative=False)),
+    ] = Decimal(0)
+    message: Annotated[dict[str, Any], WithJsonSchema(MAIL_MESSAGE_SCHEMA)] | None = Field(
         default=None,
         description="mail each destination: the fields of a send_email step (subject, html, "
         "text, sender, attachments, follow_ups, listen, link_actions)",
@@ -82,7 +100,11 @@ class ActionIn(StorableModel):
 
 class CostIn(StorableModel):
     description: str = Field(min_length=1, max_length=200, examples=["Printing, invoice 2026-114"])
-    amount: Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
+    amount: Annotated[
+        Decimal,
+        Field(max_digits=14, decimal_places=2),
+        WithJsonSchema(decimal_schema(12, 2, negative=True)),
+    ]
 
 
 class Cost(BaseModel):
@@ -259,9 +281,14 @@ async def create_action(
         if generation is None or generation.status != "failed":
             raise HTTPException(status.HTTP_409_CONFLICT, f"action '{body.key}' was generated")
     if await groups.get_group(pool, "selection", body.selection) is None:
-        raise unprocessable([(("selection",), f"selection '{body.selection}' does not exist")])
+        raise unprocessable(
+            [(("selection",), f"selection '{body.selection}' does not exist")],
+            kind=UNKNOWN_REFERENCE,
+        )
     if body.journey is not None and await get_journey(pool, body.journey) is None:
-        raise unprocessable([(("journey",), f"journey '{body.journey}' does not exist")])
+        raise unprocessable(
+            [(("journey",), f"journey '{body.journey}' does not exist")], kind=UNKNOWN_REFERENCE
+        )
     mail_key = None
     if body.message is not None:
         definition = await checked_message_journey(
@@ -315,7 +342,9 @@ async def action_contacts(
     except QueryProblem as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except ValueError as exc:
-        raise unprocessable([(("cursor",), str(exc))], prefix=("query",)) from None
+        raise unprocessable(
+            [(("cursor",), str(exc))], prefix=("query",), kind=INVALID_CURSOR
+        ) from None
     return LinkedPage(
         contacts=[LinkedContact(contact_id=c, linked=linked) for c, linked in page.contacts],
         count=page.count,

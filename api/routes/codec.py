@@ -30,6 +30,7 @@ from api.deps import TemporalDep, require_admin
 from api.errors import AUTH_RESPONSES, unprocessable
 from api.outages import OUTAGE_RESPONSE
 from journeys.codec import PayloadDecodeError
+from journeys.schema import PAYLOAD
 from journeys.settings import ApiSettings
 
 PREFIX = "/codec"
@@ -103,7 +104,9 @@ async def _convert(codec: PayloadCodec | None, body: WirePayloads, *, decode: bo
             payload = wire.to_proto()
             converted = await (codec.decode if decode else codec.encode)([payload])
         except PayloadDecodeError as exc:
-            raise unprocessable([(("payloads", i, *exc.field.split(".", 1)), str(exc))]) from None
+            raise unprocessable(
+                [(("payloads", i, *exc.field.split(".", 1)), str(exc))], kind=PAYLOAD
+            ) from None
         out.extend(WirePayload.of(p) for p in converted)
     return WirePayloads(payloads=out)
 

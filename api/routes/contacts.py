@@ -9,12 +9,25 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from api.deps import PoolDep, SettingsDep, TemporalDep, require_api_key
-from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
+from api.errors import (
+    AUTH_RESPONSES,
+    NOT_FOUND_RESPONSE,
+    TypedProblem,
+    not_found,
+    unprocessable,
+    unprocessable_typed,
+)
 from api.outages import OUTAGE_RESPONSE
 from journeys.contacts import Contact, ContactIn
-from journeys.definition import Problem
 from journeys.fieldtypes import coerce
 from journeys.phones import normalise_phone
+from journeys.schema import (
+    INVALID_CURSOR,
+    OUT_OF_RANGE,
+    PHONE_NUMBER,
+    STORED_STATE,
+    UNKNOWN_REFERENCE,
+)
 from journeys.store.contacts import get_contact, upsert_contact
 from journeys.store.dossier import Cursor, DossierEntry, dossier_of, in_utc, next_cursor
 from journeys.store.fields import field_types
@@ -66,7 +79,9 @@ async def create_or_update_contact(
                 )
     except asyncpg.ForeignKeyViolationError:
         # A user deleted between the check and the write.
-        raise unprocessable([(("owner",), "the owner is not a user")]) from None
+        raise unprocessable(
+            [(("owner",), "the owner is not a user")], kind=UNKNOWN_REFERENCE
+        ) from None
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return contact
 
@@ -74,13 +89,13 @@ async def create_or_update_contact(
 async def _checked(pool: asyncpg.Pool, body: ContactIn, phone_region: str) -> ContactIn:
     """The body with the phone in E.164 and typed fields in their stored form; 422
     naming every misfit."""
-    problems: list[Problem] = []
+    problems: list[TypedProblem] = []
     phone = body.phone
     if phone:
         try:
             phone = normalise_phone(phone, phone_region)
         except ValueError as exc:
-            problems.append((("phone",), str(exc)))
+            problems.append((("phone",), str(exc), PHONE_NUMBER))
     types = await field_types(pool)
     fields = dict(body.fields)
     for name, value in body.fields.items():
@@ -88,14 +103,18 @@ async def _checked(pool: asyncpg.Pool, body: ContactIn, phone_region: str) -> Co
             try:
                 fields[name] = coerce(types[name], value)
             except ValueError as exc:
-                problems.append((("fields", name), f"field '{name}' ({types[name]}): {exc}"))
+                problems.append(
+                    (("fields", name), f"field '{name}' ({types[name]}): {exc}", STORED_STATE)
+                )
     owners = {k: getattr(body, k) for k in ("owner", "service_owner") if getattr(body, k)}
     for missing in await missing_users(pool, list(set(owners.values()))):
         problems += [
-            ((k,), f"user '{missing}' does not exist") for k, v in owners.items() if v == missing
+            ((k,), f"user '{missing}' does not exist", UNKNOWN_REFERENCE)
+            for k, v in owners.items()
+            if v == missing
         ]
     if problems:
-        raise unprocessable(problems)
+        raise unprocessable_typed(problems)
     # Only what was given: a field in the update counts as given to the upsert.
     update: dict[str, Any] = {"fields": fields} if "fields" in body.model_fields_set else {}
     if "phone" in body.model_fields_set:
@@ -136,11 +155,15 @@ async def read_dossier(
     try:
         after = Cursor.parse(cursor) if cursor is not None else None
     except ValueError as exc:
-        raise unprocessable([(("cursor",), str(exc))], prefix=("query",)) from None
+        raise unprocessable(
+            [(("cursor",), str(exc))], prefix=("query",), kind=INVALID_CURSOR
+        ) from None
     try:
         before = in_utc(before) if before is not None else None
     except ValueError as exc:
-        raise unprocessable([(("before",), str(exc))], prefix=("query",)) from None
+        raise unprocessable(
+            [(("before",), str(exc))], prefix=("query",), kind=OUT_OF_RANGE
+        ) from None
     if await get_contact(pool, contact_id) is None:
         raise not_found(f"contact {contact_id} does not exist")
     # Runs terminated from outside could not note it themselves: noted as read.

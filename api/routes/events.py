@@ -5,11 +5,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import IdempotencyKey, PoolDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, error_response, not_found
 from api.outages import OUTAGE_RESPONSE
+from journeys.schema import exactly_one_of
 from journeys.store.events import contact_event, store_contact_event
 from journeys.text import StorableModel
 
@@ -23,6 +24,8 @@ router = APIRouter(
 
 class EventIn(StorableModel):
     """A named event for one contact, by id or by external id."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("contact_id", "external_id"))
 
     contact_id: uuid.UUID | None = None
     external_id: str | None = Field(default=None, min_length=1, max_length=200)

@@ -9,11 +9,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from api.deps import PoolDep, require_api_key
 from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition.common import IsoDuration, Strict, parse_duration
+from journeys.schema import OUT_OF_RANGE
 from journeys.store import caps
 
 router = APIRouter(
@@ -39,7 +41,9 @@ class CapIn(Strict):
     @classmethod
     def _a_frequency(cls, per: str) -> str:
         if parse_duration(per) > MAX_PERIOD:
-            raise ValueError("a frequency cap's period is at most a year (P366D)")
+            raise PydanticCustomError(
+                OUT_OF_RANGE, "a frequency cap's period is at most a year (P366D)"
+            )
         return per
 
 

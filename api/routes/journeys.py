@@ -32,6 +32,7 @@ from api.errors import (
     unknown_items,
     unprocessable,
 )
+from api.openapi import exact_json_schema
 from api.outages import OUTAGE_RESPONSE
 from api.route_keys import key_problems
 from journeys.definition import KEY_PATTERN, JourneyDefinition
@@ -41,7 +42,7 @@ from journeys.operations import start_operation
 from journeys.ops import workflow_task_failure
 from journeys.outages import Unavailable, bounded
 from journeys.publishing import NotPublishable, publish_definition
-from journeys.schema import exactly_one_of
+from journeys.schema import DEFINITION, exactly_one_of
 from journeys.signals import deliver
 from journeys.store import groups
 from journeys.store.conditions_sql import QueryProblem
@@ -159,7 +160,7 @@ class RemovalResponse(BaseModel):
 
 @router.get("/schema", summary="JSON Schema of the journey definition format")
 async def definition_schema() -> dict[str, Any]:
-    return JourneyDefinition.model_json_schema(by_alias=True)
+    return exact_json_schema(JourneyDefinition.model_json_schema(by_alias=True))
 
 
 @router.post(
@@ -183,7 +184,7 @@ async def publish_journey(
     try:
         journey, warnings = await publish_definition(pool, client, settings.task_queue, body)
     except NotPublishable as exc:
-        raise unprocessable(exc.problems) from None
+        raise unprocessable(exc.problems, kind=DEFINITION) from None
     return PublishedWithWarnings(
         **Published.model_validate(journey.model_dump()).model_dump(),
         warnings=[PublishWarning(loc=["body", *loc], msg=msg) for loc, msg in warnings],
@@ -237,7 +238,7 @@ async def enrol_contacts(
             await selection_sql(pool, body.selection, settings.default_time_zone)
         except QueryProblem as exc:
             if await groups.get_group(pool, "selection", body.selection) is None:
-                raise unprocessable([(("selection",), str(exc))]) from None
+                raise unprocessable([(("selection",), str(exc))], kind=exc.kind) from None
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         op = await start_operation(
             client,

@@ -17,14 +17,17 @@ from api.deps import Key, PoolDep, require_api_key
 from api.errors import (
     AUTH_RESPONSES,
     NOT_FOUND_RESPONSE,
+    TypedProblem,
     error_response,
     not_found,
     unknown_items,
     unprocessable,
+    unprocessable_typed,
 )
 from api.outages import OUTAGE_RESPONSE
-from journeys.definition import FIELD_NAME_PATTERN, KEY_PATTERN, Problem
+from journeys.definition import FIELD_NAME_PATTERN, KEY_PATTERN
 from journeys.fieldtypes import RecordFieldType, coerce
+from journeys.schema import STORED_STATE, UNKNOWN_REFERENCE, Schema
 from journeys.store import records
 from journeys.store.contacts import missing_contacts
 from journeys.text import StorableModel, check_storable
@@ -51,7 +54,10 @@ class RecordTypeIn(StorableModel):
     name: str | None = Field(
         default=None, min_length=1, max_length=200, description="the key when not given"
     )
-    fields: dict[RecordFieldName, RecordFieldType] = Field(
+    fields: Annotated[
+        dict[RecordFieldName, RecordFieldType],
+        Schema({"propertyNames": {"not": {"enum": list(records.RESERVED_RECORD_FIELDS)}}}),
+    ] = Field(
         default_factory=dict,
         max_length=200,
         description="each field's type; fields declared before are kept, and keep their type",
@@ -135,23 +141,28 @@ async def create_or_update_record(
     record_type = await records.get_record_type(pool, body.type)
     if record_type is None:
         raise unprocessable(
-            [(("type",), f"record type '{body.type}' does not exist; declare it first")]
+            [(("type",), f"record type '{body.type}' does not exist; declare it first")],
+            kind=UNKNOWN_REFERENCE,
         )
-    problems: list[Problem] = []
+    problems: list[TypedProblem] = []
     fields = dict(body.fields)
     for name, value in body.fields.items():
         declared = record_type.fields.get(name)
         if declared is None:
             problems.append(
-                (("fields", name), f"'{name}' is not a field of record type '{body.type}'")
+                (
+                    ("fields", name),
+                    f"'{name}' is not a field of record type '{body.type}'",
+                    UNKNOWN_REFERENCE,
+                )
             )
             continue
         try:
             fields[name] = coerce(declared, value)
         except ValueError as exc:
-            problems.append((("fields", name), f"field '{name}' ({declared}): {exc}"))
+            problems.append((("fields", name), f"field '{name}' ({declared}): {exc}", STORED_STATE))
     if problems:
-        raise unprocessable(problems)
+        raise unprocessable_typed(problems)
     found, created = await records.upsert_record(pool, body.type, body.external_id, fields)
     response.status_code = 201 if created else 200
     return found

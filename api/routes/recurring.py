@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import Key, PoolDep, SettingsDep, TemporalDep, require_api_key
-from api.errors import AUTH_RESPONSES, NOT_FOUND_RESPONSE, not_found, unprocessable
+from api.errors import (
+    AUTH_RESPONSES,
+    NOT_FOUND_RESPONSE,
+    TypedProblem,
+    not_found,
+    unprocessable,
+    unprocessable_typed,
+)
 from api.mail import checked_message_journey
 from api.outages import OUTAGE_RESPONSE
 from api.route_keys import key_problems
@@ -27,6 +34,7 @@ from journeys.recurring import (
     sync_schedule,
 )
 from journeys.recurring_end import stop_when_ended
+from journeys.schema import STORED_STATE, UNKNOWN_REFERENCE
 from journeys.store import recurring
 from journeys.store.conditions_sql import QueryProblem, compiler_for
 from journeys.store.contacts import internal_testers, missing_contacts
@@ -128,7 +136,7 @@ async def _checked(pool: PoolDep, send: RecurringSendIn, zone: str) -> None:
         assert send.selection is not None
         problem = exclusion_problem(send.key, send.selection, compiler.selections)
         if problem:
-            raise unprocessable([(("selection",), problem)])
+            raise unprocessable([(("selection",), problem)], kind=STORED_STATE)
         return
     internal = send.internal
     content = await recurring.get_send(pool, internal.content_from)
@@ -139,17 +147,19 @@ async def _checked(pool: PoolDep, send: RecurringSendIn, zone: str) -> None:
                     ("internal", "content_from"),
                     f"'{internal.content_from}' is not a recurring send with a message",
                 )
-            ]
+            ],
+            kind=UNKNOWN_REFERENCE,
         )
     for field in ("lookahead_selection", "recipients_selection"):
         key = getattr(internal, field)
         try:
             sql = await pairs_sql(pool, key, zone)
         except QueryProblem as exc:
-            raise unprocessable([(("internal", field), str(exc))]) from None
+            raise unprocessable([(("internal", field), str(exc))], kind=exc.kind) from None
         if field == "lookahead_selection" and sql.record_type is None:
             raise unprocessable(
-                [(("internal", field), f"selection '{key}' selects contacts, not records ('of')")]
+                [(("internal", field), f"selection '{key}' selects contacts, not records ('of')")],
+                kind=UNKNOWN_REFERENCE,
             )
 
 
@@ -255,8 +265,11 @@ async def change_recurring_send(
     try:
         send = RecurringSendIn.model_validate(merged)
     except ValidationError as exc:
+        # The change and what is stored do not fit together (a weekly send given a
+        # day_of_month, an end before the stored start): the change alone was valid.
         raise unprocessable(
-            [(tuple(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+            [(tuple(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)],
+            kind=STORED_STATE,
         ) from None
     saved, _ = await _save(pool, client, settings, send)
     return await _view(pool, client, saved)
@@ -275,22 +288,27 @@ async def send_test_mail(
     await _stored(pool, key)
     missing = set(await missing_contacts(pool, body.contact_ids))
     testers = await internal_testers(pool, body.contact_ids)
-    problems: list[tuple[tuple[str | int, ...], str]] = []
+    problems: list[TypedProblem] = []
     for i, contact_id in enumerate(body.contact_ids):
         if contact_id in missing:
-            problems.append((("contact_ids", i), f"contact {contact_id} does not exist"))
+            problems.append(
+                (("contact_ids", i), f"contact {contact_id} does not exist", UNKNOWN_REFERENCE)
+            )
         elif contact_id not in testers:
             problems.append(
                 (
                     ("contact_ids", i),
                     f"contact {contact_id} is not an internal tester: a test mail goes only "
                     "to contacts whose field internal_tester is true",
+                    STORED_STATE,
                 )
             )
     if body.record_id is not None and await get_record(pool, body.record_id) is None:
-        problems.append((("record_id",), f"record {body.record_id} does not exist"))
+        problems.append(
+            (("record_id",), f"record {body.record_id} does not exist", UNKNOWN_REFERENCE)
+        )
     if problems:
-        raise unprocessable(problems)
+        raise unprocessable_typed(problems)
     test = TesterMail(
         contact_ids=[str(c) for c in body.contact_ids],
         record_id=str(body.record_id) if body.record_id else None,

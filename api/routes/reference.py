@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, UploadFile, status
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import Key, PoolDep, SettingsDep, require_api_key
 from api.errors import (
@@ -21,11 +21,20 @@ from api.errors import (
 )
 from api.outages import OUTAGE_RESPONSE
 from api.routes.records import ROLE_PATTERN
-from journeys.contacts import _check_email, _check_time_zone
+from journeys.contacts import Email, TimeZone
 from journeys.definition import CONTACT_COLUMNS, FIELD_NAME_PATTERN, KEY_PATTERN, READ_ONLY_FIELDS
 from journeys.definition.conditions import Condition
 from journeys.fieldtypes import FieldType
 from journeys.references import MAX_ATTACHMENTS_BYTES
+from journeys.schema import (
+    INVALID_CURSOR,
+    STORED_STATE,
+    UNKNOWN_REFERENCE,
+    Schema,
+    equals,
+    exactly_when,
+    only_with,
+)
 from journeys.store import crm, fields, files, groups, queries, records, recurring, users
 from journeys.store.conditions_sql import CONDITION, QueryProblem
 from journeys.store.contacts import missing_contacts
@@ -43,7 +52,9 @@ RESERVED_FIELDS = {*CONTACT_COLUMNS, *READ_ONLY_FIELDS, "owner", "service_owner"
 
 
 class ContactFieldIn(StorableModel):
-    name: str = Field(pattern=FIELD_NAME_PATTERN, examples=["score"])
+    name: Annotated[str, Schema({"not": {"enum": sorted(RESERVED_FIELDS)}})] = Field(
+        pattern=FIELD_NAME_PATTERN, examples=["score"]
+    )
     type: FieldType
 
     @model_validator(mode="after")
@@ -90,8 +101,8 @@ async def list_contact_fields(pool: PoolDep) -> list[ContactFieldIn]:
 class UserIn(StorableModel):
     key: str = Field(pattern=KEY_PATTERN, examples=["sam"])
     name: str = Field(min_length=1, max_length=200)
-    email: Annotated[str, AfterValidator(_check_email)]
-    time_zone: Annotated[str, AfterValidator(_check_time_zone)] = "UTC"
+    email: Email
+    time_zone: TimeZone = "UTC"
 
 
 @router.post(
@@ -150,6 +161,16 @@ class GroupIn(StorableModel):
 
 
 class SelectionIn(GroupIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                exactly_when(equals("type", "query"), "query"),
+                only_with("of", "query"),
+                only_with("role", "of"),
+            ]
+        }
+    )
+
     type: Literal["static", "query"] = Field(
         description="static: members are added and removed; query: members are the "
         "contacts `query` finds when the selection is used"
@@ -246,14 +267,16 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
                 )
             of, role = body.of, body.role
             if of is not None and await records.get_record_type(pool, of) is None:
-                raise unprocessable([(("of",), f"record type '{of}' does not exist")])
+                raise unprocessable(
+                    [(("of",), f"record type '{of}' does not exist")], kind=UNKNOWN_REFERENCE
+                )
             if body.query is not None:
                 try:
                     await check_query(
                         pool, body.key, body.query, settings.default_time_zone, of, role
                     )
                 except QueryProblem as exc:
-                    raise unprocessable([(("query", *exc.loc), str(exc))]) from None
+                    raise unprocessable([(("query", *exc.loc), str(exc))], kind=exc.kind) from None
                 # Only what this change breaks: a send already broken by another
                 # selection's change made outside the API is that run's concern.
                 zone = settings.default_time_zone
@@ -270,7 +293,8 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
                         [
                             (("query",), f"recurring send '{send}' uses it: {why}")
                             for send, why in broken
-                        ]
+                        ],
+                        kind=STORED_STATE,
                     )
                 query = CONDITION.dump_python(
                     body.query, mode="json", by_alias=True, exclude_none=True
@@ -371,7 +395,9 @@ def _group_routes(kind: groups.Kind, path: str, model: type[GroupIn]) -> None:
         except QueryProblem as exc:
             raise _no_longer_compiles(key, exc) from None
         except ValueError as exc:
-            raise unprocessable([(("cursor",), str(exc))], prefix=("query",)) from None
+            raise unprocessable(
+                [(("cursor",), str(exc))], prefix=("query",), kind=INVALID_CURSOR
+            ) from None
         return MembersPage(**page.__dict__)
 
 

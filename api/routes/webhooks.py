@@ -26,7 +26,12 @@ from activities.twilio import (
     request_signature,
 )
 from api.deps import PoolDep, SettingsDep
-from api.errors import error_response, unprocessable, unprocessable_response
+from api.errors import (
+    error_response,
+    unprocessable,
+    unprocessable_response,
+    unprocessable_typed,
+)
 from api.outages import OUTAGE_RESPONSE
 from journeys.definition.common import DeliveryErrorKind
 from journeys.sns import (
@@ -96,7 +101,7 @@ def _verify(settings: SettingsDep, body: bytes, signature: str | None) -> None:
     responses={
         401: error_response("unsigned, or the signature does not match the body"),
         413: error_response("the body is larger than 64 kB"),
-        422: error_response("the body is not a delivery report"),
+        422: unprocessable_response("the body is not a delivery report"),
         503: error_response("JOURNEYS_WEBHOOK_SECRET is not set, or a backend is down"),
     },
     openapi_extra={
@@ -120,8 +125,8 @@ async def delivery_report(
         report = DeliveryReport.model_validate(json.loads(body))
     except ValueError as exc:  # not JSON, or not a report
         if isinstance(exc, ValidationError):
-            raise unprocessable(
-                [(tuple(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+            raise unprocessable_typed(
+                (tuple(str(p) for p in e["loc"]), e["msg"], e["type"]) for e in exc.errors()
             ) from None
         raise unprocessable([((), f"the body is not JSON: {exc}")]) from None
     found = await record_delivery_error(
@@ -147,13 +152,22 @@ class SesOut(BaseModel):
     responses={
         403: error_response("not a genuine SNS message of an accepted topic (says why)"),
         413: error_response("the body is larger than 64 kB"),
-        422: error_response("the body is not an SNS message"),
+        422: unprocessable_response("the body is not an SNS message"),
         503: error_response("JOURNEYS_SNS_TOPICS is not set, or a backend is down"),
     },
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"text/plain": {"schema": {"type": "string"}}},
+            # SNS posts its JSON as text/plain.
+            "content": {
+                "text/plain": {
+                    "schema": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"type": "object"},
+                    }
+                }
+            },
         }
     },
 )
@@ -200,6 +214,23 @@ async def ses_notification(request: Request, pool: PoolDep, settings: SettingsDe
     return SesOut(status="recorded" if reports else "ignored", recorded=recorded, orphans=orphans)
 
 
+# Twilio's status callback: form fields, of which these two are needed.
+_SMS_STATUS_FIELDS = {
+    "type": "object",
+    "required": ["MessageSid", "MessageStatus"],
+    "properties": {
+        "MessageSid": {"type": "string", "minLength": 1},
+        "MessageStatus": {"type": "string", "minLength": 1},
+        "ErrorCode": {"type": "string"},
+    },
+    "additionalProperties": {"type": "string"},
+}
+_SMS_STATUS_FORM = {
+    "application/x-www-form-urlencoded": {"schema": _SMS_STATUS_FIELDS},
+    "multipart/form-data": {"schema": _SMS_STATUS_FIELDS},
+}
+
+
 class SmsStatusOut(BaseModel):
     status: Literal["recorded", "orphan", "ignored"] = Field(
         description="ignored: a status that is no delivery error (queued, sent, delivered)"
@@ -218,6 +249,7 @@ class SmsStatusOut(BaseModel):
         ),
         503: error_response("SMS_URL is not set, or a backend is down"),
     },
+    openapi_extra={"requestBody": {"required": True, "content": _SMS_STATUS_FORM}},
 )
 async def sms_status(
     request: Request,

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import AfterValidator, ConfigDict, Field
 
+from journeys.schema import DURATION_OR_ZERO_SCHEMA, DURATION_SCHEMA, Schema
 from journeys.text import StorableModel
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -85,12 +86,14 @@ LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", exa
 IsoDuration = Annotated[
     str,
     AfterValidator(_check_duration),
+    Schema(DURATION_SCHEMA),
     Field(description="ISO-8601 duration, e.g. PT10M, P3D, P2Y", examples=["P3D"]),
 ]
 # A wait that may be none at all (a follow-up's PT0M).
 IsoDurationOrZero = Annotated[
     str,
     AfterValidator(_check_duration_or_zero),
+    Schema(DURATION_OR_ZERO_SCHEMA),
     Field(description="ISO-8601 duration; PT0M for none", examples=["PT0M", "P2D"]),
 ]
 StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN)]

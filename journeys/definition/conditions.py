@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from journeys.definition.common import (
     DeliveryErrorKind,
@@ -21,6 +21,7 @@ from journeys.definition.common import (
     StepId,
     Strict,
 )
+from journeys.schema import exactly_one_of, only_with
 
 Operator = Literal[
     "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists", "not_exists"
@@ -79,6 +80,12 @@ Membership = InSelection | InProject
 class ReceivedFrom(Strict):
     """Which messages count: a journey's, one step of it, or a recurring send's (in a
     selection of records: those about the pair's record)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [exactly_one_of("journey", "recurring"), only_with("step", "journey")]
+        }
+    )
 
     journey: Key | None = None
     step: StepId | None = Field(default=None, description="only this step's messages")

@@ -10,10 +10,10 @@ minutes to years), checks `run_if` again, and then runs its own `steps` from
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field
 
 from journeys.definition.common import (
     DeliveryErrorKind,
@@ -51,20 +51,9 @@ class FollowUp(Strict):
         default=None, description="checked when the wait is over; not met: skipped"
     )
     start: StepId
-    steps: Annotated[
-        dict[StepId, Step],
-        # Validated as the journey's steps; described without recursing into them, as
-        # a schema that nests the whole step union in itself is endless to generate
-        # examples from (schemathesis) and to read.
-        WithJsonSchema(
-            {
-                "type": "object",
-                "minProperties": 1,
-                "additionalProperties": {"type": "object"},
-                "description": "step id -> step: the same kinds as the journey's `steps`",
-            }
-        ),
-    ] = Field(min_length=1)
+    steps: dict[StepId, Step] = Field(
+        min_length=1, description="step id -> step: the same kinds as the journey's `steps`"
+    )
 
     def problems(self) -> list[Problem]:
         """Checks of the rule itself (its steps are checked as a graph elsewhere)."""

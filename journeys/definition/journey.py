@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from journeys.definition.common import (
     KEY_PATTERN,
@@ -20,6 +21,7 @@ from journeys.definition.common import (
 )
 from journeys.definition.conditions import Condition
 from journeys.definition.steps import Step
+from journeys.schema import CROSS_FIELD, OUT_OF_RANGE, equals, exactly_when
 
 
 class ApiEntry(Strict):
@@ -76,7 +78,7 @@ class SelectionEntry(Strict):
     @model_validator(mode="after")
     def _not_too_often(self) -> SelectionEntry:
         if parse_duration(self.every) < timedelta(minutes=1):
-            raise ValueError("'every' is one minute or more")
+            raise PydanticCustomError(OUT_OF_RANGE, "'every' is one minute or more")
         return self
 
 
@@ -91,6 +93,8 @@ class Reentry(Strict):
     `always`: whenever no run is open; `once`: never again; `after`: once the
     last entry is longer ago than `after`.
     """
+
+    model_config = ConfigDict(json_schema_extra=exactly_when(equals("policy", "after"), "after"))
 
     policy: Literal["once", "always", "after"] = "always"
     after: IsoDuration | None = None
@@ -115,7 +119,9 @@ class QuietHours(Strict):
     @model_validator(mode="after")
     def _a_span(self) -> QuietHours:
         if self.start == self.end:
-            raise ValueError("quiet hours must end at another time than they start")
+            raise PydanticCustomError(
+                CROSS_FIELD, "quiet hours must end at another time than they start"
+            )
         return self
 
 

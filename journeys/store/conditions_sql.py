@@ -41,6 +41,7 @@ from journeys.definition.conditions import (
     Received,
     RecordFieldIs,
 )
+from journeys.schema import DEFINITION, STORED_STATE, UNKNOWN_REFERENCE
 from journeys.store.contacts import BOUNCED
 
 # Profile fields that are columns, as JSON (how `journeys.contacts.profile` shows them).
@@ -72,11 +73,13 @@ def interval_sql(seconds_param: str) -> str:
 
 
 class QueryProblem(ValueError):
-    """The condition cannot be a query; `loc` is where, inside the condition."""
+    """The condition cannot be a query; `loc` is where, inside the condition, and `kind`
+    what kind of rule it breaks (a 422 problem's type: `journeys.schema`)."""
 
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+    def __init__(self, loc: tuple[str | int, ...], message: str, kind: str = "value_error") -> None:
         super().__init__(message)
         self.loc = loc
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class Compiler:
                 (*loc, "message"),
                 "a message condition asks about a journey's own message; in a query, "
                 "ask with {'received': {'journey': ..., 'step': ...}}",
+                DEFINITION,
             )
         if isinstance(cond, InSelection):
             return self._selection(cond.selection, (*loc, "selection"))
@@ -156,10 +160,12 @@ class Compiler:
 
     def _selection(self, key: str, loc: tuple[str | int, ...]) -> str:
         if key not in self.selections:
-            raise QueryProblem(loc, f"selection '{key}' does not exist")
+            raise QueryProblem(loc, f"selection '{key}' does not exist", UNKNOWN_REFERENCE)
         if key in self._inside:
             raise QueryProblem(
-                loc, f"selection '{key}' contains itself: {' -> '.join([*self._inside, key])}"
+                loc,
+                f"selection '{key}' contains itself: {' -> '.join([*self._inside, key])}",
+                STORED_STATE,
             )
         query = self.selections[key]
         if query is None:
@@ -173,7 +179,7 @@ class Compiler:
                 return self._has_pair(key, query)
             return self.compile_as(key, query)
         except QueryProblem as exc:  # inside another selection: point at its use here
-            raise QueryProblem(loc, str(exc)) from None
+            raise QueryProblem(loc, str(exc), exc.kind) from None
 
     def compile_as(self, key: str, query: Condition) -> str:
         """`query` as selection `key`'s: a use of `key` inside it is a cycle. For a
@@ -234,7 +240,9 @@ class Compiler:
     def _anniversary(self, cond: Anniversary, loc: tuple[str | int, ...]) -> str:
         name = cond.anniversary
         if self.field_types.get(name) not in DATE_TYPES:
-            raise QueryProblem(loc, f"'{name}' is not a contact field of type date or datetime")
+            raise QueryProblem(
+                loc, f"'{name}' is not a contact field of type date or datetime", STORED_STATE
+            )
         raw = f"(c.fields ->> {self.param(name, 'text')})"
         zone = self.param(self.default_time_zone, "text")
         today = f"({self.now()} AT TIME ZONE COALESCE(c.time_zone, {zone}))::date"
@@ -257,6 +265,7 @@ class Compiler:
             raise QueryProblem(
                 (*loc, "field"),
                 f"'{name}' is not a contact field; declare it with POST /contact-fields",
+                UNKNOWN_REFERENCE,
             )
         return f"(c.fields -> {self.param(name, 'text')})"
 
@@ -268,7 +277,9 @@ class Compiler:
     def _record_field(self, cond: RecordFieldIs, loc: tuple[str | int, ...]) -> str:
         if self.record_type is None:
             raise QueryProblem(
-                (*loc, "record_field"), "record_field needs a selection of a record type ('of')"
+                (*loc, "record_field"),
+                "record_field needs a selection of a record type ('of')",
+                DEFINITION,
             )
         name = cond.record_field
         declared = self.record_types.get(self.record_type, {}).get(name)
@@ -277,6 +288,7 @@ class Compiler:
                 (*loc, "record_field"),
                 f"'{name}' is not a field of record type '{self.record_type}'; "
                 "declare it with POST /record-types",
+                UNKNOWN_REFERENCE,
             )
         if cond.op in ("within_next", "within_last"):
             return self._within(cond, declared, loc)
@@ -290,6 +302,7 @@ class Compiler:
             raise QueryProblem(
                 (*loc, "op"),
                 f"'{cond.op}' needs a date or datetime field; '{name}' is a {declared} field",
+                STORED_STATE,
             )
         try:
             if not isinstance(cond.value, str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AnyHttpUrl, Field, model_validator
+from pydantic import AnyHttpUrl, ConfigDict, Field, model_validator
 
 from journeys.definition.common import (
     IsoDuration,
@@ -16,6 +16,7 @@ from journeys.definition.common import (
     Strict,
     step_problem,
 )
+from journeys.schema import not_all_of
 
 
 class UserOwner(Strict):
@@ -59,6 +60,7 @@ class CreateActivity(StepBase):
     """A call, meeting or to-do for a colleague, due after `due_in` or booked in the
     owner's first free slot in working hours."""
 
+    model_config = ConfigDict(json_schema_extra=not_all_of("due_in", "first_free_slot"))
     templates: ClassVar[dict[str, bool]] = {"title": False}
 
     type: Literal["create_activity"]

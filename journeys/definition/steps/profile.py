@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from journeys.definition.common import (
     CONTACT_COLUMNS,
@@ -17,6 +17,7 @@ from journeys.definition.common import (
     Strict,
     step_problem,
 )
+from journeys.schema import equals, exactly_when, given
 
 OpName = Literal["set", "clear", "increment", "decrement", "append", "remove", "set_now"]
 # What each operation needs: a value, and which declared field types it fits
@@ -35,6 +36,22 @@ OP_FIELD_TYPES: dict[str, set[str]] = {
 
 class FieldOp(Strict):
     """One change to one field: `{"field": "score", "op": "increment", "value": 5}`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                exactly_when(equals("op", *sorted(OP_NEEDS_VALUE)), "value"),
+                {
+                    "if": equals("op", "increment", "decrement"),
+                    "then": {"properties": {"value": {"type": "number"}}},
+                },
+                {
+                    "if": equals("op", "append", "remove"),
+                    "then": {"properties": {"value": {"type": ["string", "number", "boolean"]}}},
+                },
+            ]
+        }
+    )
 
     field: FieldName
     op: OpName
@@ -57,6 +74,8 @@ class FieldOp(Strict):
 
 class UpdateContact(StepBase):
     """Change profile fields: `set` values, and/or `ops` applied in one statement."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [given("set"), given("ops")]})
 
     type: Literal["update_contact"]
     set: dict[FieldName, Any] | None = Field(default=None, min_length=1)

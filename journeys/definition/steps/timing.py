@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, model_validator
 
 from journeys.definition.common import (
     DeliveryErrorKind,
@@ -20,11 +21,13 @@ from journeys.definition.common import (
     parse_duration,
     step_problem,
 )
+from journeys.schema import SIGNED_DURATION_SCHEMA, Schema, absent, equals, given
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 SignedDuration = Annotated[
     str,
     AfterValidator(lambda text: parse_duration(text.removeprefix("-")) and text),
+    Schema(SIGNED_DURATION_SCHEMA),
     Field(
         description="ISO-8601 duration, negative with a leading '-', e.g. -P1D",
         examples=["-P1D"],
@@ -41,6 +44,31 @@ class Wait(StepBase):
     at once.
     """
 
+    # `_one_kind_of_wait` as JSON Schema.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "not": {
+                        "anyOf": [
+                            {"allOf": [given(a), given(b)]}
+                            for a, b in combinations(("duration", "until", "until_field"), 2)
+                        ]
+                    }
+                },
+                {"anyOf": [given(name) for name in ("duration", "until", "until_field", "at")]},
+                {
+                    "if": {"anyOf": [equals("anniversary", True), given("offset")]},
+                    "then": given("until_field"),
+                },
+                {"if": given("at"), "then": absent("duration", "until")},
+                {
+                    "if": given("weekdays"),
+                    "then": {"allOf": [given("at"), absent("duration", "until", "until_field")]},
+                },
+            ]
+        }
+    )
     waits: ClassVar[bool] = True
 
     type: Literal["wait"]
