@@ -161,6 +161,8 @@ def exact(document: dict[str, Any]) -> dict[str, Any]:
         for operation in operations.values():
             for schema in _schemas_of(operation):
                 closed_patterns(schema)
+                if schema.pop(STORABLE_MARK, False):  # a model's schema written inline
+                    storable(schema, {"$ref": f"{COMPONENTS}{STORABLE_JSON}"})
             response = operation.get("responses", {}).get("422")
             if response is not None and problem_types not in response["description"]:
                 # FastAPI's own description says no more than "Validation Error".

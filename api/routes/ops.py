@@ -12,11 +12,12 @@ from pydantic import AfterValidator, BaseModel, Field
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import TemporalDep, require_admin
-from api.errors import AUTH_RESPONSES, error_response, unprocessable
+from api.errors import AUTH_RESPONSES, unprocessable, unprocessable_response
 from api.outages import OUTAGE_RESPONSE
 from journeys import ops
 from journeys.definition.common import KEY_PATTERN, parse_duration
 from journeys.outages import bounded
+from journeys.schema import DURATION_OR_ZERO_SCHEMA, VISIBILITY_QUERY, Schema
 
 router = APIRouter(
     prefix="/ops",
@@ -25,7 +26,7 @@ router = APIRouter(
     responses={
         **AUTH_RESPONSES,
         **OUTAGE_RESPONSE,
-        422: error_response("a parameter, or the visibility query, is not valid (named)"),
+        422: unprocessable_response("a parameter, or the visibility query, is not valid (named)"),
     },
 )
 
@@ -40,7 +41,7 @@ def _duration(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_duration)]
+Duration = Annotated[str, AfterValidator(_duration), Schema(DURATION_OR_ZERO_SCHEMA)]
 StepId = Annotated[str, Query(pattern=ops.QUERY_VALUE.pattern)]
 JourneyKey = Annotated[str, Query(pattern=KEY_PATTERN)]
 
@@ -84,8 +85,17 @@ async def _temporal(call: Any, where: str = "where") -> Any:
         return await bounded("Temporal", call, OPS_SECONDS)
     except RPCError as exc:
         if exc.status == RPCStatusCode.INVALID_ARGUMENT:
-            raise unprocessable([((where,), exc.message)]) from None
+            raise unprocessable([((where,), exc.message)], kind=VISIBILITY_QUERY) from None
         raise
+
+
+def _since(since: str) -> datetime | None:
+    """The moment `since` ago; None (no bound) when that is before the calendar's first
+    day (P300000W: 500 years more than there are)."""
+    try:
+        return datetime.now(UTC) - parse_duration(since, zero=True)
+    except OverflowError:
+        return None
 
 
 @router.get("/failed", response_model=list[FailedRunView])
@@ -97,7 +107,7 @@ async def failed(
 ) -> list[ops.FailedRun]:
     """Participants whose run failed: the step and why; and run_script calls that failed
     for good (their `script/…` workflow), with the journey, step and participant."""
-    after = datetime.now(UTC) - parse_duration(since, zero=True) if since else None
+    after = _since(since) if since else None
     found: list[ops.FailedRun] = await _temporal(
         ops.failed_runs(client, journey=journey, step=step, since=after, limit=API_LIMIT)
     )
@@ -172,12 +182,16 @@ async def replay(body: Selection, client: TemporalDep) -> ReplayReport:
     )
 
 
+# What `ops.check_reset_target` takes.
+RESET_TARGET = f"^(?:last-good|first|step:{ops.QUERY_VALUE.pattern.strip('^$')})$"
+
+
 def _target(to: str) -> str:
     return ops.check_reset_target(to)
 
 
 class ResetRequest(Selection):
-    to: Annotated[str, AfterValidator(_target)] = Field(
+    to: Annotated[str, AfterValidator(_target), Schema({"pattern": RESET_TARGET})] = Field(
         description="last-good (before the failed or retrying activity), first, or step:<id>"
     )
     reason: str = Field(default="reset through the API", max_length=500)

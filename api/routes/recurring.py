@@ -17,6 +17,7 @@ from api.errors import (
     TypedProblem,
     not_found,
     unprocessable,
+    unprocessable_response,
     unprocessable_typed,
 )
 from api.mail import checked_message_journey
@@ -278,7 +279,9 @@ async def change_recurring_send(
 @router.post(
     "/{key}/test",
     response_model=RunResult,
-    responses={422: {"description": "a contact is not an internal tester, or no such record"}},
+    responses={
+        422: unprocessable_response("a contact is not an internal tester, or no such record")
+    },
 )
 async def send_test_mail(
     key: Key, body: TestMailIn, pool: PoolDep, client: TemporalDep, settings: SettingsDep

@@ -52,7 +52,7 @@ LinkAction = Annotated[
     | RemoveFromProjectAction,
     Field(discriminator="type"),
 ]
-WebUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+WebUrl = Annotated[str, Field(pattern=r"^https?://[^\s\x00]+$", max_length=2000)]
 # The follow-ups that carry out link actions are named link-1, link-2, … in the order
 # of the links.
 LINK_RULE_PREFIX = "link-"
@@ -189,7 +189,7 @@ class Notify(StepBase):
     to: str = Field(
         min_length=1,
         max_length=320,
-        pattern=r"^([a-z0-9][a-z0-9_-]{0,63}|[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+)$",
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,63}|[^@\s<>\"\x00]+@[^@\s<>\"\x00]+\.[^@\s<>\"\x00]+)$",
         description="a user key or an e-mail address",
     )
     subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS)
