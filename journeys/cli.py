@@ -411,7 +411,13 @@ def _run(command: str, body: Callable[..., Any], **params: Any) -> None:
         if os.environ.get("JOURNEYS_DEBUG"):
             raise
         print(f"journeys {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
+        # Not sys.exit: after a failed connect, a thread of the Temporal client's core
+        # may still call into Python while the interpreter finalizes, which aborts the
+        # process (SIGABRT, "PyGILState_Release … finalizing": 1 in 24 runs here) and
+        # loses the exit status. Nothing is left to clean up on this path.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def _typer(help: str) -> typer.Typer:
