@@ -100,8 +100,8 @@ BEYOND_SCHEMA = {
     "recurring send that does not exist, or is not of the kind needed",
     STORED_STATE: "does not fit what is stored (a declared field type, internal testers, "
     "a recurring send's exclusion of recent recipients)",
-    DEFINITION: "the definition's graph, templates or references, or a condition where "
-    "it cannot be (a message condition in a query): the step or place named",
+    DEFINITION: "the definition's graph, templates or references, or a condition that a "
+    "query cannot answer (a message condition; 'in' without a list): the place named",
     CROSS_FIELD: "two values that do not fit together (an end before its start)",
     OUT_OF_RANGE: "a duration's or a moment's value out of bounds (named)",
     INVALID_CURSOR: "a cursor this API did not give",

@@ -21,7 +21,7 @@ from journeys.definition.common import (
     StepId,
     Strict,
 )
-from journeys.schema import exactly_one_of, only_with
+from journeys.schema import DURATION_SCHEMA, equals, exactly_one_of, only_with
 
 Operator = Literal[
     "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "exists", "not_exists"
@@ -45,6 +45,26 @@ class RecordFieldIs(Strict):
     """Compare a field of the record in a selection `of` a record type:
     `{"record_field": "starts_at", "op": "within_next", "value": "P2D"}`. Only a
     selection's SQL answers it (over the pair's record); journeys refuse it."""
+
+    # What the SQL takes of each operator's value (`journeys.store.conditions_sql`).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": equals("op", "in", "not_in"),
+                    "then": {"properties": {"value": {"type": "array"}}},
+                },
+                {
+                    "if": equals("op", "gt", "gte", "lt", "lte"),
+                    "then": {"properties": {"value": {"type": ["string", "number"]}}},
+                },
+                {
+                    "if": equals("op", "within_next", "within_last"),
+                    "then": {"properties": {"value": {"type": "string", **DURATION_SCHEMA}}},
+                },
+            ]
+        }
+    )
 
     record_field: FieldName
     op: RecordOperator = "eq"

@@ -352,7 +352,8 @@ class Compiler:
             return same if op == "eq" else f"NOT COALESCE({same}, false)"
         if op in ("in", "not_in"):
             if not isinstance(expected, list):
-                raise QueryProblem((*loc, "value"), f"'{op}' takes a list of values")
+                # A journey's condition takes it (and is false): a query cannot.
+                raise QueryProblem((*loc, "value"), f"'{op}' takes a list of values", DEFINITION)
             options = self.param(expected, "jsonb")
             found = (
                 f"EXISTS (SELECT 1 FROM jsonb_array_elements({options}) o "
@@ -368,7 +369,9 @@ class Compiler:
                 f"WHEN 'string' THEN strpos({v} #>> '{{}}', {as_text}) > 0 ELSE false END)"
             )
         if expected is None or isinstance(expected, (list, dict, bool)):
-            raise QueryProblem((*loc, "value"), f"'{op}' compares with a number, a text or a date")
+            raise QueryProblem(
+                (*loc, "value"), f"'{op}' compares with a number, a text or a date", DEFINITION
+            )
         sql_op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
         value = self.param(expected, "jsonb")
         # Texts in code-point order, as the workflow compares them (not the database's
