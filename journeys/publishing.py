@@ -6,6 +6,9 @@ Shared by `POST /journeys` and the console's publish form.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -40,11 +43,29 @@ def _own_problems(defn: JourneyDefinition) -> list[Problem]:
 _checker: ProcessPoolExecutor | None = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In the checking process: end when the process that started it is gone. A pool's
+    worker holds both ends of its task queue, so a parent killed outright (SIGKILL, a
+    crash) would leave it waiting for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 async def _checked_apart(defn: JourneyDefinition) -> list[Problem]:
     global _checker
     for attempt in (1, 2):
         if _checker is None:
-            _checker = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+            _checker = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         try:
             return await asyncio.get_running_loop().run_in_executor(_checker, _own_problems, defn)
         except BrokenProcessPool:  # the process died (killed, out of memory): a new one

@@ -9,9 +9,13 @@ import asyncio
 import itertools
 import json
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+import psutil
 from temporalio.converter import encode_typed_search_attribute_value
 
 from api.console.counts import StepPlace, step_counts
@@ -44,6 +48,7 @@ from tests.helpers import (
 )
 from tests.test_console import csrf_of, said, signed_in
 
+ROOT = Path(__file__).resolve().parent.parent
 # Temporal's default limit on one search attribute value (limit.searchAttributeValueSize).
 TEMPORAL_VALUE_LIMIT = 2048
 
@@ -419,3 +424,41 @@ async def test_the_console_refuses_a_deep_definition_in_short(stack: Stack) -> N
     assert response.status_code == 422
     assert len(response.content) < 100_000
     assert f"nests deeper than {MAX_JSON_DEPTH} levels" in said(response)
+
+
+def test_the_checking_process_ends_with_the_api_process() -> None:
+    """Before: an API process killed outright left its checking process behind for ever
+    (a pool's worker holds both ends of its task queue)."""
+    script = """
+import asyncio
+import journeys.publishing as publishing
+from journeys.definition import JourneyDefinition
+
+definition = JourneyDefinition.model_validate(
+    {"key": "k", "name": "K", "entry": {"type": "api"}, "start": "done",
+     "steps": {"done": {"type": "end"}}}
+)
+
+async def main() -> None:
+    assert await publishing._checked_apart(definition) == []
+    print(*publishing._checker._processes, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert psutil.pid_exists(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    for _ in range(50):
+        if not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the checking process {child} outlived its parent")
