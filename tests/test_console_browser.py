@@ -259,3 +259,35 @@ async def test_stop_and_resume_a_recurring_send(stack: Stack, chromium: Browser)
         await expect(page.locator("#next-runs")).to_contain_text("10:00")
     finally:
         await context.close()
+
+
+async def test_a_run_terminated_from_outside_shows_on_the_open_journey_page(
+    stack: Stack, chromium: Browser, tmp_path: Path
+) -> None:
+    """The summary gains a "terminated from outside" line, without a reload, once an
+    operator terminates a run in the Temporal UI; the participant's page says why."""
+    context = await chromium.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    try:
+        await sign_in(page, stack.base_url)
+        key = f"cut-{uuid.uuid4().hex[:6]}"
+        await publish_in_form(page, stack.base_url, tour_journey(key))
+        contact = await create_contact(stack.http, first_name="Dora")
+        await enrol(stack.http, key, contact)
+        await wait_for_step(stack.http, key, contact, "wait_click")
+        terminated = page.get_by_role("link", name="terminated from outside")
+        await expect(terminated).to_be_hidden()
+        handle = stack.temporal.get_workflow_handle(f"journey/{key}/{contact}")
+        await handle.terminate(reason="sent to the wrong list")
+        await expect(terminated).to_be_visible(timeout=15_000)
+        await expect(terminated).to_have_text("1 terminated from outside")
+        await page.screenshot(path=str(tmp_path / "terminated.png"), full_page=True)
+        await terminated.click()
+        await expect(page.get_by_role("row", name=contact)).to_contain_text("Dora")
+        await page.get_by_role("link", name=contact).click()
+        await expect(page.locator("#status")).to_have_text("terminated")
+        await expect(page.locator(".reason")).to_have_text("sent to the wrong list")
+        await expect(page.locator(".state")).not_to_contain_text("Waiting")
+        await page.screenshot(path=os.environ.get("JOURNEYS_SHOT", str(tmp_path / "p.png")))
+    finally:
+        await context.close()

@@ -260,6 +260,7 @@ async def test_a_terminated_run_says_so_with_its_reason(stack: Stack) -> None:
     view = await participant(stack.http, key, contact)
     assert view["status"] == "terminated"
     assert view["reason"] == "wrong audience, stopped by the operator"
+    assert view["details"] is None, "no longer waiting"
     # Read again, by either way: still one line.
     assert len(await terminated_lines()) == 1
     # The console counts it apart, and the participant's page says why.

@@ -347,7 +347,9 @@ async def participant_view(
             status = progress.status
     if status == "terminated":
         # Ended from outside (an operator, or Temporal refusing a command): the run
-        # could not say why itself; its last event does (when Temporal answers).
+        # could not say why itself; its last event does (when Temporal answers). What
+        # the run last said of itself ("waiting until …") is no longer so.
+        details = None
         try:
             reason = await bounded(
                 "Temporal",
