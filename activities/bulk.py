@@ -34,7 +34,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.email import EmailActivities
-from activities.relay import RelayGate
+from activities.relay import RelayDown, RelayGate
 from activities.retries import finish_pages, give_up, keep_heartbeating, quiet_outages
 from journeys.definition import parse_duration
 from journeys.definition.journey import SelectionEntry
@@ -362,7 +362,10 @@ class BulkActivities:
             elif not isinstance(result, SendResult):
                 retry = retry or result
         if gate.down is not None:
-            raise gate.down  # what the relay said, for the attempt's one line
+            # What the relay said, for the attempt's one line; an outage, so the page
+            # is retried whole (a connection lost during DATA is no outage of its own,
+            # and would have failed every target left, one by one).
+            raise RelayDown(gate.down)
         if retry is not None:
             raise retry
         return errors

@@ -145,9 +145,7 @@ class Intake:
             if outage_of(exc) is not None:
                 raise
             why = _reason(exc)
-            log.error(
-                "bounces.not_stored", via=via, outcome=judged.outcome, reason=why, exc_info=True
-            )
+            log.error("bounces.not_stored", via=via, outcome=judged.outcome, reason=why)
             kept = Judged("kept", f"not stored as {judged.outcome}: {why}", judged.message_id)
             addresses = [printable(a)[:320] for a in envelope_to]
             taken = await take_notice(self.pool, raw, addresses, via, kept, digest)
@@ -169,7 +167,8 @@ class Intake:
         try:
             judged = judge(raw, envelope_to, self.secret, self.domain)
         except Exception as exc:  # a bug of the product: the mail is kept, with it
-            log.error("bounces.not_judged", reason=_reason(exc), exc_info=True)
+            # No traceback: its message may quote the notice's headers (addresses).
+            log.error("bounces.not_judged", reason=_reason(exc))
             judged = Judged("kept", f"not judged: {_reason(exc)}")
         return judged, digest_of(raw)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import os
 import secrets
@@ -415,6 +416,8 @@ def _run(command: str, body: Callable[..., Any], **params: Any) -> None:
         # may still call into Python while the interpreter finalizes, which aborts the
         # process (SIGABRT, "PyGILState_Release … finalizing": 1 in 24 runs here) and
         # loses the exit status. Nothing is left to clean up on this path.
+        # The exit handlers still run first (an embedded PostgreSQL stops in one).
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)

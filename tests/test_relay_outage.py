@@ -51,6 +51,7 @@ class Relay:
         self.accept = asyncio.Event()  # DATA is answered while set
         self.accept.set()
         self.hold_after: int | None = None  # DATA waits for `accept` after this many
+        self.drop_at_data = False  # the connection is cut with no answer to DATA
         self.port = 0
 
     @property
@@ -79,6 +80,10 @@ class Relay:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.drop_at_data:
+            assert server.transport is not None
+            server.transport.abort()
+            return "421 never heard"
         if self.hold_after is not None and len(self.received) >= self.hold_after:
             await self.accept.wait()
         self.received.extend(envelope.rcpt_tos)
@@ -317,3 +322,37 @@ async def test_a_stopped_page_leaves_done_at_what_was_done(stack: Stack, relay: 
     page = await run.work()
     assert page.done == n and await run.done() == n
     assert sorted(relay.received) == run.emails
+
+
+async def test_a_connection_lost_during_data_retries_the_page_and_fails_nobody(
+    stack: Stack, relay: Relay
+) -> None:
+    """Before: the lost connection closed the gate but was no outage, so the page went
+    one target at a time, each refused at the closed gate and marked failed: every
+    target left failed, and nobody sent them."""
+    n = 30
+    run = await generation(stack, relay, n)
+    relay.drop_at_data = True
+    with pytest.raises(ApplicationError) as failed:
+        await run.work()
+    assert not failed.value.non_retryable
+    failures = await stack.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE workflow_id = $1 AND status = 'failed'",
+        f"operation/{run.op.id}",
+    )
+    assert failures == 0
+    relay.drop_at_data = False
+    # The cut transaction's outcome is unknown: its lease keeps a retry from sending it
+    # until it runs out (here at once, as if the backoff had waited that long).
+    await stack.pool.execute(
+        "UPDATE messages SET lease_until = now() WHERE workflow_id = $1 AND status = 'sending'",
+        f"operation/{run.op.id}",
+    )
+    page = await run.work()
+    assert "failed" not in page.counts and page.done == n, page
+    statuses = await stack.pool.fetch(
+        "SELECT status, count(*) FROM messages WHERE workflow_id = $1 GROUP BY status",
+        f"operation/{run.op.id}",
+    )
+    assert "failed" not in {r["status"] for r in statuses}, statuses
+    assert len(relay.received) == len(set(relay.received)), "none twice"
