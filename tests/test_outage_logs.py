@@ -50,6 +50,8 @@ def _lines(text: str) -> list[dict[str, Any]]:
     """The log's JSON lines (a line that is not JSON is kept as its text)."""
     lines = []
     for raw in text.splitlines():
+        if not raw.strip():  # an empty line says nothing (one was seen once in CI)
+            continue
         try:
             lines.append(json.loads(raw))
         except ValueError:
