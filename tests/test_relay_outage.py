@@ -82,7 +82,7 @@ class Relay:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.drop_at_data:
             assert server.transport is not None
-            server.transport.abort()
+            server.transport.close()
             return "421 never heard"
         if self.hold_after is not None and len(self.received) >= self.hold_after:
             await self.accept.wait()
